@@ -1,0 +1,50 @@
+-- The spine: the callback inbox, the job queue and recurring schedules.
+-- Times are Unix milliseconds.
+
+-- Every callback WeCom delivered, once. `dedupe_key` is the MsgId when the event has one,
+-- else the SHA-256 of the decrypted XML (see wecom/callback.md section 4).
+CREATE TABLE inbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    dedupe_key TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    msg_id TEXT,
+    xml TEXT NOT NULL,
+    received_at BIGINT NOT NULL,
+    -- pending | processing | done | unhandled | failed
+    status TEXT NOT NULL DEFAULT 'pending',
+    attempts BIGINT NOT NULL DEFAULT 0,
+    lease_until BIGINT,
+    error TEXT,
+    processed_at BIGINT,
+    duplicates BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX inbox_status_id ON inbox (status, id);
+CREATE INDEX inbox_kind_id ON inbox (kind, id);
+
+CREATE TABLE jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    -- queued | running | done | failed
+    state TEXT NOT NULL DEFAULT 'queued',
+    run_at BIGINT NOT NULL,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    max_attempts BIGINT NOT NULL,
+    lease_until BIGINT,
+    worker TEXT,
+    last_error TEXT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX jobs_state_run_at ON jobs (state, run_at);
+
+CREATE TABLE schedules (
+    name TEXT PRIMARY KEY,
+    cron TEXT NOT NULL,
+    timezone TEXT NOT NULL,
+    job_kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    next_run_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);

@@ -1,0 +1,250 @@
+//! `siyu bench ingest`: the real callback endpoint (verify, decrypt, parse, group-committed
+//! insert on a temporary SQLite file) against a bare axum handler that reads the body and answers
+//! 200, driven in the same run by the same client with the same keep-alive connections and
+//! concurrency. The ratio of their throughputs is the figure to watch; absolute numbers depend on
+//! the machine and its neighbours.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::routing::post;
+
+use crate::app::ingest::dedupe_key;
+use crate::server::App;
+use crate::testkit::{CallbackSecrets, add_contact_xml, local_settings};
+use crate::wecom::sender::{CallbackSender, Sealed};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct IngestArgs {
+    /// Distinct events sent to each target.
+    #[arg(long, default_value_t = 20_000)]
+    pub events: usize,
+    /// Requests in flight at once (one keep-alive connection each).
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("bench setup: {0}")]
+    Setup(String),
+    #[error("bench check failed: {0}")]
+    Check(String),
+}
+
+struct RunResult {
+    events_per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+    /// Index of every request answered 200.
+    accepted: Vec<usize>,
+}
+
+pub async fn ingest(args: IngestArgs) -> Result<(), BenchError> {
+    let concurrency = args.concurrency.max(1);
+    let secrets = CallbackSecrets::generate();
+    let dir = tempfile_dir()?;
+    let db_url = format!("sqlite://{}/bench.db", dir.display());
+    let mut settings = local_settings(&db_url, &secrets);
+    settings.database.max_connections = 4;
+    let app = App::build(settings)
+        .await
+        .map_err(|e| BenchError::Setup(e.to_string()))?;
+
+    let bare = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| BenchError::Setup(e.to_string()))?;
+    let bare_addr = bare
+        .local_addr()
+        .map_err(|e| BenchError::Setup(e.to_string()))?;
+    let bare_router = Router::new().route(
+        "/wecom/callback",
+        post(|body: Bytes| async move {
+            std::hint::black_box(body.len());
+            ""
+        }),
+    );
+    let bare_server = tokio::spawn(async move {
+        let _ = axum::serve(bare, bare_router).await;
+    });
+
+    let crypto = Arc::new(secrets.crypto());
+    let create_time = crate::clock::system_now_ms() / 1000;
+    let xmls: Vec<String> = (0..args.events as u64)
+        .map(|n| add_contact_xml(&secrets.corp_id, n, create_time))
+        .collect();
+    // Sealed before timing: the client's encryption is not what we measure.
+    let sealer = CallbackSender::new("", crypto.clone(), "1000002");
+    let sealed: Arc<Vec<Sealed>> = Arc::new(xmls.iter().map(|x| sealer.seal(x)).collect());
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .http1_only()
+        .build()
+        .map_err(|e| BenchError::Setup(e.to_string()))?;
+
+    println!(
+        "siyu bench ingest: {} events per target, concurrency {concurrency}, SQLite at {}",
+        args.events,
+        dir.display()
+    );
+    let bare_url = format!("http://{bare_addr}/wecom/callback");
+    let real_url = format!("http://{}/wecom/callback", app.addr());
+    // A short warm-up of each opens the connections and faults in the code paths.
+    let warm = Arc::new(sealed[..sealed.len().min(200)].to_vec());
+    drive(
+        &client,
+        &bare_url,
+        crypto.clone(),
+        warm.clone(),
+        concurrency,
+    )
+    .await;
+
+    let bare_run = drive(
+        &client,
+        &bare_url,
+        crypto.clone(),
+        sealed.clone(),
+        concurrency,
+    )
+    .await;
+    report("bare axum", &bare_run);
+    let real_run = drive(
+        &client,
+        &real_url,
+        crypto.clone(),
+        sealed.clone(),
+        concurrency,
+    )
+    .await;
+    report("callback ingest", &real_run);
+
+    // Every event that got 200 must be in the inbox, and nothing else.
+    let expected: HashSet<String> = real_run
+        .accepted
+        .iter()
+        .map(|&i| dedupe_key(&secrets.corp_id, None, &xmls[i]))
+        .collect();
+    let stored: HashSet<String> = app
+        .store()
+        .inbox_keys()
+        .await
+        .map_err(|e| BenchError::Check(e.to_string()))?
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    app.shutdown().await;
+    bare_server.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+    if stored != expected {
+        return Err(BenchError::Check(format!(
+            "inbox holds {} events, {} were acknowledged ({} missing, {} unexpected)",
+            stored.len(),
+            expected.len(),
+            expected.difference(&stored).count(),
+            stored.difference(&expected).count()
+        )));
+    }
+    println!(
+        "inbox check: all {} acknowledged events stored exactly once",
+        expected.len()
+    );
+    println!("peak_rss_mib={:.1}", peak_rss_kib() as f64 / 1024.0);
+    println!(
+        "ingest_vs_bare_ratio={:.2}",
+        real_run.events_per_sec / bare_run.events_per_sec
+    );
+    Ok(())
+}
+
+fn report(name: &str, run: &RunResult) {
+    println!(
+        "{name:>16}: {:>9.0} events/s  p50 {:>7.2} ms  p99 {:>7.2} ms  accepted {}",
+        run.events_per_sec,
+        run.p50.as_secs_f64() * 1000.0,
+        run.p99.as_secs_f64() * 1000.0,
+        run.accepted.len()
+    );
+}
+
+async fn drive(
+    client: &reqwest::Client,
+    url: &str,
+    crypto: Arc<crate::wecom::crypto::Crypto>,
+    sealed: Arc<Vec<Sealed>>,
+    concurrency: usize,
+) -> RunResult {
+    let next = Arc::new(AtomicUsize::new(0));
+    let sender = CallbackSender::new(url, crypto, "1000002").with_client(client.clone());
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let next = next.clone();
+        let sealed = sealed.clone();
+        let sender = sender.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut accepted = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(s) = sealed.get(i) else { break };
+                let t = Instant::now();
+                let status = sender.post(s).await;
+                latencies.push(t.elapsed());
+                if status == Ok(200) {
+                    accepted.push(i);
+                }
+            }
+            (latencies, accepted)
+        }));
+    }
+    let mut latencies = Vec::with_capacity(sealed.len());
+    let mut accepted = Vec::with_capacity(sealed.len());
+    for task in tasks {
+        if let Ok((l, a)) = task.await {
+            latencies.extend(l);
+            accepted.extend(a);
+        }
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let pick = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    RunResult {
+        events_per_sec: accepted.len() as f64 / elapsed.as_secs_f64(),
+        p50: pick(0.50),
+        p99: pick(0.99),
+        accepted,
+    }
+}
+
+fn tempfile_dir() -> Result<std::path::PathBuf, BenchError> {
+    let dir = std::env::temp_dir().join(format!(
+        "siyu-bench-{}-{}",
+        std::process::id(),
+        crate::clock::system_now_ms()
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| BenchError::Setup(e.to_string()))?;
+    Ok(dir)
+}
+
+/// Peak resident set size of this process (VmHWM), in KiB; 0 where /proc is not available.
+pub fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}

@@ -1,0 +1,419 @@
+//! Settings: built-in defaults, then `config/siyu.toml` (or the file named by `--config`), then
+//! `SIYU_SECTION__KEY` environment variables. Every key is documented in `config/siyu.toml`.
+//!
+//! Loading never panics: a bad or missing value becomes a [`ConfigError`] naming the key, which
+//! the binary prints as one line before exiting.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The file read when `--config` is not given, if it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "config/siyu.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    FileMissing(PathBuf),
+    #[error("config: {0}")]
+    Parse(String),
+    #[error("config: {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+/// A value that must never reach a log line: `Debug` and `Display` print `[redacted]`.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("\"\"")
+        } else {
+            f.write_str("[redacted]")
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub wecom: WecomSettings,
+    pub api: ApiSettings,
+    pub jobs: JobSettings,
+    pub inbox: InboxSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerSettings {
+    pub listen: String,
+    /// Callback bodies above this size are answered 413 (WeCom's are a few KiB).
+    pub body_limit_bytes: usize,
+    /// How long shutdown waits for in-flight requests and jobs.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            body_limit_bytes: 64 * 1024,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DatabaseSettings {
+    pub url: Secret,
+    pub max_connections: u32,
+    /// SQLite only: `full` survives power loss, `normal` survives a process crash.
+    pub sqlite_synchronous: String,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: Secret::new("sqlite://siyu.db"),
+            max_connections: 8,
+            sqlite_synchronous: "full".into(),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &redact_url(self.url.expose()))
+            .field("max_connections", &self.max_connections)
+            .field("sqlite_synchronous", &self.sqlite_synchronous)
+            .finish()
+    }
+}
+
+/// `postgres://user:pw@host/db` → `postgres://user:***@host/db`, for logs and `Debug`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WecomSettings {
+    pub corp_id: String,
+    pub agent_id: i64,
+    pub secret: Secret,
+    pub contact_secret: Secret,
+    pub callback_token: Secret,
+    pub encoding_aes_key: Secret,
+    pub api_base: String,
+}
+
+impl Default for WecomSettings {
+    fn default() -> Self {
+        Self {
+            corp_id: String::new(),
+            agent_id: 0,
+            secret: Secret::default(),
+            contact_secret: Secret::default(),
+            callback_token: Secret::default(),
+            encoding_aes_key: Secret::default(),
+            api_base: "https://qyapi.weixin.qq.com".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ApiSettings {
+    /// Bearer token for `/api/v1`. Empty disables the API (every call answers 401).
+    pub token: Secret,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct JobSettings {
+    /// Jobs run at once by this process.
+    pub workers: usize,
+    /// A claimed job's lease; a job whose lease ran out (dead worker) is taken again.
+    pub lease_secs: u64,
+    pub max_attempts: i64,
+    pub backoff_base_ms: u64,
+    pub backoff_max_secs: u64,
+    /// Fallback poll when no wake-up arrives (other processes on SQLite, missed notifications).
+    pub poll_interval_ms: u64,
+    /// Time zone of cron schedules.
+    pub timezone: String,
+}
+
+impl Default for JobSettings {
+    fn default() -> Self {
+        Self {
+            workers: 4,
+            lease_secs: 60,
+            max_attempts: 8,
+            backoff_base_ms: 1000,
+            backoff_max_secs: 3600,
+            poll_interval_ms: 1000,
+            timezone: "Asia/Shanghai".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InboxSettings {
+    /// Most callbacks committed in one transaction (group commit).
+    pub batch_max: usize,
+    /// Lease on an event being handled; an expired lease makes it available again.
+    pub lease_secs: u64,
+}
+
+impl Default for InboxSettings {
+    fn default() -> Self {
+        Self {
+            batch_max: 512,
+            lease_secs: 60,
+        }
+    }
+}
+
+impl Settings {
+    /// Defaults, then the file (the given one must exist; the default one may be absent), then
+    /// `SIYU_*` variables.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        match file {
+            Some(path) if !path.exists() => return Err(ConfigError::FileMissing(path.into())),
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
+                figment = figment.merge(Toml::file_exact(DEFAULT_CONFIG_FILE))
+            }
+            None => {}
+        }
+        figment = figment.merge(Env::prefixed("SIYU_").split("__"));
+        let settings: Settings = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        settings.validate_common()?;
+        Ok(settings)
+    }
+
+    /// Checks every command needs: the database and the job settings.
+    pub fn validate_common(&self) -> Result<(), ConfigError> {
+        crate::store::DbKind::from_url(self.database.url.expose())
+            .map_err(|reason| invalid("database.url", reason))?;
+        if !matches!(self.database.sqlite_synchronous.as_str(), "full" | "normal") {
+            return Err(invalid(
+                "database.sqlite_synchronous",
+                "must be \"full\" or \"normal\"",
+            ));
+        }
+        if self.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        if self.jobs.workers == 0 {
+            return Err(invalid("jobs.workers", "must be at least 1"));
+        }
+        if self.jobs.max_attempts < 1 {
+            return Err(invalid("jobs.max_attempts", "must be at least 1"));
+        }
+        if self.jobs.lease_secs == 0 || self.inbox.lease_secs == 0 {
+            return Err(invalid(
+                "jobs.lease_secs",
+                "leases must be at least 1 second",
+            ));
+        }
+        if self.inbox.batch_max == 0 {
+            return Err(invalid("inbox.batch_max", "must be at least 1"));
+        }
+        self.timezone()?;
+        Ok(())
+    }
+
+    /// Checks `serve` needs on top: where to listen and how to read WeCom's callbacks.
+    pub fn validate_serve(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        if self.wecom.corp_id.trim().is_empty() {
+            return Err(invalid(
+                "wecom.corp_id",
+                "is missing (the corp id, ww..., from the WeCom admin console)",
+            ));
+        }
+        if self.wecom.callback_token.is_empty() {
+            return Err(invalid(
+                "wecom.callback_token",
+                "is missing (the Token of the app's callback settings)",
+            ));
+        }
+        let token = self.wecom.callback_token.expose();
+        if token.len() > 32 || !token.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(invalid(
+                "wecom.callback_token",
+                "must be at most 32 letters or digits",
+            ));
+        }
+        let key = self.wecom.encoding_aes_key.expose();
+        if key.is_empty() {
+            return Err(invalid(
+                "wecom.encoding_aes_key",
+                "is missing (the EncodingAESKey of the app's callback settings)",
+            ));
+        }
+        if key.len() != 43 || !key.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(invalid(
+                "wecom.encoding_aes_key",
+                format!(
+                    "must be exactly 43 letters or digits (got {} characters)",
+                    key.chars().count()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.server.listen.parse().map_err(|_| {
+            invalid(
+                "server.listen",
+                format!(
+                    "{:?} is not an address like 127.0.0.1:8080",
+                    self.server.listen
+                ),
+            )
+        })
+    }
+
+    pub fn timezone(&self) -> Result<chrono_tz::Tz, ConfigError> {
+        self.jobs.timezone.parse().map_err(|_| {
+            invalid(
+                "jobs.timezone",
+                format!("{:?} is not an IANA time zone", self.jobs.timezone),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_settings() -> Settings {
+        let mut s = Settings::default();
+        s.wecom.corp_id = "ww1436e0e65a779aee".into();
+        s.wecom.callback_token = Secret::new("hJqcu3uJ9Tn2gXPmxx2w9kkCkCE2EPYo");
+        s.wecom.encoding_aes_key = Secret::new("6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt");
+        s
+    }
+
+    #[test]
+    fn defaults_validate_for_common_commands() {
+        Settings::default().validate_common().unwrap();
+    }
+
+    #[test]
+    fn serve_names_the_missing_key() {
+        let err = Settings::default().validate_serve().unwrap_err();
+        assert!(err.to_string().contains("wecom.corp_id"), "{err}");
+        let mut s = serve_settings();
+        s.wecom.encoding_aes_key = Secret::new("tooshort");
+        let err = s.validate_serve().unwrap_err().to_string();
+        assert!(
+            err.contains("wecom.encoding_aes_key") && err.contains("43"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("tooshort"),
+            "the key itself must not be printed"
+        );
+        serve_settings().validate_serve().unwrap();
+    }
+
+    #[test]
+    fn bad_database_url_is_named() {
+        let mut s = Settings::default();
+        s.database.url = Secret::new("mysql://x");
+        let err = s.validate_common().unwrap_err().to_string();
+        assert!(err.contains("database.url"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let mut s = serve_settings();
+        s.database.url = Secret::new("postgres://siyu:hunter2@db/siyu");
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            !shown.contains("hJqcu3uJ9Tn2gXPmxx2w9kkCkCE2EPYo"),
+            "{shown}"
+        );
+        assert!(!shown.contains("6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt"));
+        assert!(shown.contains("postgres://siyu:***@db/siyu"), "{shown}");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail returns figment's large error type
+    fn file_then_environment_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("siyu.toml");
+        std::fs::write(
+            &path,
+            "[server]\nlisten = \"127.0.0.1:9999\"\n[jobs]\nworkers = 2\n",
+        )
+        .unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SIYU_JOBS__WORKERS", "7");
+            let s = Settings::load(Some(&path)).map_err(|e| e.to_string())?;
+            assert_eq!(s.server.listen, "127.0.0.1:9999");
+            assert_eq!(s.jobs.workers, 7);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_named_file_must_exist_and_parse() {
+        let err = Settings::load(Some(Path::new("/nonexistent/siyu.toml"))).unwrap_err();
+        assert!(matches!(err, ConfigError::FileMissing(_)));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[jobs]\nworkers = \"many\"\n").unwrap();
+        let err = Settings::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("workers"), "{err}");
+    }
+}

@@ -1,0 +1,117 @@
+//! `/api/v1`: the operator's JSON API, behind `Authorization: Bearer <api.token>`.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use super::AppState;
+use crate::store::inbox::{EventFilter, InboxStatus};
+
+pub(super) fn router(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/events", get(list_events))
+        .route_layer(axum::middleware::from_fn_with_state(state, require_token))
+        // The API description is public: it holds no data.
+        .route("/openapi.json", get(openapi))
+}
+
+/// The API's error answer: a status and a message naming what is wrong.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "API request failed");
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: "internal error; see the server log".into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let expected = state.api_token.expose().as_bytes();
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::as_bytes);
+    match given {
+        Some(given) if !expected.is_empty() && bool::from(given.ct_eq(expected)) => {
+            next.run(request).await
+        }
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            Json(json!({ "error": "missing or wrong bearer token (config api.token)" })),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct EventsQuery {
+    kind: Option<String>,
+    status: Option<String>,
+    limit: Option<i64>,
+}
+
+/// Newest first: id, kind, received_at (Unix ms), status, error, duplicates.
+async fn list_events(
+    State(state): State<AppState>,
+    Query(q): Query<EventsQuery>,
+) -> Result<Response, ApiError> {
+    let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(InboxStatus::parse(s).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "status: {s:?} is not one of pending, processing, done, unhandled, failed"
+            ))
+        })?),
+    };
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("limit: must be between 1 and 1000"));
+    }
+    let filter = EventFilter {
+        kind: q.kind.filter(|k| !k.is_empty()),
+        status,
+    };
+    let events = state
+        .store
+        .list_events(&filter, limit)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!({ "events": events })).into_response())
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+        .into_response()
+}

@@ -1,0 +1,177 @@
+//! `GET|POST /wecom/callback` (wecom/callback.md §1.6, §1.7, §4). The POST answers 200 only
+//! after the event is durably in the inbox; WeCom itself is never called from here.
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+
+use super::AppState;
+use crate::app::dispatch::UNPARSED_KIND;
+use crate::app::ingest::dedupe_key;
+use crate::metrics::Rejection;
+use crate::store::inbox::{InsertOutcome, NewInboxEvent};
+use crate::wecom::crypto::{self, CryptoError};
+use crate::wecom::event;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new().route("/wecom/callback", get(verify_url).post(receive))
+}
+
+#[derive(Debug, Deserialize)]
+struct CallbackQuery {
+    msg_signature: Option<String>,
+    timestamp: Option<String>,
+    nonce: Option<String>,
+    echostr: Option<String>,
+}
+
+struct Signed {
+    signature: String,
+    timestamp: String,
+    nonce: String,
+}
+
+impl CallbackQuery {
+    fn signed(self) -> Option<(Signed, Option<String>)> {
+        Some((
+            Signed {
+                signature: self.msg_signature.filter(|s| !s.is_empty())?,
+                timestamp: self.timestamp.filter(|s| !s.is_empty())?,
+                nonce: self.nonce.filter(|s| !s.is_empty())?,
+            },
+            self.echostr,
+        ))
+    }
+}
+
+/// Refuses a request: 400 with an empty body, the reason in the log and the metrics.
+fn reject(state: &AppState, why: Rejection, detail: &dyn std::fmt::Display) -> Response {
+    state.metrics.rejected(why);
+    tracing::warn!(reason = why.as_str(), %detail, "callback rejected");
+    let status = match why {
+        Rejection::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        Rejection::BadSignature => StatusCode::FORBIDDEN,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    status.into_response()
+}
+
+fn crypto_rejection(e: &CryptoError) -> Rejection {
+    match e {
+        CryptoError::ReceiveIdMismatch { .. } => Rejection::WrongReceiver,
+        _ => Rejection::DecryptFailed,
+    }
+}
+
+/// The URL check WeCom makes when an admin saves the callback settings: answer the decrypted
+/// echostr exactly, as text/plain (no quotes, no newline).
+async fn verify_url(
+    State(state): State<AppState>,
+    query: Result<Query<CallbackQuery>, QueryRejection>,
+) -> Response {
+    let Some((signed, Some(echostr))) = query.ok().and_then(|Query(q)| q.signed()) else {
+        return reject(
+            &state,
+            Rejection::MissingParams,
+            &"msg_signature, timestamp, nonce and echostr are required",
+        );
+    };
+    if let Err(e) = state.crypto.verify_signature(
+        &signed.signature,
+        &signed.timestamp,
+        &signed.nonce,
+        &echostr,
+    ) {
+        return reject(&state, Rejection::BadSignature, &e);
+    }
+    match state.crypto.decrypt_checked(&echostr) {
+        Ok(plain) => {
+            state.metrics.url_check();
+            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], plain).into_response()
+        }
+        Err(e) => reject(&state, crypto_rejection(&e), &e),
+    }
+}
+
+async fn receive(
+    State(state): State<AppState>,
+    query: Result<Query<CallbackQuery>, QueryRejection>,
+    body: Body,
+) -> Response {
+    state.metrics.received();
+    let Some((signed, _)) = query.ok().and_then(|Query(q)| q.signed()) else {
+        return reject(
+            &state,
+            Rejection::MissingParams,
+            &"msg_signature, timestamp and nonce are required",
+        );
+    };
+    let bytes = match to_bytes(body, state.body_limit).await {
+        Ok(b) => b,
+        Err(e) => return reject(&state, Rejection::TooLarge, &e),
+    };
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        return reject(&state, Rejection::BadEnvelope, &"body is not UTF-8");
+    };
+    let envelope = match crypto::parse_envelope(text) {
+        Ok(env) => env,
+        Err(e) => return reject(&state, Rejection::BadEnvelope, &e),
+    };
+    if let Err(e) = state.crypto.verify_signature(
+        &signed.signature,
+        &signed.timestamp,
+        &signed.nonce,
+        &envelope.encrypt,
+    ) {
+        return reject(&state, Rejection::BadSignature, &e);
+    }
+    let xml = match state.crypto.decrypt_checked(&envelope.encrypt) {
+        Ok(xml) => xml,
+        Err(e) => return reject(&state, crypto_rejection(&e), &e),
+    };
+    // Authentic from here on. An event we cannot parse is still stored (as `unparsed`) rather
+    // than refused: refusing would make WeCom retry and then drop it.
+    let (kind, msg_id, key) = match event::parse(&xml) {
+        Ok(ev) => (
+            ev.kind(),
+            ev.msg_id().map(str::to_string),
+            dedupe_key(state.crypto.receive_id(), Some(&ev), &xml),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "authentic callback does not parse; storing it as unparsed");
+            (
+                UNPARSED_KIND.to_string(),
+                None,
+                dedupe_key(state.crypto.receive_id(), None, &xml),
+            )
+        }
+    };
+    let event = NewInboxEvent {
+        dedupe_key: key,
+        kind,
+        msg_id,
+        xml,
+        received_at: state.clock.now_ms(),
+    };
+    match state.ingest.submit(event).await {
+        Ok(InsertOutcome::Stored(_)) => {
+            state.metrics.stored();
+            StatusCode::OK.into_response()
+        }
+        Ok(InsertOutcome::Duplicate(id)) => {
+            state.metrics.duplicate();
+            tracing::debug!(id, "duplicate callback acknowledged");
+            StatusCode::OK.into_response()
+        }
+        Err(e) => {
+            state.metrics.failed();
+            tracing::error!(error = %e, "callback not stored; WeCom will retry");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! siyu (私域): a WeCom (企业微信) operations bot. See `DESIGN.md` in the shared folder for the
+//! architecture; modules go from the edge (`cli`, `http`) inwards (`app`, `jobs`, `wecom`,
+//! `store`, `config`), and a module uses only those below it.
+
+pub mod app;
+pub mod bench;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod jobs;
+pub mod metrics;
+pub mod server;
+pub mod store;
+pub mod testkit;
+pub mod wecom;
+
+pub use server::{App, AppError, Components};

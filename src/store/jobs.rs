@@ -1,0 +1,289 @@
+//! The job table: one row per unit of outbound work, unique by idempotency key, claimed under a
+//! lease, retried with a backoff kept in the row.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{Pool, Result, Store, Tx, with_pool, with_tx};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Done,
+    Failed,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 4] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Done,
+        JobState::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub kind: String,
+    pub payload: String,
+    pub idempotency_key: String,
+    pub run_at: i64,
+    pub max_attempts: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    pub id: i64,
+    pub kind: String,
+    pub payload: String,
+    pub idempotency_key: String,
+    /// Counting this one.
+    pub attempts: i64,
+    pub max_attempts: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JobRecord {
+    pub id: i64,
+    pub kind: String,
+    pub idempotency_key: String,
+    pub state: String,
+    pub run_at: i64,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+}
+
+const CLAIM_SQLITE: &str = "UPDATE jobs
+    SET state = 'running', attempts = attempts + 1, lease_until = $1, worker = $2, updated_at = $3
+    WHERE id IN (
+        SELECT id FROM jobs
+        WHERE (state = 'queued' AND run_at <= $3) OR (state = 'running' AND lease_until < $3)
+        ORDER BY run_at, id LIMIT $4)
+    RETURNING id, kind, payload, idempotency_key, attempts, max_attempts";
+
+const CLAIM_POSTGRES: &str = "UPDATE jobs
+    SET state = 'running', attempts = attempts + 1, lease_until = $1, worker = $2, updated_at = $3
+    WHERE id IN (
+        SELECT id FROM jobs
+        WHERE (state = 'queued' AND run_at <= $3) OR (state = 'running' AND lease_until < $3)
+        ORDER BY run_at, id LIMIT $4
+        FOR UPDATE SKIP LOCKED)
+    RETURNING id, kind, payload, idempotency_key, attempts, max_attempts";
+
+/// Adds a job inside the caller's transaction. Returns its id, or `None` when a job with the same
+/// idempotency key exists (in any state): the work was decided before and is not done twice.
+pub async fn enqueue(tx: &mut Tx, job: &NewJob, now: i64) -> Result<Option<i64>> {
+    let id: Option<i64> = with_tx!(tx, |conn| {
+        sqlx::query_scalar(
+            "INSERT INTO jobs (kind, payload, idempotency_key, run_at, max_attempts, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $6)
+             ON CONFLICT (idempotency_key) DO NOTHING
+             RETURNING id",
+        )
+        .bind(&job.kind)
+        .bind(&job.payload)
+        .bind(&job.idempotency_key)
+        .bind(job.run_at)
+        .bind(job.max_attempts)
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await?
+    });
+    if id.is_some() {
+        tx.wake_jobs_on_commit();
+    }
+    if id.is_some()
+        && let super::TxInner::Postgres(t) = &mut tx.inner
+    {
+        // Delivered at commit, so no worker wakes for a job that was rolled back.
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(super::postgres::JOBS_CHANNEL)
+            .execute(&mut **t)
+            .await?;
+    }
+    Ok(id)
+}
+
+impl Store {
+    /// Claims up to `limit` due jobs for `worker`: queued ones whose time has come, and running
+    /// ones whose lease ran out (their worker died).
+    pub async fn claim_jobs(
+        &self,
+        worker: &str,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<ClaimedJob>> {
+        let jobs = with_pool!(self, |pool| {
+            let sql = match self.pool {
+                Pool::Sqlite(_) => CLAIM_SQLITE,
+                Pool::Postgres(_) => CLAIM_POSTGRES,
+            };
+            let rows = sqlx::query(sql)
+                .bind(now + lease_ms)
+                .bind(worker)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(ClaimedJob {
+                        id: r.try_get("id")?,
+                        kind: r.try_get("kind")?,
+                        payload: r.try_get("payload")?,
+                        idempotency_key: r.try_get("idempotency_key")?,
+                        attempts: r.try_get("attempts")?,
+                        max_attempts: r.try_get("max_attempts")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?
+        });
+        Ok(jobs)
+    }
+
+    /// Extends the lease of a job this worker still holds; false when it lost it.
+    pub async fn renew_job_lease(&self, id: i64, worker: &str, lease_until: i64) -> Result<bool> {
+        let n = with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE jobs SET lease_until = $1 WHERE id = $2 AND worker = $3 AND state = 'running'",
+            )
+            .bind(lease_until)
+            .bind(id)
+            .bind(worker)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
+    pub async fn complete_job(&self, id: i64, worker: &str, now: i64) -> Result<bool> {
+        let n = with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE jobs SET state = 'done', lease_until = NULL, last_error = NULL, updated_at = $1
+                 WHERE id = $2 AND worker = $3 AND state = 'running'",
+            )
+            .bind(now)
+            .bind(id)
+            .bind(worker)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
+    /// Records a failed attempt: back to `queued` at `retry_at`, or `failed` for good when
+    /// `retry_at` is `None`.
+    pub async fn fail_job(
+        &self,
+        id: i64,
+        worker: &str,
+        error: &str,
+        retry_at: Option<i64>,
+        now: i64,
+    ) -> Result<bool> {
+        let n = with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE jobs
+                 SET state = CASE WHEN $1 IS NULL THEN 'failed' ELSE 'queued' END,
+                     run_at = COALESCE($1, run_at), last_error = $2, lease_until = NULL,
+                     updated_at = $3
+                 WHERE id = $4 AND worker = $5 AND state = 'running'",
+            )
+            .bind(retry_at)
+            .bind(error)
+            .bind(now)
+            .bind(id)
+            .bind(worker)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
+    /// Hands back the jobs held by the workers whose id starts with `worker_prefix` (a stopping
+    /// process), without counting the interrupted attempt.
+    pub async fn release_jobs(&self, worker_prefix: &str, now: i64) -> Result<u64> {
+        let n = with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE jobs SET state = 'queued', lease_until = NULL, worker = NULL,
+                     attempts = attempts - 1, updated_at = $1
+                 WHERE worker LIKE $2 AND state = 'running'",
+            )
+            .bind(now)
+            .bind(format!("{worker_prefix}%"))
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(n)
+    }
+
+    pub async fn count_jobs_by_state(&self) -> Result<Vec<(JobState, i64)>> {
+        let rows: Vec<(String, i64)> = with_pool!(self, |pool| {
+            sqlx::query_as("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(JobState::ALL
+            .into_iter()
+            .map(|st| {
+                let n = rows
+                    .iter()
+                    .find(|(s, _)| s == st.as_str())
+                    .map_or(0, |(_, n)| *n);
+                (st, n)
+            })
+            .collect())
+    }
+
+    pub async fn job_by_key(&self, idempotency_key: &str) -> Result<Option<JobRecord>> {
+        Ok(self.list_jobs(None, Some(idempotency_key)).await?.pop())
+    }
+
+    pub async fn jobs_of_kind(&self, kind: &str) -> Result<Vec<JobRecord>> {
+        self.list_jobs(Some(kind), None).await
+    }
+
+    async fn list_jobs(&self, kind: Option<&str>, key: Option<&str>) -> Result<Vec<JobRecord>> {
+        let jobs = with_pool!(self, |pool| {
+            let rows = sqlx::query(
+                "SELECT id, kind, idempotency_key, state, run_at, attempts, last_error FROM jobs
+                 WHERE ($1 IS NULL OR kind = $1) AND ($2 IS NULL OR idempotency_key = $2)
+                 ORDER BY id",
+            )
+            .bind(kind)
+            .bind(key)
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(JobRecord {
+                        id: r.try_get("id")?,
+                        kind: r.try_get("kind")?,
+                        idempotency_key: r.try_get("idempotency_key")?,
+                        state: r.try_get("state")?,
+                        run_at: r.try_get("run_at")?,
+                        attempts: r.try_get("attempts")?,
+                        last_error: r.try_get("last_error")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?
+        });
+        Ok(jobs)
+    }
+}

@@ -1,0 +1,85 @@
+//! Migrations: one ordered list per backend, embedded in the binary, each applied once in its
+//! own transaction and recorded in `siyu_migrations`. On PostgreSQL an advisory lock keeps
+//! replicas that start together from racing.
+
+use sqlx::{Connection, PgPool, SqlitePool};
+
+use super::{Result, StoreError};
+
+struct Migration {
+    version: i64,
+    name: &'static str,
+    sql: &'static str,
+}
+
+const SQLITE: &[Migration] = &[Migration {
+    version: 1,
+    name: "spine",
+    sql: include_str!("../../migrations/sqlite/0001_spine.sql"),
+}];
+
+const POSTGRES: &[Migration] = &[Migration {
+    version: 1,
+    name: "spine",
+    sql: include_str!("../../migrations/postgres/0001_spine.sql"),
+}];
+
+const LEDGER: &str = "CREATE TABLE IF NOT EXISTS siyu_migrations (
+    version BIGINT PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_at BIGINT NOT NULL
+)";
+
+/// An arbitrary constant naming siyu's migration lock.
+const PG_LOCK_KEY: i64 = 0x5179_7500;
+
+macro_rules! apply_all {
+    ($conn:expr, $list:expr) => {{
+        sqlx::query(LEDGER).execute(&mut *$conn).await?;
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM siyu_migrations")
+            .fetch_all(&mut *$conn)
+            .await?;
+        let mut ran = 0;
+        for m in $list.iter().filter(|m| !applied.contains(&m.version)) {
+            let mut tx = $conn.begin().await?;
+            let fail = |source| StoreError::Migration {
+                version: m.version,
+                name: m.name,
+                source,
+            };
+            sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(fail)?;
+            sqlx::query(
+                "INSERT INTO siyu_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+            )
+            .bind(m.version)
+            .bind(m.name)
+            .bind(crate::clock::system_now_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+            tx.commit().await?;
+            tracing::info!(version = m.version, name = m.name, "applied migration");
+            ran += 1;
+        }
+        Ok::<usize, StoreError>(ran)
+    }};
+}
+
+pub(super) async fn run_sqlite(pool: &SqlitePool) -> Result<usize> {
+    let mut conn = pool.acquire().await?;
+    apply_all!(conn, SQLITE)
+}
+
+pub(super) async fn run_postgres(pool: &PgPool) -> Result<usize> {
+    let mut conn = pool.acquire().await?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(PG_LOCK_KEY)
+        .execute(&mut *conn)
+        .await?;
+    let result = apply_all!(conn, POSTGRES);
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(PG_LOCK_KEY)
+        .execute(&mut *conn)
+        .await?;
+    result
+}

@@ -1,0 +1,237 @@
+//! SQL storage: SQLite (the default, one file) and PostgreSQL (several replicas) behind one
+//! [`Store`]. The backend is chosen once, from the URL scheme; nothing above this module knows
+//! which one it talks to.
+//!
+//! The SQL is shared wherever the two dialects agree (`$1` placeholders work on both); where they
+//! differ (identity columns, `FOR UPDATE SKIP LOCKED`) each backend module holds its own text.
+//! [`with_pool!`] and [`with_tx!`] expand one block of query code once per backend, so row
+//! mapping is written once and compiled against each driver's concrete types.
+//!
+//! Times are stored as Unix milliseconds (`BIGINT`) on both backends: portable, exact, and
+//! compared with the application's [`Clock`](crate::clock::Clock), which the demo can move.
+
+pub mod inbox;
+pub mod jobs;
+mod migrate;
+mod postgres;
+pub mod schedules;
+mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use sqlx::{PgPool, SqlitePool};
+
+use crate::config::DatabaseSettings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database URL: {0}")]
+    Url(String),
+    #[error("migration {version} ({name}) failed: {source}")]
+    Migration {
+        version: i64,
+        name: &'static str,
+        source: sqlx::Error,
+    },
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    Sqlite,
+    Postgres,
+}
+
+impl DbKind {
+    pub fn from_url(url: &str) -> Result<DbKind, String> {
+        if url.starts_with("sqlite:") {
+            Ok(DbKind::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(DbKind::Postgres)
+        } else {
+            Err("must start with sqlite: or postgres://".into())
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// The database handle, cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) pool: Pool,
+    signals: Arc<Signals>,
+}
+
+/// In-process wake-ups, fired after a commit that added work. Workers of other processes learn of
+/// it through `LISTEN/NOTIFY` on PostgreSQL and through their poll on SQLite.
+#[derive(Debug, Default)]
+pub struct Signals {
+    pub jobs: Notify,
+    pub inbox: Notify,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({:?})", self.kind())
+    }
+}
+
+/// A transaction on either backend. Business rows and the jobs they decide are written in one
+/// `Tx`, so they commit together or not at all (the transactional outbox).
+pub struct Tx {
+    pub(crate) inner: TxInner,
+    signals: Arc<Signals>,
+    wake_jobs: bool,
+    wake_inbox: bool,
+}
+
+pub(crate) enum TxInner {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+/// Runs `$body` with `$pool` bound to the backend's pool (`&SqlitePool` or `&PgPool`).
+macro_rules! with_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.pool {
+            $crate::store::Pool::Sqlite($pool) => $body,
+            $crate::store::Pool::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Runs `$body` with `$conn` bound to the transaction's connection (`&mut SqliteConnection` or
+/// `&mut PgConnection`); reborrow it as `&mut *$conn` for each query.
+macro_rules! with_tx {
+    ($tx:expr, |$conn:ident| $body:expr) => {
+        match &mut $tx.inner {
+            $crate::store::TxInner::Sqlite(t) => {
+                let $conn = &mut **t;
+                $body
+            }
+            $crate::store::TxInner::Postgres(t) => {
+                let $conn = &mut **t;
+                $body
+            }
+        }
+    };
+}
+
+pub(crate) use postgres::{INBOX_CHANNEL, JOBS_CHANNEL};
+pub(crate) use {with_pool, with_tx};
+
+impl Store {
+    /// Connects, creating the SQLite file if needed. Does not migrate: call [`Store::migrate`].
+    pub async fn connect(settings: &DatabaseSettings) -> Result<Store> {
+        let url = settings.url.expose();
+        let pool = match DbKind::from_url(url).map_err(StoreError::Url)? {
+            DbKind::Sqlite => Pool::Sqlite(sqlite::connect(settings).await?),
+            DbKind::Postgres => Pool::Postgres(postgres::connect(settings).await?),
+        };
+        Ok(Store {
+            pool,
+            signals: Arc::default(),
+        })
+    }
+
+    pub fn kind(&self) -> DbKind {
+        match self.pool {
+            Pool::Sqlite(_) => DbKind::Sqlite,
+            Pool::Postgres(_) => DbKind::Postgres,
+        }
+    }
+
+    /// Applies the backend's pending migrations; returns how many ran.
+    pub async fn migrate(&self) -> Result<usize> {
+        match &self.pool {
+            Pool::Sqlite(pool) => migrate::run_sqlite(pool).await,
+            Pool::Postgres(pool) => migrate::run_postgres(pool).await,
+        }
+    }
+
+    pub async fn begin(&self) -> Result<Tx> {
+        let inner = match &self.pool {
+            Pool::Sqlite(pool) => TxInner::Sqlite(pool.begin().await?),
+            Pool::Postgres(pool) => TxInner::Postgres(pool.begin().await?),
+        };
+        Ok(Tx {
+            inner,
+            signals: self.signals.clone(),
+            wake_jobs: false,
+            wake_inbox: false,
+        })
+    }
+
+    pub fn signals(&self) -> &Arc<Signals> {
+        &self.signals
+    }
+
+    /// `SELECT 1`, for `/healthz`.
+    pub async fn ping(&self) -> Result<()> {
+        with_pool!(self, |pool| {
+            sqlx::query("SELECT 1").execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        with_pool!(self, |pool| pool.close().await)
+    }
+
+    pub(crate) fn pg_pool(&self) -> Option<&PgPool> {
+        match &self.pool {
+            Pool::Postgres(pool) => Some(pool),
+            Pool::Sqlite(_) => None,
+        }
+    }
+}
+
+impl Tx {
+    /// Commits, then wakes this process's workers for the work the transaction added.
+    pub async fn commit(self) -> Result<()> {
+        match self.inner {
+            TxInner::Sqlite(t) => t.commit().await?,
+            TxInner::Postgres(t) => t.commit().await?,
+        }
+        if self.wake_jobs {
+            self.signals.jobs.notify_waiters();
+        }
+        if self.wake_inbox {
+            self.signals.inbox.notify_waiters();
+        }
+        Ok(())
+    }
+
+    pub(crate) fn wake_jobs_on_commit(&mut self) {
+        self.wake_jobs = true;
+    }
+
+    pub(crate) fn wake_inbox_on_commit(&mut self) {
+        self.wake_inbox = true;
+    }
+
+    pub async fn rollback(self) -> Result<()> {
+        match self.inner {
+            TxInner::Sqlite(t) => t.rollback().await?,
+            TxInner::Postgres(t) => t.rollback().await?,
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn acquire_timeout() -> Duration {
+    Duration::from_secs(10)
+}

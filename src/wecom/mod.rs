@@ -1,0 +1,5 @@
+//! WeCom's protocol: the callback crypto and the typed events.
+
+pub mod crypto;
+pub mod event;
+pub mod sender;
