@@ -6,7 +6,7 @@ use sqlx::Row;
 
 use super::{Result, Store, StoreError, Tx, with_pool, with_tx};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InboxStatus {
     /// Stored, waiting for the dispatcher.
