@@ -15,7 +15,11 @@ async fn each_event_shape_delivered_three_times_at_once_is_stored_once() {
     let app = start(db.settings()).await;
     let sender = sender(&app);
     let events = sample_events();
-    assert_eq!(events.len(), 16, "every shape of callback.md §3 and a text message");
+    assert_eq!(
+        events.len(),
+        16,
+        "every shape of callback.md §3 and a text message"
+    );
 
     let mut tries = Vec::new();
     for xml in &events {
@@ -36,7 +40,11 @@ async fn each_event_shape_delivered_three_times_at_once_is_stored_once() {
     assert!(keys.iter().all(|(_, dups)| *dups == 2), "{keys:?}");
     assert_eq!(app.metrics().duplicates(), 2 * events.len() as u64);
 
-    let listed = app.store().list_events(&EventFilter::default(), 100).await.unwrap();
+    let listed = app
+        .store()
+        .list_events(&EventFilter::default(), 100)
+        .await
+        .unwrap();
     let mut kinds: Vec<&str> = listed.iter().map(|e| e.kind.as_str()).collect();
     kinds.sort();
     let mut expected = vec![
@@ -109,10 +117,16 @@ async fn the_url_check_answers_the_echostr_plaintext_exactly() {
     let response = reqwest::get(&url).await.unwrap();
     assert_eq!(response.status(), 200);
     assert!(
-        response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"),
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain"),
         "not JSON-quoted"
     );
-    assert_eq!(response.bytes().await.unwrap().as_ref(), b"1288432023552776189");
+    assert_eq!(
+        response.bytes().await.unwrap().as_ref(),
+        b"1288432023552776189"
+    );
 
     let forged = url.replace("012bc692", "112bc692");
     assert_eq!(reqwest::get(&forged).await.unwrap().status(), 403);
@@ -132,7 +146,12 @@ async fn forged_tampered_and_oversized_callbacks_are_refused_and_nothing_is_stor
         let client = client.clone();
         let url = url.clone();
         async move {
-            let r = client.post(format!("{url}?{query}")).body(body).send().await.unwrap();
+            let r = client
+                .post(format!("{url}?{query}"))
+                .body(body)
+                .send()
+                .await
+                .unwrap();
             let status = r.status().as_u16();
             let body = r.text().await.unwrap();
             (status, body)
@@ -141,9 +160,14 @@ async fn forged_tampered_and_oversized_callbacks_are_refused_and_nothing_is_stor
 
     // One signature digit changed.
     let bad_sig = tamper_signature(&sealed.query);
-    assert_eq!(post(bad_sig, sealed.body.clone()).await, (403, String::new()));
+    assert_eq!(
+        post(bad_sig, sealed.body.clone()).await,
+        (403, String::new())
+    );
     // The ciphertext changed after signing.
-    let tampered = sealed.body.replacen("<Encrypt><![CDATA[", "<Encrypt><![CDATA[A", 1);
+    let tampered = sealed
+        .body
+        .replacen("<Encrypt><![CDATA[", "<Encrypt><![CDATA[A", 1);
     assert_eq!(post(sealed.query.clone(), tampered).await.0, 403);
     // No signature at all.
     assert_eq!(post(String::new(), sealed.body.clone()).await.0, 400);
@@ -158,7 +182,12 @@ async fn forged_tampered_and_oversized_callbacks_are_refused_and_nothing_is_stor
     .unwrap();
     let (sig, body) = other.seal_callback(xml, "1000002", "1700000000", "12345");
     assert_eq!(
-        post(format!("msg_signature={sig}&timestamp=1700000000&nonce=12345"), body).await.0,
+        post(
+            format!("msg_signature={sig}&timestamp=1700000000&nonce=12345"),
+            body
+        )
+        .await
+        .0,
         400
     );
     // Far over the body limit.
@@ -204,30 +233,42 @@ async fn events_without_a_handler_are_marked_unhandled_and_replayable() {
     let all_unhandled = eventually(Duration::from_secs(5), || {
         let store = store.clone();
         async move {
-            let counts: HashMap<_, _> = store.count_events_by_status().await.unwrap().into_iter().collect();
+            let counts: HashMap<_, _> = store
+                .count_events_by_status()
+                .await
+                .unwrap()
+                .into_iter()
+                .collect();
             counts[&InboxStatus::Unhandled] == 3
         }
     })
     .await;
-    assert!(all_unhandled, "the dispatcher marks events it has no handler for");
+    assert!(
+        all_unhandled,
+        "the dispatcher marks events it has no handler for"
+    );
     app.shutdown().await;
 
     // A newer siyu knows how to handle adds: replay them, and only them.
     let mut components = siyu::Components::default();
     let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
-    components.events.register("change_external_contact.add_external_contact", move |_ctx, event| {
-        let seen_tx = seen_tx.clone();
-        async move {
-            seen_tx.send(event).map_err(|e| e.to_string())
-        }
-    });
+    components.events.register(
+        "change_external_contact.add_external_contact",
+        move |_ctx, event| {
+            let seen_tx = seen_tx.clone();
+            async move { seen_tx.send(event).map_err(|e| e.to_string()) }
+        },
+    );
     let app = common::start_with(db.settings(), components).await;
     let filter = EventFilter {
         kind: Some("change_external_contact.add_external_contact".into()),
         status: Some(InboxStatus::Unhandled),
     };
     assert_eq!(app.store().requeue_events(&filter, None).await.unwrap(), 1);
-    let event = tokio::time::timeout(Duration::from_secs(5), seen_rx.recv()).await.unwrap().unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(5), seen_rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
     match event {
         siyu::wecom::event::Event::ExternalContact { state, .. } => {
             assert_eq!(state.as_deref(), Some("spring_expo_qr"))
@@ -239,7 +280,10 @@ async fn events_without_a_handler_are_marked_unhandled_and_replayable() {
         eventually(Duration::from_secs(5), || {
             let store = store.clone();
             async move {
-                let done = EventFilter { kind: None, status: Some(InboxStatus::Done) };
+                let done = EventFilter {
+                    kind: None,
+                    status: Some(InboxStatus::Done),
+                };
                 store.list_events(&done, 10).await.unwrap().len() == 1
             }
         })
@@ -260,12 +304,20 @@ async fn the_events_api_needs_the_token_and_filters() {
     let base = format!("http://{}/api/v1/events", app.addr());
     assert_eq!(client.get(&base).send().await.unwrap().status(), 401);
     assert_eq!(
-        client.get(&base).bearer_auth("wrong").send().await.unwrap().status(),
+        client
+            .get(&base)
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap()
+            .status(),
         401
     );
     let auth = siyu::testkit::API_TOKEN;
     let body: serde_json::Value = client
-        .get(format!("{base}?kind=change_external_contact.del_external_contact"))
+        .get(format!(
+            "{base}?kind=change_external_contact.del_external_contact"
+        ))
         .bearer_auth(auth)
         .send()
         .await
@@ -275,26 +327,50 @@ async fn the_events_api_needs_the_token_and_filters() {
         .unwrap();
     let events = body["events"].as_array().unwrap();
     assert_eq!(events.len(), 1);
-    assert_eq!(events[0]["kind"], "change_external_contact.del_external_contact");
+    assert_eq!(
+        events[0]["kind"],
+        "change_external_contact.del_external_contact"
+    );
 
-    let body: serde_json::Value = client.get(format!("{base}?limit=2")).bearer_auth(auth).send().await.unwrap().json().await.unwrap();
-    let ids: Vec<i64> = body["events"].as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()).collect();
-    assert_eq!(ids.len(), 2);
-    assert!(ids[0] > ids[1], "newest first");
-
-    let bad = client.get(format!("{base}?status=weird")).bearer_auth(auth).send().await.unwrap();
-    assert_eq!(bad.status(), 400);
-    let err: serde_json::Value = bad.json().await.unwrap();
-    assert!(err["error"].as_str().unwrap().contains("status"));
-
-    let health = reqwest::get(format!("http://{}/healthz", app.addr())).await.unwrap();
-    assert_eq!(health.status(), 200);
-    let spec: serde_json::Value = reqwest::get(format!("http://{}/api/v1/openapi.json", app.addr()))
+    let body: serde_json::Value = client
+        .get(format!("{base}?limit=2"))
+        .bearer_auth(auth)
+        .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
+    let ids: Vec<i64> = body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids[0] > ids[1], "newest first");
+
+    let bad = client
+        .get(format!("{base}?status=weird"))
+        .bearer_auth(auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let err: serde_json::Value = bad.json().await.unwrap();
+    assert!(err["error"].as_str().unwrap().contains("status"));
+
+    let health = reqwest::get(format!("http://{}/healthz", app.addr()))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let spec: serde_json::Value =
+        reqwest::get(format!("http://{}/api/v1/openapi.json", app.addr()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
     assert!(spec["paths"]["/api/v1/events"].is_object());
     app.shutdown().await;
 }

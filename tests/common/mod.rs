@@ -42,7 +42,10 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn new() -> TestDb {
-        match std::env::var("DATABASE_URL").ok().filter(|u| u.starts_with("postgres")) {
+        match std::env::var("DATABASE_URL")
+            .ok()
+            .filter(|u| u.starts_with("postgres"))
+        {
             Some(admin_url) => {
                 use sqlx::Connection;
                 let name = format!("siyu_t_{}", rand_suffix());
@@ -53,7 +56,9 @@ impl TestDb {
                     .execute(&mut conn)
                     .await
                     .expect("create test database");
-                let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(b, _)| b);
+                let base = admin_url
+                    .rsplit_once('/')
+                    .map_or(admin_url.as_str(), |(b, _)| b);
                 TestDb {
                     url: format!("{base}/{name}"),
                     _dir: None,
@@ -89,14 +94,18 @@ impl Drop for TestDb {
         };
         // Drop is synchronous; a short-lived runtime on its own thread does the async work.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
             if let Ok(rt) = rt {
                 rt.block_on(async {
                     use sqlx::Connection;
                     if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                            .execute(&mut conn)
-                            .await;
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                        )))
+                        .execute(&mut conn)
+                        .await;
                     }
                 });
             }
@@ -116,7 +125,9 @@ pub async fn start(settings: Settings) -> App {
 }
 
 pub async fn start_with(settings: Settings, components: Components) -> App {
-    App::build_with(settings, components).await.expect("app starts")
+    App::build_with(settings, components)
+        .await
+        .expect("app starts")
 }
 
 pub fn crypto() -> Arc<Crypto> {
@@ -124,7 +135,11 @@ pub fn crypto() -> Arc<Crypto> {
 }
 
 pub fn sender(app: &App) -> CallbackSender {
-    CallbackSender::new(format!("http://{}/wecom/callback", app.addr()), crypto(), "1000002")
+    CallbackSender::new(
+        format!("http://{}/wecom/callback", app.addr()),
+        crypto(),
+        "1000002",
+    )
 }
 
 /// Polls `check` every 50 ms until it returns true or `timeout` passes.
