@@ -1,0 +1,195 @@
+//! The real binary, killed with SIGKILL in the middle of a load: every callback it acknowledged
+//! must be in the inbox after a restart, and every event it had claimed gets handled again.
+
+mod common;
+
+use std::collections::HashSet;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{CORP_ID, TestDb, eventually, secrets};
+use siyu::app::ingest::dedupe_key;
+use siyu::store::Store;
+use siyu::store::inbox::InboxStatus;
+use siyu::testkit::add_contact_xml;
+use siyu::wecom::sender::CallbackSender;
+use tokio::process::{Child, Command};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn_siyu(db_url: &str, port: u16, workdir: &std::path::Path) -> Child {
+    let s = secrets();
+    Command::new(env!("CARGO_BIN_EXE_siyu"))
+        .arg("serve")
+        .current_dir(workdir)
+        .env("SIYU_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("SIYU_DATABASE__URL", db_url)
+        .env("SIYU_WECOM__CORP_ID", &s.corp_id)
+        .env("SIYU_WECOM__CALLBACK_TOKEN", &s.token)
+        .env("SIYU_WECOM__ENCODING_AES_KEY", &s.encoding_aes_key)
+        .env("SIYU_API__TOKEN", "t")
+        .env("SIYU_INBOX__LEASE_SECS", "1")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the siyu binary starts")
+}
+
+async fn wait_healthy(port: u16) {
+    let up = eventually(Duration::from_secs(20), || async move {
+        matches!(reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await, Ok(r) if r.status() == 200)
+    })
+    .await;
+    assert!(up, "siyu did not come up on port {port}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_process_mid_load_loses_no_acknowledged_event() {
+    let db = TestDb::new().await;
+    let workdir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = spawn_siyu(&db.url, port, workdir.path());
+    wait_healthy(port).await;
+
+    let sender = CallbackSender::new(
+        format!("http://127.0.0.1:{port}/wecom/callback"),
+        common::crypto(),
+        "1000002",
+    );
+    let acknowledged: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let next = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let now = siyu::clock::system_now_ms() / 1000;
+    let mut load = Vec::new();
+    for _ in 0..16 {
+        let (sender, acknowledged, next, stop) = (
+            sender.clone(),
+            acknowledged.clone(),
+            next.clone(),
+            stop.clone(),
+        );
+        load.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                let sealed = sender.seal(&add_contact_xml(CORP_ID, n, now));
+                match sender.post(&sealed).await {
+                    Ok(200) => acknowledged.lock().unwrap().push(n),
+                    Ok(_) | Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                }
+            }
+        }));
+    }
+    let loaded = eventually(Duration::from_secs(20), || async {
+        acknowledged.lock().unwrap().len() >= 500
+    })
+    .await;
+    assert!(loaded, "the load did not get going");
+    child.start_kill().unwrap(); // SIGKILL, mid-load
+    child.wait().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    let acked: HashSet<u64> = acknowledged.lock().unwrap().iter().copied().collect();
+
+    // Restart on the same database: the acknowledged events are all there.
+    let mut child = spawn_siyu(&db.url, port, workdir.path());
+    wait_healthy(port).await;
+    let mut settings = db.settings();
+    settings.database.max_connections = 2;
+    let store = Store::connect(&settings.database).await.unwrap();
+    let stored: HashSet<String> = store
+        .inbox_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    let missing: Vec<u64> = acked
+        .iter()
+        .copied()
+        .filter(|n| {
+            !stored.contains(&dedupe_key(
+                CORP_ID,
+                None,
+                &add_contact_xml(CORP_ID, *n, now),
+            ))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged events lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert!(stored.len() >= acked.len());
+
+    // Events the dead process had claimed (or not reached) are handled by the new one.
+    let drained = eventually(Duration::from_secs(20), || {
+        let store = store.clone();
+        async move {
+            let counts = store.count_events_by_status().await.unwrap();
+            counts.iter().all(|(st, n)| {
+                !matches!(st, InboxStatus::Pending | InboxStatus::Processing) || *n == 0
+            })
+        }
+    })
+    .await;
+    assert!(
+        drained,
+        "events left behind: {:?}",
+        store.count_events_by_status().await.unwrap()
+    );
+    store.close().await;
+
+    // SIGTERM stops it gracefully, with a zero exit code.
+    let pid = child.id().unwrap();
+    let status = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "graceful shutdown exited with {exit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_setting_stops_the_program_with_one_line_naming_it() {
+    let workdir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_siyu"))
+        .arg("serve")
+        .current_dir(workdir.path())
+        .env(
+            "SIYU_DATABASE__URL",
+            format!("sqlite://{}/x.db", workdir.path().display()),
+        )
+        .env("SIYU_WECOM__CORP_ID", CORP_ID)
+        .env("SIYU_WECOM__CALLBACK_TOKEN", "abc")
+        .env("SIYU_WECOM__ENCODING_AES_KEY", "short-and-secret")
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("wecom.encoding_aes_key"), "{stderr}");
+    assert!(
+        !stderr.contains("short-and-secret"),
+        "the key must not be printed: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
