@@ -407,6 +407,15 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_config_file_documents_exactly_the_defaults() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/siyu.toml"));
+        let text = std::fs::read_to_string(path).unwrap();
+        let from_file: toml::Value = toml::from_str(&text).unwrap();
+        let defaults = toml::Value::try_from(Settings::default()).unwrap();
+        assert_eq!(from_file, defaults, "config/siyu.toml and Settings::default() disagree");
+    }
+
+    #[test]
     fn a_named_file_must_exist_and_parse() {
         let err = Settings::load(Some(Path::new("/nonexistent/siyu.toml"))).unwrap_err();
         assert!(matches!(err, ConfigError::FileMissing(_)));
