@@ -13,7 +13,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::routing::post;
 
-use crate::app::ingest::dedupe_key;
+use crate::app::ingest::dedupe_key_of_xml;
 use crate::server::App;
 use crate::testkit::{CallbackSecrets, add_contact_xml, local_settings};
 use crate::wecom::sender::{CallbackSender, Sealed};
@@ -26,6 +26,9 @@ pub struct IngestArgs {
     /// Requests in flight at once (one keep-alive connection each).
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// SQLite durability for the run: full (the default setting) or normal.
+    #[arg(long, default_value = "full")]
+    pub sqlite_synchronous: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +54,10 @@ pub async fn ingest(args: IngestArgs) -> Result<(), BenchError> {
     let db_url = format!("sqlite://{}/bench.db", dir.display());
     let mut settings = local_settings(&db_url, &secrets);
     settings.database.max_connections = 4;
+    settings.database.sqlite_synchronous = args.sqlite_synchronous.clone();
+    settings
+        .validate_common()
+        .map_err(|e| BenchError::Setup(e.to_string()))?;
     let app = App::build(settings)
         .await
         .map_err(|e| BenchError::Setup(e.to_string()))?;
@@ -127,7 +134,7 @@ pub async fn ingest(args: IngestArgs) -> Result<(), BenchError> {
     let expected: HashSet<String> = real_run
         .accepted
         .iter()
-        .map(|&i| dedupe_key(&secrets.corp_id, None, &xmls[i]))
+        .map(|&i| dedupe_key_of_xml(&secrets.corp_id, &xmls[i]))
         .collect();
     let stored: HashSet<String> = app
         .store()

@@ -412,7 +412,10 @@ mod tests {
         let text = std::fs::read_to_string(path).unwrap();
         let from_file: toml::Value = toml::from_str(&text).unwrap();
         let defaults = toml::Value::try_from(Settings::default()).unwrap();
-        assert_eq!(from_file, defaults, "config/siyu.toml and Settings::default() disagree");
+        assert_eq!(
+            from_file, defaults,
+            "config/siyu.toml and Settings::default() disagree"
+        );
     }
 
     #[test]

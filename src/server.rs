@@ -95,7 +95,16 @@ impl App {
             .local_addr()
             .map_err(|source| AppError::Bind { addr, source })?;
 
-        let (ingest, writer) = Ingest::start(store.clone(), settings.inbox.batch_max);
+        // Room for this many committed batches waiting for the dispatcher; beyond it, new events
+        // are stored pending and claimed from the database later.
+        let (handoff, handed) = tokio::sync::mpsc::channel(64);
+        let (ingest, writer) = Ingest::start(
+            store.clone(),
+            settings.inbox.batch_max,
+            (settings.inbox.lease_secs * 1000) as i64,
+            clock.clone(),
+            handoff,
+        );
         let metrics = Arc::new(Metrics::default());
         if settings.api.token.is_empty() {
             tracing::warn!("api.token is empty: the /api/v1 endpoints answer 401 to everyone");
@@ -138,7 +147,7 @@ impl App {
         let process_id = workers.process_id().to_string();
         let workers = tokio::spawn(workers.run(shutdown_rx.clone()));
         let background = vec![
-            tokio::spawn(dispatcher.run(shutdown_rx.clone())),
+            tokio::spawn(dispatcher.run(handed, shutdown_rx.clone())),
             tokio::spawn(scheduler.run(shutdown_rx.clone())),
             tokio::spawn(jobs::relay_postgres_notifications(
                 store.clone(),

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{CORP_ID, TestDb, eventually, secrets};
-use siyu::app::ingest::dedupe_key;
+use siyu::app::ingest::dedupe_key_of_xml;
 use siyu::store::Store;
 use siyu::store::inbox::InboxStatus;
 use siyu::testkit::add_contact_xml;
@@ -120,9 +120,8 @@ async fn killing_the_process_mid_load_loses_no_acknowledged_event() {
         .iter()
         .copied()
         .filter(|n| {
-            !stored.contains(&dedupe_key(
+            !stored.contains(&dedupe_key_of_xml(
                 CORP_ID,
-                None,
                 &add_contact_xml(CORP_ID, *n, now),
             ))
         })

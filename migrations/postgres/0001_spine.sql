@@ -18,8 +18,10 @@ CREATE TABLE inbox (
     processed_at BIGINT,
     duplicates BIGINT NOT NULL DEFAULT 0
 );
-CREATE INDEX inbox_status_id ON inbox (status, id);
-CREATE INDEX inbox_kind_id ON inbox (kind, id);
+-- Partial indexes: only the few open events are in them, so they stay small and hot however
+-- many handled events the inbox keeps.
+CREATE INDEX inbox_pending ON inbox (id) WHERE status = 'pending';
+CREATE INDEX inbox_leased ON inbox (lease_until) WHERE status = 'processing';
 
 CREATE TABLE jobs (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -37,7 +39,8 @@ CREATE TABLE jobs (
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL
 );
-CREATE INDEX jobs_state_run_at ON jobs (state, run_at);
+CREATE INDEX jobs_queued ON jobs (run_at, id) WHERE state = 'queued';
+CREATE INDEX jobs_leased ON jobs (lease_until) WHERE state = 'running';
 
 CREATE TABLE schedules (
     name TEXT PRIMARY KEY,

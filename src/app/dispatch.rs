@@ -7,19 +7,22 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::config::{InboxSettings, JobSettings};
 use crate::jobs::BoxFuture;
 use crate::store::Store;
-use crate::store::inbox::{ClaimedEvent, InboxStatus};
+use crate::store::inbox::{ClaimedEvent, EventOutcome, InboxStatus};
 use crate::wecom::event::{self, Event};
 
 /// Kind stored for a callback whose decrypted XML does not parse: kept, never dropped, and
 /// marked failed with the parse error so an operator sees it.
 pub const UNPARSED_KIND: &str = "unparsed";
+
+/// Pending events claimed at once from the database.
+const CLAIM_BATCH: i64 = 256;
 
 /// What an event handler gets besides the event.
 #[derive(Clone)]
@@ -62,30 +65,57 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// Handles events as they come: those the ingest writer hands over (already claimed), then
+    /// pending ones in the database (replays; leftovers of a process that died). At shutdown it
+    /// keeps taking handed-over events until the writer has stopped, so none is left leased.
+    pub async fn run(
+        self,
+        mut handoff: mpsc::Receiver<Vec<ClaimedEvent>>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let signals = self.store.signals().clone();
         let lease_ms = (self.inbox.lease_secs * 1000) as i64;
-        while !*shutdown.borrow() {
+        loop {
+            if *shutdown.borrow() {
+                match handoff.recv().await {
+                    Some(batch) => {
+                        self.handle_batch(&batch).await;
+                        continue;
+                    }
+                    None => return,
+                }
+            }
+            if let Ok(batch) = handoff.try_recv() {
+                self.handle_batch(&batch).await;
+                continue;
+            }
+            // Registered before the claim, so a commit between the claim and the wait still wakes us.
             let notified = signals.inbox.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             match self
                 .store
-                .claim_inbox(self.clock.now_ms(), lease_ms, 64)
+                .claim_inbox(self.clock.now_ms(), lease_ms, CLAIM_BATCH)
                 .await
             {
                 Ok(events) if !events.is_empty() => {
-                    for event in events {
-                        // Finish the claimed batch even during shutdown: each is quick, and an
-                        // abandoned lease would only delay it.
-                        self.handle(event).await;
-                    }
+                    self.handle_batch(&events).await;
                     continue;
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "claiming inbox events failed"),
             }
+            // Idle: the moment to take back events whose handler died with its lease.
+            match self.store.reclaim_expired_events(self.clock.now_ms()).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(events = n, "took back events whose lease expired");
+                    continue;
+                }
+                Err(e) => tracing::warn!(error = %e, "reclaiming expired events failed"),
+            }
             tokio::select! {
+                Some(batch) = handoff.recv() => self.handle_batch(&batch).await,
                 _ = notified => {}
                 _ = tokio::time::sleep(self.poll) => {}
                 _ = shutdown.changed() => {}
@@ -93,15 +123,29 @@ impl Dispatcher {
         }
     }
 
-    async fn handle(&self, claimed: ClaimedEvent) {
-        let span = tracing::info_span!("event", id = claimed.id, kind = %claimed.kind);
-        let (status, error) = self.outcome(&claimed).instrument(span).await;
+    /// Handles a claimed batch in order and records the outcomes together. The batch is finished
+    /// even during shutdown: each event is quick, and an abandoned lease only delays it.
+    async fn handle_batch(&self, events: &[ClaimedEvent]) {
+        let mut outcomes = Vec::with_capacity(events.len());
+        for event in events {
+            outcomes.push(self.handle(event).await);
+        }
         if let Err(e) = self
             .store
-            .finish_inbox(claimed.id, status, error.as_deref(), self.clock.now_ms())
+            .finish_events(&outcomes, self.clock.now_ms())
             .await
         {
-            tracing::warn!(id = claimed.id, error = %e, "could not record the event's outcome; its lease will expire and it runs again");
+            tracing::warn!(error = %e, "could not record event outcomes; their leases expire and they run again");
+        }
+    }
+
+    async fn handle(&self, claimed: &ClaimedEvent) -> EventOutcome {
+        let span = tracing::info_span!("event", id = claimed.id, kind = %claimed.kind);
+        let (status, error) = self.outcome(claimed).instrument(span).await;
+        EventOutcome {
+            id: claimed.id,
+            status,
+            error,
         }
     }
 

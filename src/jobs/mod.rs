@@ -162,8 +162,38 @@ impl WorkerPool {
             };
             workers.spawn(worker.run(shutdown.clone()));
         }
+        workers.spawn(reap_expired_leases(
+            self.store.clone(),
+            self.clock.clone(),
+            Duration::from_millis(self.settings.poll_interval_ms),
+            shutdown.clone(),
+        ));
         while workers.join_next().await.is_some() {}
         release_leases(&self.store, &self.clock, &self.process_id).await;
+    }
+}
+
+/// Every poll interval, puts back the jobs of workers that died with a lease, and wakes the
+/// workers for them.
+async fn reap_expired_leases(
+    store: Store,
+    clock: Clock,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    while !*shutdown.borrow() {
+        match store.reclaim_expired_jobs(clock.now_ms()).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(jobs = n, "took back jobs whose lease expired");
+                store.signals().jobs.notify_waiters();
+            }
+            Err(e) => tracing::warn!(error = %e, "reclaiming expired jobs failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => {}
+        }
     }
 }
 

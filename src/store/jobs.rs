@@ -67,16 +67,14 @@ pub struct JobRecord {
 const CLAIM_SQLITE: &str = "UPDATE jobs
     SET state = 'running', attempts = attempts + 1, lease_until = $1, worker = $2, updated_at = $3
     WHERE id IN (
-        SELECT id FROM jobs
-        WHERE (state = 'queued' AND run_at <= $3) OR (state = 'running' AND lease_until < $3)
+        SELECT id FROM jobs WHERE state = 'queued' AND run_at <= $3
         ORDER BY run_at, id LIMIT $4)
     RETURNING id, kind, payload, idempotency_key, attempts, max_attempts";
 
 const CLAIM_POSTGRES: &str = "UPDATE jobs
     SET state = 'running', attempts = attempts + 1, lease_until = $1, worker = $2, updated_at = $3
     WHERE id IN (
-        SELECT id FROM jobs
-        WHERE (state = 'queued' AND run_at <= $3) OR (state = 'running' AND lease_until < $3)
+        SELECT id FROM jobs WHERE state = 'queued' AND run_at <= $3
         ORDER BY run_at, id LIMIT $4
         FOR UPDATE SKIP LOCKED)
     RETURNING id, kind, payload, idempotency_key, attempts, max_attempts";
@@ -116,8 +114,8 @@ pub async fn enqueue(tx: &mut Tx, job: &NewJob, now: i64) -> Result<Option<i64>>
 }
 
 impl Store {
-    /// Claims up to `limit` due jobs for `worker`: queued ones whose time has come, and running
-    /// ones whose lease ran out (their worker died).
+    /// Claims up to `limit` due jobs for `worker`, through the `(state, run_at)` index. Jobs whose
+    /// worker died come back through [`Store::reclaim_expired_jobs`].
     pub async fn claim_jobs(
         &self,
         worker: &str,
@@ -125,6 +123,7 @@ impl Store {
         lease_ms: i64,
         limit: i64,
     ) -> Result<Vec<ClaimedJob>> {
+        let _turn = self.write_turn().await;
         let jobs = with_pool!(self, |pool| {
             let sql = match self.pool {
                 Pool::Sqlite(_) => CLAIM_SQLITE,
@@ -153,8 +152,27 @@ impl Store {
         Ok(jobs)
     }
 
+    /// Puts running jobs whose lease ran out (their worker died) back in the queue, due now.
+    /// The interrupted attempt counts. Returns how many.
+    pub async fn reclaim_expired_jobs(&self, now: i64) -> Result<u64> {
+        let _turn = self.write_turn().await;
+        let n = with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE jobs SET state = 'queued', lease_until = NULL, worker = NULL, run_at = $1,
+                     updated_at = $1
+                 WHERE state = 'running' AND lease_until < $1",
+            )
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(n)
+    }
+
     /// Extends the lease of a job this worker still holds; false when it lost it.
     pub async fn renew_job_lease(&self, id: i64, worker: &str, lease_until: i64) -> Result<bool> {
+        let _turn = self.write_turn().await;
         let n = with_pool!(self, |pool| {
             sqlx::query(
                 "UPDATE jobs SET lease_until = $1 WHERE id = $2 AND worker = $3 AND state = 'running'",
@@ -170,6 +188,7 @@ impl Store {
     }
 
     pub async fn complete_job(&self, id: i64, worker: &str, now: i64) -> Result<bool> {
+        let _turn = self.write_turn().await;
         let n = with_pool!(self, |pool| {
             sqlx::query(
                 "UPDATE jobs SET state = 'done', lease_until = NULL, last_error = NULL, updated_at = $1
@@ -195,6 +214,7 @@ impl Store {
         retry_at: Option<i64>,
         now: i64,
     ) -> Result<bool> {
+        let _turn = self.write_turn().await;
         let n = with_pool!(self, |pool| {
             sqlx::query(
                 "UPDATE jobs
@@ -218,6 +238,7 @@ impl Store {
     /// Hands back the jobs held by the workers whose id starts with `worker_prefix` (a stopping
     /// process), without counting the interrupted attempt.
     pub async fn release_jobs(&self, worker_prefix: &str, now: i64) -> Result<u64> {
+        let _turn = self.write_turn().await;
         let n = with_pool!(self, |pool| {
             sqlx::query(
                 "UPDATE jobs SET state = 'queued', lease_until = NULL, worker = NULL,

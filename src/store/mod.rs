@@ -20,7 +20,7 @@ mod sqlite;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
 
 use sqlx::{PgPool, SqlitePool};
 
@@ -73,6 +73,12 @@ pub(crate) enum Pool {
 pub struct Store {
     pub(crate) pool: Pool,
     signals: Arc<Signals>,
+    /// SQLite allows one writer at a time, and a connection that finds the file locked sleeps in
+    /// SQLite's busy handler (1, 2, 5 ... 100 ms steps): fatal to latency. So every write in this
+    /// process queues here first, in order, and SQLite never sees two writers of ours at once.
+    /// Unused on PostgreSQL. Never call a writing `Store` method while holding a [`Tx`]: write
+    /// through the `Tx` instead, or the process waits for itself.
+    write_gate: Arc<Mutex<()>>,
 }
 
 /// In-process wake-ups, fired after a commit that added work. Workers of other processes learn of
@@ -93,6 +99,7 @@ impl std::fmt::Debug for Store {
 /// `Tx`, so they commit together or not at all (the transactional outbox).
 pub struct Tx {
     pub(crate) inner: TxInner,
+    _gate: Option<OwnedMutexGuard<()>>,
     signals: Arc<Signals>,
     wake_jobs: bool,
     wake_inbox: bool,
@@ -144,6 +151,7 @@ impl Store {
         Ok(Store {
             pool,
             signals: Arc::default(),
+            write_gate: Arc::default(),
         })
     }
 
@@ -162,13 +170,23 @@ impl Store {
         }
     }
 
+    /// Waits for this process's turn to write (SQLite only; see `write_gate`).
+    pub(crate) async fn write_turn(&self) -> Option<OwnedMutexGuard<()>> {
+        match self.pool {
+            Pool::Sqlite(_) => Some(self.write_gate.clone().lock_owned().await),
+            Pool::Postgres(_) => None,
+        }
+    }
+
     pub async fn begin(&self) -> Result<Tx> {
+        let gate = self.write_turn().await;
         let inner = match &self.pool {
             Pool::Sqlite(pool) => TxInner::Sqlite(pool.begin().await?),
             Pool::Postgres(pool) => TxInner::Postgres(pool.begin().await?),
         };
         Ok(Tx {
             inner,
+            _gate: gate,
             signals: self.signals.clone(),
             wake_jobs: false,
             wake_inbox: false,

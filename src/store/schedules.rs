@@ -19,6 +19,7 @@ impl Store {
     /// Declares a schedule at start. A schedule whose definition changed gets the new one and a
     /// new `next_run_at`; an unchanged one keeps its due time, so a restart skips nothing.
     pub async fn declare_schedule(&self, s: &Schedule, now: i64) -> Result<()> {
+        let _turn = self.write_turn().await;
         with_pool!(self, |pool| {
             sqlx::query(
                 "INSERT INTO schedules (name, cron, timezone, job_kind, payload, next_run_at, updated_at)

@@ -20,7 +20,9 @@ pub(super) async fn connect(settings: &DatabaseSettings) -> Result<SqlitePool> {
             _ => SqliteSynchronous::Full,
         })
         .busy_timeout(Duration::from_secs(10))
-        .foreign_keys(true);
+        .foreign_keys(true)
+        // Statement journals (an upsert of many rows needs one) in memory, not in temp files.
+        .pragma("temp_store", "memory");
     let pool = SqlitePoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(super::acquire_timeout())
