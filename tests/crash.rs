@@ -192,3 +192,68 @@ async fn a_missing_setting_stops_the_program_with_one_line_naming_it() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_and_replay_from_the_command_line() {
+    let db = TestDb::new().await;
+    let workdir = tempfile::tempdir().unwrap();
+    let run = |args: &'static [&'static str]| {
+        let db_url = db.url.clone();
+        let dir = workdir.path().to_path_buf();
+        async move {
+            Command::new(env!("CARGO_BIN_EXE_siyu"))
+                .args(args)
+                .current_dir(dir)
+                .env("SIYU_DATABASE__URL", db_url)
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let migrated = run(&["migrate"]).await;
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+    assert!(String::from_utf8_lossy(&migrated.stdout).contains("applied 1 migration"));
+
+    // Three events that found no handler, stored by a running siyu.
+    let app = common::start(db.settings()).await;
+    let sender = common::sender(&app);
+    for xml in common::sample_events().iter().take(3) {
+        sender.deliver(xml).await.unwrap();
+    }
+    let store = app.store().clone();
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let store = store.clone();
+            async move {
+                store
+                    .count_events_by_status()
+                    .await
+                    .unwrap()
+                    .contains(&(InboxStatus::Unhandled, 3))
+            }
+        })
+        .await
+    );
+    app.shutdown().await;
+
+    let replayed = run(&[
+        "events",
+        "replay",
+        "--kind",
+        "change_external_contact.add_external_contact",
+    ])
+    .await;
+    assert!(
+        replayed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    assert!(String::from_utf8_lossy(&replayed.stdout).contains("requeued 1 event"));
+    let bad = run(&["events", "replay", "--status", "nonsense"]).await;
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--status"));
+}
