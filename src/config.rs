@@ -143,6 +143,19 @@ pub struct WecomSettings {
     pub callback_token: Secret,
     pub encoding_aes_key: Secret,
     pub api_base: String,
+    /// Connecting to WeCom gives up after this long.
+    pub connect_timeout_ms: u64,
+    /// A whole API call gives up after this long.
+    pub request_timeout_ms: u64,
+    /// Retries of a read or an idempotent write after -1, HTTP 5xx or a transport error.
+    pub max_retries: u32,
+    pub retry_base_ms: u64,
+    /// Calls per API path per minute (WeCom allows 10,000 per corp).
+    pub calls_per_minute: u32,
+    /// Calls of one API path in flight at once (lowered on 45033).
+    pub concurrency: usize,
+    /// A call waits at most this long for its turn before it is refused as throttled.
+    pub max_limiter_wait_ms: u64,
 }
 
 impl Default for WecomSettings {
@@ -155,6 +168,13 @@ impl Default for WecomSettings {
             callback_token: Secret::default(),
             encoding_aes_key: Secret::default(),
             api_base: "https://qyapi.weixin.qq.com".into(),
+            connect_timeout_ms: 3000,
+            request_timeout_ms: 10_000,
+            max_retries: 3,
+            retry_base_ms: 200,
+            calls_per_minute: 6000,
+            concurrency: 8,
+            max_limiter_wait_ms: 2000,
         }
     }
 }

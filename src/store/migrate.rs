@@ -18,11 +18,19 @@ const SQLITE: &[Migration] = &[Migration {
     sql: include_str!("../../migrations/sqlite/0001_spine.sql"),
 }];
 
-const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    name: "spine",
-    sql: include_str!("../../migrations/postgres/0001_spine.sql"),
-}];
+const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "spine",
+        sql: include_str!("../../migrations/postgres/0001_spine.sql"),
+    },
+    // Only PostgreSQL has several processes that must share WeCom's tokens.
+    Migration {
+        version: 2,
+        name: "wecom_tokens",
+        sql: include_str!("../../migrations/postgres/0002_wecom_tokens.sql"),
+    },
+];
 
 const LEDGER: &str = "CREATE TABLE IF NOT EXISTS siyu_migrations (
     version BIGINT PRIMARY KEY,

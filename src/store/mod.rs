@@ -16,6 +16,7 @@ mod migrate;
 mod postgres;
 pub mod schedules;
 mod sqlite;
+pub mod tokens;
 
 use std::sync::Arc;
 use std::time::Duration;

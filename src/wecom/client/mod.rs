@@ -1,0 +1,452 @@
+//! The WeCom server API client production uses (api.md).
+//!
+//! It owns what WeCom imposes on callers: access tokens per secret (cached, single flight,
+//! shared across PostgreSQL replicas, refreshed once on 40001/40014/42001); retries with backoff
+//! and jitter on -1, HTTP 5xx and transport errors, for reads and idempotent writes only; a pause
+//! after 45009 and fewer concurrent calls after 45033; a pace per path below WeCom's caps. Every
+//! answer is judged by `errcode`, never by `errmsg`. A call that creates a send is never retried
+//! after its request may have left: its outcome is reported unknown, for the caller to reconcile.
+//! Tokens, secrets and phone numbers never reach a log line (paths are logged, never URLs).
+
+pub mod api;
+pub mod error;
+pub mod limit;
+mod token;
+pub mod types;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use error::{WecomError, code};
+use limit::{Limiter, MemberQuota};
+use token::TokenSlot;
+
+use crate::clock::Clock;
+use crate::config::WecomSettings;
+use crate::store::Store;
+
+/// How a call may be repeated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Changes nothing: repeat freely.
+    Read,
+    /// Changes state, but doing it twice ends the same (mark_tag, remark, edit, delete).
+    Idempotent,
+    /// Creates a send (a message, a post, a welcome): doing it twice sends twice.
+    Send,
+}
+
+/// Which secret's token a call uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    App,
+    /// The customer-contact secret when `wecom.contact_secret` is set, else the app's.
+    Contact,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoint {
+    pub path: &'static str,
+    pub post: bool,
+    pub effect: Effect,
+    pub credential: Credential,
+}
+
+pub type Result<T, E = WecomError> = std::result::Result<T, E>;
+
+#[derive(Clone)]
+pub struct WecomClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base: String,
+    corp_id: String,
+    agent_id: i64,
+    app_secret: String,
+    contact_secret: Option<String>,
+    app_token: TokenSlot,
+    contact_token: Option<TokenSlot>,
+    limiter: Limiter,
+    members: MemberQuota,
+    max_retries: u32,
+    retry_base: Duration,
+    store: Option<Store>,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for WecomClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "WecomClient({}, corp {})",
+            self.inner.base, self.inner.corp_id
+        )
+    }
+}
+
+enum Body {
+    Json(serde_json::Value),
+    /// Rebuilt for each attempt: a multipart form is consumed by sending it.
+    Multipart {
+        filename: String,
+        bytes: Vec<u8>,
+    },
+}
+
+/// The `errcode`/`errmsg` every answer carries.
+#[derive(serde::Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    errcode: i64,
+    #[serde(default)]
+    errmsg: String,
+}
+
+impl WecomClient {
+    /// `store` shares tokens between PostgreSQL replicas (ignored on SQLite).
+    pub fn new(
+        settings: &WecomSettings,
+        store: Option<Store>,
+        clock: Clock,
+    ) -> Result<WecomClient> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
+            .timeout(Duration::from_millis(settings.request_timeout_ms))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| WecomError::Invalid(format!("cannot build the HTTP client: {e}")))?;
+        let contact_secret =
+            Some(settings.contact_secret.expose().to_string()).filter(|s| !s.is_empty());
+        Ok(WecomClient {
+            inner: Arc::new(Inner {
+                http,
+                base: settings.api_base.trim_end_matches('/').to_string(),
+                corp_id: settings.corp_id.clone(),
+                agent_id: settings.agent_id,
+                app_secret: settings.secret.expose().to_string(),
+                app_token: TokenSlot::new(&settings.corp_id, settings.secret.expose()),
+                contact_token: contact_secret
+                    .as_deref()
+                    .map(|s| TokenSlot::new(&settings.corp_id, s)),
+                contact_secret,
+                limiter: Limiter::new(
+                    settings.calls_per_minute,
+                    settings.concurrency,
+                    Duration::from_millis(settings.max_limiter_wait_ms),
+                ),
+                members: MemberQuota::default(),
+                max_retries: settings.max_retries,
+                retry_base: Duration::from_millis(settings.retry_base_ms),
+                store,
+                clock,
+            }),
+        })
+    }
+
+    pub fn agent_id(&self) -> i64 {
+        self.inner.agent_id
+    }
+
+    pub fn limiter(&self) -> &Limiter {
+        &self.inner.limiter
+    }
+
+    fn slot(&self, credential: Credential) -> (&TokenSlot, &str) {
+        match (
+            credential,
+            &self.inner.contact_token,
+            &self.inner.contact_secret,
+        ) {
+            (Credential::Contact, Some(slot), Some(secret)) => (slot, secret),
+            _ => (&self.inner.app_token, &self.inner.app_secret),
+        }
+    }
+
+    /// A valid access token for `credential` (fetched when needed).
+    pub async fn access_token(&self, credential: Credential) -> Result<String> {
+        let (slot, secret) = self.slot(credential);
+        slot.get(self.inner.store.as_ref(), &self.inner.clock, || {
+            self.gettoken(secret)
+        })
+        .await
+    }
+
+    /// `GET gettoken`: retried like any read, never logged with its query.
+    async fn gettoken(&self, secret: &str) -> Result<(String, i64)> {
+        #[derive(serde::Deserialize)]
+        struct TokenAnswer {
+            access_token: String,
+            expires_in: i64,
+        }
+        const PATH: &str = "gettoken";
+        let url = format!("{}/cgi-bin/{PATH}", self.inner.base);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let sent = self
+                .inner
+                .http
+                .get(&url)
+                .query(&[
+                    ("corpid", self.inner.corp_id.as_str()),
+                    ("corpsecret", secret),
+                ])
+                .send()
+                .await;
+            let outcome = match sent {
+                Ok(response) => self.judge::<TokenAnswer>(PATH, response).await,
+                Err(e) => Err(WecomError::Transport {
+                    path: PATH,
+                    reason: transport_reason(&e),
+                }),
+            };
+            match outcome {
+                Ok(t) => return Ok((t.access_token, t.expires_in)),
+                Err(e) if attempt <= self.inner.max_retries && retryable(&e, Effect::Read) => {
+                    tokio::time::sleep(self.backoff(attempt)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One API call with WeCom's rules: token, pace, retries as `endpoint.effect` allows.
+    pub async fn call<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        endpoint: Endpoint,
+        query: &[(&str, String)],
+        body: Option<&B>,
+    ) -> Result<T> {
+        let body = match body {
+            Some(b) => Body::Json(
+                serde_json::to_value(b)
+                    .map_err(|e| WecomError::Invalid(format!("request does not serialize: {e}")))?,
+            ),
+            None => Body::Json(serde_json::json!({})),
+        };
+        self.send_call(endpoint, query, &body).await
+    }
+
+    /// A multipart upload (`media` part), with the same rules as [`WecomClient::call`].
+    pub async fn call_multipart<T: DeserializeOwned>(
+        &self,
+        endpoint: Endpoint,
+        query: &[(&str, String)],
+        filename: &str,
+        bytes: Vec<u8>,
+    ) -> Result<T> {
+        self.send_call(
+            endpoint,
+            query,
+            &Body::Multipart {
+                filename: filename.to_string(),
+                bytes,
+            },
+        )
+        .await
+    }
+
+    async fn send_call<T: DeserializeOwned>(
+        &self,
+        endpoint: Endpoint,
+        query: &[(&str, String)],
+        body: &Body,
+    ) -> Result<T> {
+        let path = endpoint.path;
+        let mut attempt = 0;
+        let mut token_refreshed = false;
+        loop {
+            attempt += 1;
+            let permit = self.inner.limiter.acquire(path).await?;
+            let token = self.access_token(endpoint.credential).await?;
+            let url = format!("{}/cgi-bin/{path}", self.inner.base);
+            let request = match (endpoint.post, body) {
+                (false, _) => self.inner.http.get(&url),
+                (true, Body::Json(json)) => self.inner.http.post(&url).json(json),
+                (true, Body::Multipart { filename, bytes }) => {
+                    let part =
+                        reqwest::multipart::Part::bytes(bytes.clone()).file_name(filename.clone());
+                    self.inner
+                        .http
+                        .post(&url)
+                        .multipart(reqwest::multipart::Form::new().part("media", part))
+                }
+            };
+            let sent = request
+                .query(&[("access_token", token.as_str())])
+                .query(query)
+                .send()
+                .await;
+            let outcome = match sent {
+                Ok(response) => match self.judge::<T>(path, response).await {
+                    // A gateway error after a send left: WeCom may have acted on it.
+                    Err(WecomError::Http { status, .. })
+                        if endpoint.effect == Effect::Send && status >= 500 =>
+                    {
+                        Err(WecomError::OutcomeUnknown {
+                            path,
+                            reason: format!("HTTP {status}"),
+                        })
+                    }
+                    other => other,
+                },
+                Err(e) => Err(self.transport_error(path, endpoint.effect, &e)),
+            };
+            drop(permit);
+            let err = match outcome {
+                Ok(value) => {
+                    self.inner.limiter.recovered(path);
+                    return Ok(value);
+                }
+                Err(err) => err,
+            };
+            match err.errcode() {
+                Some(code::INVALID_TOKEN | code::TOKEN_EXPIRED | code::INVALID_SECRET)
+                    if !token_refreshed =>
+                {
+                    // One refresh, then the same call again; it does not count as a retry.
+                    token_refreshed = true;
+                    attempt -= 1;
+                    let (slot, _) = self.slot(endpoint.credential);
+                    slot.invalidate(self.inner.store.as_ref(), &token).await;
+                    tracing::info!(path, "access token refused; fetched a new one");
+                    continue;
+                }
+                Some(code::FREQUENCY_LIMIT) => {
+                    self.inner
+                        .limiter
+                        .block(path, err.retry_after().unwrap_or(Duration::from_secs(60)));
+                    tracing::warn!(path, "WeCom frequency limit (45009): pausing this API");
+                    return Err(err);
+                }
+                Some(code::TOO_MANY_CONCURRENT) => {
+                    self.inner.limiter.reduce_concurrency(path);
+                    tracing::warn!(
+                        path,
+                        concurrency = self.inner.limiter.concurrency_of(path),
+                        "WeCom 45033: fewer concurrent calls"
+                    );
+                }
+                _ => {}
+            }
+            if attempt <= self.inner.max_retries && retryable(&err, endpoint.effect) {
+                tracing::info!(path, attempt, error = %err, "retrying WeCom call");
+                tokio::time::sleep(self.backoff(attempt)).await;
+                continue;
+            }
+            return Err(err);
+        }
+    }
+
+    /// Reads WeCom's answer: non-200 is an HTTP error, then `errcode` decides, then the body.
+    async fn judge<T: DeserializeOwned>(
+        &self,
+        path: &'static str,
+        response: reqwest::Response,
+    ) -> Result<T> {
+        let status = response.status().as_u16();
+        if status != 200 {
+            return Err(WecomError::Http { path, status });
+        }
+        let bytes = response.bytes().await.map_err(|e| WecomError::Transport {
+            path,
+            reason: transport_reason(&e),
+        })?;
+        let envelope: Envelope =
+            serde_json::from_slice(&bytes).map_err(|e| WecomError::Decode {
+                path,
+                reason: e.to_string(),
+            })?;
+        if envelope.errcode != 0 {
+            return Err(WecomError::Api {
+                path,
+                code: envelope.errcode,
+                errmsg: envelope.errmsg,
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| WecomError::Decode {
+            path,
+            reason: e.to_string(),
+        })
+    }
+
+    fn transport_error(
+        &self,
+        path: &'static str,
+        effect: Effect,
+        e: &reqwest::Error,
+    ) -> WecomError {
+        // A refused connection means the request never left; anything later may have reached
+        // WeCom, and for a send that means it may have happened.
+        if effect == Effect::Send && !e.is_connect() {
+            return WecomError::OutcomeUnknown {
+                path,
+                reason: transport_reason(e),
+            };
+        }
+        WecomError::Transport {
+            path,
+            reason: transport_reason(e),
+        }
+    }
+
+    /// `base · 2^(attempt-1)` with ±50% jitter.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let base = self
+            .inner
+            .retry_base
+            .saturating_mul(1 << attempt.saturating_sub(1).min(10));
+        base.mul_f64(rand::thread_rng().gen_range(0.5..1.5))
+    }
+
+    /// Charges an app message to each recipient's per-member quota.
+    pub(crate) fn take_member_quota(&self, members: &[&str]) -> Result<()> {
+        self.inner.members.take(members)
+    }
+}
+
+/// Whether `err` may be retried by the client itself for a call of this `effect`.
+fn retryable(err: &WecomError, effect: Effect) -> bool {
+    if effect == Effect::Send {
+        // Only a request that provably never left may go again.
+        return matches!(err, WecomError::Transport { .. });
+    }
+    match err {
+        WecomError::Api { code, .. } => {
+            matches!(*code, code::SYSTEM_BUSY | code::TOO_MANY_CONCURRENT)
+        }
+        WecomError::Http { status, .. } => *status >= 500,
+        WecomError::Transport { .. } => true,
+        _ => false,
+    }
+}
+
+/// The error's kind without its URL (which carries the access token).
+fn transport_reason(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_body() || e.is_decode() {
+        "the answer broke off"
+    } else {
+        "request failed"
+    };
+    let mut source = std::error::Error::source(e);
+    let mut detail = String::new();
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    if detail.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {detail}")
+    }
+}
