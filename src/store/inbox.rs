@@ -366,21 +366,12 @@ impl Store {
 
     /// Events per status (every status present, zero when none).
     pub async fn count_events_by_status(&self) -> Result<Vec<(InboxStatus, i64)>> {
-        let rows: Vec<(String, i64)> = with_pool!(self, |pool| {
-            sqlx::query_as("SELECT status, COUNT(*) FROM inbox GROUP BY status")
-                .fetch_all(pool)
-                .await?
-        });
-        Ok(InboxStatus::ALL
-            .into_iter()
-            .map(|st| {
-                let n = rows
-                    .iter()
-                    .find(|(s, _)| s == st.as_str())
-                    .map_or(0, |(_, n)| *n);
-                (st, n)
-            })
-            .collect())
+        self.count_by_status(
+            "SELECT status, COUNT(*) FROM inbox GROUP BY status",
+            &InboxStatus::ALL,
+            InboxStatus::as_str,
+        )
+        .await
     }
 
     /// When the oldest event still waiting for a handler arrived.

@@ -255,21 +255,12 @@ impl Store {
     }
 
     pub async fn count_jobs_by_state(&self) -> Result<Vec<(JobState, i64)>> {
-        let rows: Vec<(String, i64)> = with_pool!(self, |pool| {
-            sqlx::query_as("SELECT state, COUNT(*) FROM jobs GROUP BY state")
-                .fetch_all(pool)
-                .await?
-        });
-        Ok(JobState::ALL
-            .into_iter()
-            .map(|st| {
-                let n = rows
-                    .iter()
-                    .find(|(s, _)| s == st.as_str())
-                    .map_or(0, |(_, n)| *n);
-                (st, n)
-            })
-            .collect())
+        self.count_by_status(
+            "SELECT state, COUNT(*) FROM jobs GROUP BY state",
+            &JobState::ALL,
+            JobState::as_str,
+        )
+        .await
     }
 
     pub async fn job_by_key(&self, idempotency_key: &str) -> Result<Option<JobRecord>> {

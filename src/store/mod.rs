@@ -206,6 +206,28 @@ impl Store {
         Ok(())
     }
 
+    /// Runs a `SELECT status, COUNT(*) ... GROUP BY status` and answers a count for every one
+    /// of `all`, zero for those with no rows.
+    pub(crate) async fn count_by_status<T: Copy>(
+        &self,
+        sql: &'static str,
+        all: &[T],
+        name: fn(T) -> &'static str,
+    ) -> Result<Vec<(T, i64)>> {
+        let rows: Vec<(String, i64)> =
+            with_pool!(self, |pool| sqlx::query_as(sql).fetch_all(pool).await?);
+        Ok(all
+            .iter()
+            .map(|&st| {
+                let n = rows
+                    .iter()
+                    .find(|(s, _)| s == name(st))
+                    .map_or(0, |(_, n)| *n);
+                (st, n)
+            })
+            .collect())
+    }
+
     pub async fn close(&self) {
         with_pool!(self, |pool| pool.close().await)
     }
