@@ -2,4 +2,5 @@
 
 pub mod crypto;
 pub mod event;
+pub mod fake;
 pub mod sender;
