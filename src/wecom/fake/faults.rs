@@ -30,7 +30,7 @@ pub struct Call {
     pub method: String,
     /// The full path, e.g. `/cgi-bin/externalcontact/mark_tag`.
     pub path: String,
-    /// The raw query with the `access_token` value replaced by `REDACTED`.
+    /// The raw query with the `access_token` (and `corpsecret`) value replaced by `REDACTED`.
     pub query: String,
     /// The body as text (lossy for binary multipart uploads, cut at 64 KiB).
     pub body: String,
@@ -142,12 +142,13 @@ impl Faults {
     }
 }
 
-/// The query with the token's value replaced, so the log can be printed and compared safely.
+/// The query with the token's (and gettoken's secret's) value replaced, so the log can be
+/// printed and compared safely.
 pub(crate) fn redact_query(query: &str) -> String {
     query
         .split('&')
         .map(|pair| match pair.split_once('=') {
-            Some(("access_token", _)) => "access_token=REDACTED".to_owned(),
+            Some((key @ ("access_token" | "corpsecret"), _)) => format!("{key}=REDACTED"),
             _ => pair.to_owned(),
         })
         .collect::<Vec<_>>()
@@ -191,6 +192,10 @@ mod tests {
         assert_eq!(
             redact_query("access_token=abc&userid=zhangsan"),
             "access_token=REDACTED&userid=zhangsan"
+        );
+        assert_eq!(
+            redact_query("corpid=ww1&corpsecret=s3cret"),
+            "corpid=ww1&corpsecret=REDACTED"
         );
     }
 }
