@@ -1617,3 +1617,131 @@ async fn driver_callbacks_land_in_siyus_inbox_and_change_the_fakes_state() {
     );
     app.shutdown().await;
 }
+
+/// The element names and order of callback.md §3, after the common header.
+fn body_after_event(xml: &str) -> &str {
+    let start = xml.find("</Event>").expect("an event") + "</Event>".len();
+    &xml[start..]
+}
+
+#[tokio::test]
+async fn callbacks_have_the_shapes_of_callback_md() {
+    let w = Wecom::start().await;
+    let sink = callback_sink(&w).await;
+    let t = w.token().await;
+    let driver = w.fake.driver();
+    let customer = w.fake.seed_customer("zhangsan", NewCustomer::wechat("子"));
+
+    driver
+        .staff_deletes_customer("zhangsan", &customer, true)
+        .await
+        .unwrap();
+    driver
+        .transfer_fails("lisi", &customer, "customer_limit_exceed")
+        .await
+        .unwrap();
+    w.fake.add_group_chat("wrfull", "zhangsan", "满群", 1);
+    let join = w
+        .post(
+            "externalcontact/groupchat/add_join_way",
+            &t,
+            json!({"scene": 2, "chat_id_list": ["wrfull"], "room_base_name": "溢出群", "room_base_id": 7}),
+        )
+        .await;
+    let join_id = join["config_id"].as_str().unwrap().to_owned();
+    let chat = driver
+        .customer_joins_via_join_way(&join_id, &customer)
+        .await
+        .unwrap();
+    let joined_version = w.fake.group_chat(&chat).unwrap().member_version;
+    driver
+        .member_leaves_group(&chat, &customer, false)
+        .await
+        .unwrap();
+    let left_version = w.fake.group_chat(&chat).unwrap().member_version;
+    let group = w
+        .post(
+            "externalcontact/add_corp_tag",
+            &t,
+            json!({"group_name": "g", "tag": [{"name": "a"}]}),
+        )
+        .await;
+    let group_id = group["tag_group"]["group_id"].as_str().unwrap().to_owned();
+    driver
+        .admin_edits_tag(TagEdit::RenameTag {
+            id: group_id.clone(),
+            name: "h".into(),
+        })
+        .await
+        .unwrap();
+
+    let xmls = sink.lock().unwrap().clone();
+    assert_eq!(xmls.len(), 6, "{xmls:#?}");
+    assert_eq!(
+        body_after_event(&xmls[0]),
+        format!(
+            "<ChangeType><![CDATA[del_external_contact]]></ChangeType><UserID><![CDATA[zhangsan]]></UserID>\
+             <ExternalUserID><![CDATA[{customer}]]></ExternalUserID><Source><![CDATA[DELETE_BY_TRANSFER]]></Source></xml>"
+        )
+    );
+    assert_eq!(
+        body_after_event(&xmls[1]),
+        format!(
+            "<ChangeType><![CDATA[transfer_fail]]></ChangeType><FailReason><![CDATA[customer_limit_exceed]]></FailReason>\
+             <UserID><![CDATA[lisi]]></UserID><ExternalUserID><![CDATA[{customer}]]></ExternalUserID></xml>"
+        )
+    );
+    assert_eq!(
+        body_after_event(&xmls[2]),
+        format!(
+            "<ChatId><![CDATA[{chat}]]></ChatId><ChangeType><![CDATA[create]]></ChangeType></xml>"
+        )
+    );
+    assert!(
+        body_after_event(&xmls[3]).starts_with(&format!(
+            "<ChatId><![CDATA[{chat}]]></ChatId><ChangeType><![CDATA[update]]></ChangeType>\
+             <UpdateDetail><![CDATA[add_member]]></UpdateDetail><JoinScene>3</JoinScene><QuitScene>0</QuitScene>\
+             <MemChangeCnt>1</MemChangeCnt><MemChangeList><Item>{customer}</Item></MemChangeList><LastMemVer>"
+        )),
+        "{}",
+        xmls[3]
+    );
+    assert_eq!(w.fake.group_chat(&chat).unwrap().name, "溢出群7");
+    // The versions chain: the leave's LastMemVer is the join's CurMemVer.
+    let Event::ExternalChat {
+        cur_mem_ver: join_cur,
+        ..
+    } = event::parse(&xmls[3]).unwrap()
+    else {
+        panic!("{}", xmls[3]);
+    };
+    let Event::ExternalChat {
+        update_detail,
+        quit_scene,
+        last_mem_ver,
+        cur_mem_ver,
+        mem_change_list,
+        ..
+    } = event::parse(&xmls[4]).unwrap()
+    else {
+        panic!("{}", xmls[4]);
+    };
+    assert_eq!(join_cur.as_deref(), Some(joined_version.as_str()));
+    assert_eq!(update_detail.as_deref(), Some("del_member"));
+    assert_eq!(quit_scene, Some(0));
+    assert_eq!(last_mem_ver, join_cur);
+    assert_eq!(cur_mem_ver.as_deref(), Some(left_version.as_str()));
+    assert_eq!(mem_change_list, vec![customer.clone()]);
+    assert_eq!(
+        body_after_event(&xmls[5]),
+        format!(
+            "<Id><![CDATA[{group_id}]]></Id><TagType><![CDATA[tag_group]]></TagType><ChangeType><![CDATA[update]]></ChangeType></xml>"
+        )
+    );
+    // Every callback is addressed to the corp from "sys".
+    for xml in &xmls {
+        assert!(xml.starts_with(&format!(
+            "<xml><ToUserName><![CDATA[{CORP_ID}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName><CreateTime>"
+        )));
+    }
+}

@@ -492,8 +492,9 @@ fn message_send(st: &mut State, config: &FakeConfig, req: &Req) -> ApiResult {
         return Err(invalid(format!("missing the {msgtype} object")));
     }
     if msgtype == "text" {
-        let content = obj["text"]
-            .get("content")
+        let content = obj
+            .get("text")
+            .and_then(|t| t.get("content"))
             .and_then(Value::as_str)
             .unwrap_or_default();
         if content.is_empty() {
