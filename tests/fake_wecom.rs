@@ -1044,6 +1044,33 @@ async fn app_messages_are_recorded_with_invalid_users_reported() {
         45002,
         "2048 bytes at most"
     );
+
+    // One member gets at most 30 a minute; the excess is dropped without an error.
+    for n in 0..31 {
+        let v = w
+            .post(
+                "message/send",
+                &t,
+                json!({"touser": "lisi", "msgtype": "text", "agentid": 1000002, "text": {"content": format!("n{n}")}}),
+            )
+            .await;
+        assert_eq!(code(&v), 0);
+    }
+    let to_lisi = w
+        .fake
+        .app_messages()
+        .iter()
+        .filter(|m| m["touser"] == "lisi")
+        .count();
+    assert_eq!(to_lisi, 30);
+    // With duplicate check on, the same JSON again is accepted and not delivered twice.
+    let dup = json!({"touser": "zhangsan", "msgtype": "text", "agentid": 1000002, "text": {"content": "once"}, "enable_duplicate_check": 1});
+    assert_eq!(code(&w.post("message/send", &t, dup.clone()).await), 0);
+    assert_eq!(code(&w.post("message/send", &t, dup.clone()).await), 0);
+    assert_eq!(
+        w.fake.app_messages().iter().filter(|m| **m == dup).count(),
+        1
+    );
 }
 
 // ---- faults and the call log ------------------------------------------------------------------

@@ -549,7 +549,32 @@ fn message_send(st: &mut State, config: &FakeConfig, req: &Req) -> ApiResult {
     } else {
         false
     };
+    // Per app, one member gets at most 30 messages a minute and 1000 an hour; WeCom drops the
+    // excess silently (errcode 0 all the same). A message no member received is not recorded.
+    let recipients: Vec<String> = if all {
+        st.staff.keys().cloned().collect()
+    } else {
+        users
+            .iter()
+            .filter(|u| st.staff.contains_key(**u))
+            .map(|u| (*u).to_owned())
+            .collect()
+    };
+    let mut delivered = 0;
     if !duplicate {
+        for user in recipients {
+            let log = st.app_message_deliveries.entry(user).or_default();
+            while log.front().is_some_and(|t| now - *t >= 3_600_000) {
+                log.pop_front();
+            }
+            let last_minute = log.iter().filter(|t| now - **t < 60_000).count();
+            if last_minute < 30 && log.len() < 1000 {
+                log.push_back(now);
+                delivered += 1;
+            }
+        }
+    }
+    if delivered > 0 {
         st.app_messages.push(v.clone());
     }
     Ok(json!({

@@ -321,6 +321,9 @@ impl FakeWecom {
         self.lock().welcomes.clone()
     }
 
+    /// message/send bodies accepted and delivered to at least one member (duplicates inside
+    /// the duplicate-check window and messages over the per-member caps are dropped silently,
+    /// as WeCom drops them).
     pub fn app_messages(&self) -> Vec<serde_json::Value> {
         self.lock().app_messages.clone()
     }

@@ -359,6 +359,9 @@ pub(crate) struct State {
     pub app_messages: Vec<Value>,
     /// Hash of each message/send body with duplicate check on, and when it was accepted.
     pub app_message_dedupe: HashMap<String, i64>,
+    /// Unix ms of each app message delivered to a member, kept for an hour (the per-member
+    /// 30/min and 1000/h caps, api.md §2.2).
+    pub app_message_deliveries: HashMap<String, VecDeque<i64>>,
     pub media: HashMap<String, Media>,
     pub mass: Vec<MassMessageView>,
     pub moments: Vec<MomentView>,
@@ -397,6 +400,7 @@ impl State {
             welcomes: Vec::new(),
             app_messages: Vec::new(),
             app_message_dedupe: HashMap::new(),
+            app_message_deliveries: HashMap::new(),
             media: HashMap::new(),
             mass: Vec::new(),
             moments: Vec::new(),
