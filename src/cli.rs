@@ -40,6 +40,34 @@ pub enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// A fake WeCom (API, fault injection, admin endpoints) for tests and demos, until Ctrl-C.
+    FakeWecom(FakeWecomArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FakeWecomArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub listen: std::net::SocketAddr,
+    #[arg(long, default_value = crate::wecom::fake::DEFAULT_CORP_ID)]
+    pub corp_id: String,
+    #[arg(long, default_value_t = crate::wecom::fake::DEFAULT_AGENT_ID)]
+    pub agent_id: i64,
+    /// The app secret accepted by gettoken.
+    #[arg(long, default_value = "app-secret")]
+    pub secret: String,
+    /// The customer-contact secret accepted by gettoken.
+    #[arg(long, default_value = "contact-secret")]
+    pub contact_secret: String,
+    /// Callback token (the official vector V1's by default).
+    #[arg(long, default_value = crate::wecom::fake::DEFAULT_CALLBACK_TOKEN)]
+    pub token: String,
+    /// Callback EncodingAESKey (the official vector V1's by default).
+    #[arg(long, default_value = crate::wecom::fake::DEFAULT_ENCODING_AES_KEY)]
+    pub aes_key: String,
+    /// Where driver actions post callbacks, e.g. http://127.0.0.1:8080/wecom/callback.
+    #[arg(long)]
+    pub callback_url: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,7 +165,53 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Bench {
             command: BenchCommand::Ingest(args),
         } => crate::bench::ingest(args).await.map_err(|e| e.to_string()),
+        Command::FakeWecom(args) => fake_wecom(args).await,
     }
+}
+
+async fn fake_wecom(args: FakeWecomArgs) -> Result<(), String> {
+    use crate::wecom::fake::{FakeConfig, FakeWecom};
+    // Refuse bad callback settings now rather than at the first driver action.
+    crate::wecom::crypto::Crypto::new(&args.token, &args.aes_key, &args.corp_id)
+        .map_err(|e| format!("--token/--aes-key/--corp-id: {e}"))?;
+    let fake = FakeWecom::new(FakeConfig {
+        corp_id: args.corp_id.clone(),
+        agent_id: args.agent_id,
+        app_secret: args.secret,
+        contact_secret: args.contact_secret,
+        callback_url: args.callback_url.clone(),
+        callback_token: args.token,
+        encoding_aes_key: args.aes_key,
+        ..FakeConfig::default()
+    });
+    let (addr, server) = fake
+        .serve(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    println!(
+        "fake WeCom for corp {} listening on http://{addr}",
+        args.corp_id
+    );
+    println!("  API:   http://{addr}/cgi-bin/...  (set wecom.api_base = \"http://{addr}\")");
+    match &args.callback_url {
+        Some(url) => println!("  callbacks go to {url}"),
+        None => println!("  no callback URL yet: POST /fake/callback-url {{\"url\": ...}}"),
+    }
+    println!(
+        "  admin: POST   http://{addr}/fake/faults  {{\"path\",\"times\",\"errcode\"|\"http_status\"|\"timeout\",\"error_rate\",\"latency_ms\"}}"
+    );
+    println!("         DELETE http://{addr}/fake/faults");
+    println!("         POST   http://{addr}/fake/expire-tokens");
+    println!("         GET    http://{addr}/fake/calls");
+    println!("         GET    http://{addr}/fake/state");
+    println!("         POST   http://{addr}/fake/staff         {{\"userid\",\"name\"}}");
+    println!("         POST   http://{addr}/fake/callback-url  {{\"url\"}}");
+    println!("Ctrl-C stops it.");
+    tokio::signal::ctrl_c()
+        .await
+        .map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
+    server.abort();
+    Ok(())
 }
 
 async fn open_store(settings: &Settings) -> Result<Store, String> {

@@ -3,4 +3,5 @@
 pub mod client;
 pub mod crypto;
 pub mod event;
+pub mod fake;
 pub mod sender;

@@ -1,0 +1,142 @@
+//! The admin endpoints under `/fake/`, for `siyu fake-wecom --listen ADDR` driven from another
+//! process (a shell script, the demo, a manual test): faults, token expiry, the call log, the
+//! state dump, staff and the callback URL.
+
+use std::time::Duration;
+
+use axum::extract::State as Extract;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Failure, FakeWecom};
+
+pub(super) fn router() -> Router<FakeWecom> {
+    Router::new()
+        .route("/fake/faults", post(add_fault).delete(clear_faults))
+        .route("/fake/expire-tokens", post(expire_tokens))
+        .route("/fake/calls", get(calls))
+        .route("/fake/state", get(state))
+        .route("/fake/staff", post(add_staff))
+        .route("/fake/callback-url", post(callback_url))
+}
+
+fn bad_request(why: impl std::fmt::Display) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({ "error": why.to_string() })),
+    )
+        .into_response()
+}
+
+fn ok() -> Response {
+    Json(json!({ "ok": true })).into_response()
+}
+
+/// `{"path", "times"?, "errcode" | "http_status" | "timeout", "error_rate"?, "latency_ms"?}`
+#[derive(Deserialize)]
+struct FaultIn {
+    path: String,
+    times: Option<u32>,
+    errcode: Option<i64>,
+    http_status: Option<u16>,
+    timeout: Option<bool>,
+    error_rate: Option<f64>,
+    latency_ms: Option<u64>,
+}
+
+async fn add_fault(
+    Extract(fake): Extract<FakeWecom>,
+    body: Result<Json<FaultIn>, JsonRejection>,
+) -> Response {
+    let Ok(Json(f)) = body else {
+        return bad_request(
+            "expected {\"path\", \"times\"?, \"errcode\"|\"http_status\"|\"timeout\", \"error_rate\"?, \"latency_ms\"?}",
+        );
+    };
+    let failure = match (f.errcode, f.http_status, f.timeout.unwrap_or(false)) {
+        (Some(c), None, false) => Some(Failure::Errcode(c)),
+        (None, Some(s), false) => {
+            if StatusCode::from_u16(s).is_err() {
+                return bad_request(format!("http_status {s} is not an HTTP status"));
+            }
+            Some(Failure::Http(s))
+        }
+        (None, None, true) => Some(Failure::Timeout),
+        (None, None, false) => None,
+        _ => return bad_request("give one of errcode, http_status, timeout"),
+    };
+    if failure.is_none() && f.latency_ms.is_none() {
+        return bad_request("nothing to inject: give a failure or latency_ms");
+    }
+    if let Some(failure) = failure {
+        match (f.error_rate, f.times) {
+            (Some(rate), _) => fake.set_error_rate(&f.path, rate, failure),
+            // A failure without a count or a rate fails the next call.
+            (None, times) => fake.fail_next(&f.path, times.unwrap_or(1), failure),
+        }
+    }
+    if let Some(ms) = f.latency_ms {
+        fake.set_latency(&f.path, Duration::from_millis(ms));
+    }
+    ok()
+}
+
+async fn clear_faults(Extract(fake): Extract<FakeWecom>) -> Response {
+    fake.clear_faults();
+    ok()
+}
+
+async fn expire_tokens(Extract(fake): Extract<FakeWecom>) -> Response {
+    fake.expire_tokens();
+    ok()
+}
+
+async fn calls(Extract(fake): Extract<FakeWecom>) -> Response {
+    Json(fake.calls()).into_response()
+}
+
+async fn state(Extract(fake): Extract<FakeWecom>) -> Response {
+    Json(fake.dump()).into_response()
+}
+
+#[derive(Deserialize)]
+struct StaffIn {
+    userid: String,
+    name: String,
+}
+
+async fn add_staff(
+    Extract(fake): Extract<FakeWecom>,
+    body: Result<Json<StaffIn>, JsonRejection>,
+) -> Response {
+    match body {
+        Ok(Json(s)) if !s.userid.is_empty() => {
+            fake.add_staff(&s.userid, &s.name);
+            ok()
+        }
+        _ => bad_request("expected {\"userid\", \"name\"}"),
+    }
+}
+
+#[derive(Deserialize)]
+struct UrlIn {
+    url: String,
+}
+
+async fn callback_url(
+    Extract(fake): Extract<FakeWecom>,
+    body: Result<Json<UrlIn>, JsonRejection>,
+) -> Response {
+    match body {
+        Ok(Json(u)) if u.url.starts_with("http://") || u.url.starts_with("https://") => {
+            fake.set_callback_url(&u.url);
+            ok()
+        }
+        _ => bad_request("expected {\"url\": \"http://host:port/wecom/callback\"}"),
+    }
+}
