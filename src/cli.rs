@@ -42,6 +42,8 @@ pub enum Command {
     },
     /// A fake WeCom (API, fault injection, admin endpoints) for tests and demos, until Ctrl-C.
     FakeWecom(FakeWecomArgs),
+    /// siyu and the fake WeCom on loopback, wired together, playing a short scenario.
+    Demo(crate::demo::DemoArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -166,6 +168,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             command: BenchCommand::Ingest(args),
         } => crate::bench::ingest(args).await.map_err(|e| e.to_string()),
         Command::FakeWecom(args) => fake_wecom(args).await,
+        Command::Demo(args) => crate::demo::run(args).await.map_err(|e| e.to_string()),
     }
 }
 

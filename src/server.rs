@@ -18,6 +18,7 @@ use crate::jobs::scheduler::{Recurring, ScheduleError, Scheduler};
 use crate::jobs::{self, Registry, WorkerPool};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
+use crate::wecom::client::{WecomClient, WecomError};
 use crate::wecom::crypto::{Crypto, CryptoError};
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,8 @@ pub enum AppError {
     Store(#[from] StoreError),
     #[error("callback crypto: {0}")]
     Crypto(#[from] CryptoError),
+    #[error("WeCom client: {0}")]
+    Wecom(#[from] WecomError),
     #[error(transparent)]
     Schedule(#[from] ScheduleError),
     #[error("cannot listen on {addr}: {source}")]
@@ -51,6 +54,7 @@ pub struct App {
     addr: SocketAddr,
     store: Store,
     clock: Clock,
+    wecom: WecomClient,
     metrics: Arc<Metrics>,
     grace: Duration,
     shutdown: watch::Sender<bool>,
@@ -77,6 +81,7 @@ impl App {
         let store = Store::connect(&settings.database).await?;
         store.migrate().await?;
         let clock = components.clock.clone();
+        let wecom = WecomClient::new(&settings.wecom, Some(store.clone()), clock.clone())?;
         let (shutdown, shutdown_rx) = watch::channel(false);
 
         let scheduler = Scheduler::declare(
@@ -159,6 +164,7 @@ impl App {
             addr,
             store,
             clock,
+            wecom,
             metrics,
             grace: Duration::from_secs(settings.server.shutdown_grace_secs),
             shutdown,
@@ -180,6 +186,11 @@ impl App {
 
     pub fn clock(&self) -> &Clock {
         &self.clock
+    }
+
+    /// The client for WeCom's API (`wecom.api_base`).
+    pub fn wecom(&self) -> &WecomClient {
+        &self.wecom
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {

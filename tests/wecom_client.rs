@@ -1,0 +1,334 @@
+//! The WeCom client against the fake WeCom: tokens, retries, sends that are never retried
+//! blindly, limits, and errcodes.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use siyu::clock::Clock;
+use siyu::config::{Secret, WecomSettings};
+use siyu::wecom::client::types::{MarkTagRequest, RemarkRequest, Text, WelcomeRequest};
+use siyu::wecom::client::{WecomClient, WecomError, code};
+use siyu::wecom::fake::{AddedCustomer, Failure, FakeConfig, FakeWecom, NewCustomer};
+
+const GETTOKEN: &str = "/cgi-bin/gettoken";
+const GET_CUSTOMER: &str = "/cgi-bin/externalcontact/get";
+const MARK_TAG: &str = "/cgi-bin/externalcontact/mark_tag";
+const WELCOME: &str = "/cgi-bin/externalcontact/send_welcome_msg";
+const TAG_LIST: &str = "/cgi-bin/externalcontact/get_corp_tag_list";
+
+struct World {
+    fake: FakeWecom,
+    settings: WecomSettings,
+    _siyu: Option<siyu::App>,
+}
+
+fn fake_config() -> FakeConfig {
+    let s = common::secrets();
+    FakeConfig {
+        corp_id: s.corp_id,
+        agent_id: 1_000_002,
+        app_secret: "app-secret".into(),
+        contact_secret: "contact-secret".into(),
+        callback_url: None,
+        callback_token: s.token,
+        encoding_aes_key: s.encoding_aes_key,
+        mass_cap: Default::default(),
+    }
+}
+
+async fn world() -> World {
+    let fake = FakeWecom::new(fake_config());
+    fake.add_staff("zhangsan", "张三");
+    let (addr, _server) = fake.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let mut settings = WecomSettings {
+        corp_id: common::CORP_ID.into(),
+        agent_id: 1_000_002,
+        secret: Secret::new("app-secret"),
+        contact_secret: Secret::new("contact-secret"),
+        api_base: format!("http://{addr}"),
+        ..WecomSettings::default()
+    };
+    settings.retry_base_ms = 10;
+    World {
+        fake,
+        settings,
+        _siyu: None,
+    }
+}
+
+/// A world where a customer has just added zhangsan through the driver (delivered to a real
+/// siyu), so a welcome code is live.
+async fn world_with_new_customer() -> (World, AddedCustomer, common::TestDb) {
+    let mut w = world().await;
+    let db = common::TestDb::new().await;
+    let app = common::start(db.settings()).await;
+    w.fake
+        .set_callback_url(&format!("http://{}/wecom/callback", app.addr()));
+    let added = w
+        .fake
+        .driver()
+        .customer_adds_staff("zhangsan", Some("douyin"), NewCustomer::wechat("王小明"))
+        .await
+        .unwrap();
+    w._siyu = Some(app);
+    (w, added, db)
+}
+
+/// A world where a customer follows zhangsan, seeded without any callback.
+async fn world_with_customer() -> (World, String) {
+    let w = world().await;
+    let customer = w
+        .fake
+        .seed_customer("zhangsan", NewCustomer::wechat("王小明"));
+    (w, customer)
+}
+
+fn client(settings: &WecomSettings) -> WecomClient {
+    WecomClient::new(settings, None, Clock::default()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_token_serves_many_concurrent_calls() {
+    let w = world().await;
+    let client = client(&w.settings);
+    let calls: Vec<_> = (0..40)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.tag_library().await })
+        })
+        .collect();
+    for c in calls {
+        c.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        w.fake.calls_to(GETTOKEN).len(),
+        1,
+        "single flight: one gettoken for 40 callers"
+    );
+    assert_eq!(w.fake.calls_to(TAG_LIST).len(), 40);
+    // The token never reaches the call log.
+    assert!(
+        w.fake
+            .calls()
+            .iter()
+            .all(|c| !c.query.contains("access_token=") || c.query.contains("REDACTED"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_or_refused_token_is_fetched_again_once() {
+    let w = world().await;
+    let client = client(&w.settings);
+    client.tag_library().await.unwrap();
+    w.fake.expire_tokens();
+    client.tag_library().await.unwrap();
+    assert_eq!(w.fake.calls_to(GETTOKEN).len(), 2);
+
+    w.fake
+        .fail_next(TAG_LIST, 1, Failure::Errcode(code::INVALID_TOKEN));
+    client.tag_library().await.unwrap();
+    assert_eq!(w.fake.calls_to(GETTOKEN).len(), 3);
+
+    // A refusal that persists is reported after one refresh, not looped on.
+    w.fake
+        .fail_next(TAG_LIST, 5, Failure::Errcode(code::TOKEN_EXPIRED));
+    let err = client.tag_library().await.unwrap_err();
+    assert_eq!(err.errcode(), Some(code::TOKEN_EXPIRED));
+    assert_eq!(w.fake.calls_to(GETTOKEN).len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_are_retried_on_busy_and_5xx() {
+    let (w, customer) = world_with_customer().await;
+    let client = client(&w.settings);
+    w.fake
+        .fail_next(GET_CUSTOMER, 2, Failure::Errcode(code::SYSTEM_BUSY));
+    let detail = client.get_customer(&customer).await.unwrap();
+    assert_eq!(detail.external_contact.name, "王小明");
+    assert_eq!(detail.follow_user[0].userid, "zhangsan");
+    assert_eq!(w.fake.calls_to(GET_CUSTOMER).len(), 3);
+
+    w.fake.fail_next(GET_CUSTOMER, 1, Failure::Http(502));
+    client.get_customer(&customer).await.unwrap();
+    assert_eq!(w.fake.calls_to(GET_CUSTOMER).len(), 5);
+
+    // Past the retries, the error is reported with its code.
+    w.fake
+        .fail_next(GET_CUSTOMER, 10, Failure::Errcode(code::SYSTEM_BUSY));
+    let err = client.get_customer(&customer).await.unwrap_err();
+    assert_eq!(err.errcode(), Some(-1));
+    assert_eq!(
+        w.fake.calls_to(GET_CUSTOMER).len(),
+        5 + 4,
+        "the first try and 3 retries"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_is_never_retried_after_a_timeout_or_a_busy_answer() {
+    let (mut w, added, _db) = world_with_new_customer().await;
+    w.settings.request_timeout_ms = 500;
+    w.fake.set_timeout_hold(Duration::from_secs(2));
+    let client = client(&w.settings);
+    let request = WelcomeRequest {
+        welcome_code: added
+            .welcome_code
+            .clone()
+            .expect("the add issued a welcome code"),
+        text: Some(Text {
+            content: "欢迎".into(),
+        }),
+        attachments: vec![],
+    };
+    w.fake.fail_next(WELCOME, 1, Failure::Timeout);
+    let err = client.send_welcome(&request).await.unwrap_err();
+    assert!(matches!(err, WecomError::OutcomeUnknown { .. }), "{err}");
+    assert_eq!(w.fake.calls_to(WELCOME).len(), 1, "no second try");
+    // It did happen (the answer was only late): a blind retry would have been a second welcome.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(w.fake.welcome_messages().len(), 1);
+    let err = client.send_welcome(&request).await.unwrap_err();
+    assert_eq!(err.errcode(), Some(code::WELCOME_CODE_USED));
+
+    w.fake
+        .fail_next(WELCOME, 1, Failure::Errcode(code::SYSTEM_BUSY));
+    let err = client.send_welcome(&request).await.unwrap_err();
+    assert_eq!(err.errcode(), Some(-1));
+    assert_eq!(
+        w.fake.calls_to(WELCOME).len(),
+        3,
+        "a send is not retried by the client"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_45009_the_api_pauses_instead_of_hammering() {
+    let (w, customer) = world_with_customer().await;
+    let client = client(&w.settings);
+    let request = MarkTagRequest {
+        userid: "zhangsan".into(),
+        external_userid: customer.clone(),
+        add_tag: vec!["etNOSUCHTAG".into()],
+        remove_tag: vec![],
+    };
+    w.fake
+        .fail_next(MARK_TAG, 1, Failure::Errcode(code::FREQUENCY_LIMIT));
+    let err = client.mark_tag(&request).await.unwrap_err();
+    assert_eq!(err.errcode(), Some(45009));
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(60)));
+    let started = Instant::now();
+    let err = client.mark_tag(&request).await.unwrap_err();
+    assert!(matches!(err, WecomError::Throttled { .. }), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "refused at once, not after a long wait"
+    );
+    assert_eq!(
+        w.fake.calls_to(MARK_TAG).len(),
+        1,
+        "the paused API was not called again"
+    );
+    // Other APIs are not paused.
+    client.tag_library().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_limiter_paces_calls_and_45033_lowers_concurrency() {
+    let mut w = world().await;
+    w.settings.calls_per_minute = 600; // one every 100 ms
+    let client = client(&w.settings);
+    let started = Instant::now();
+    for _ in 0..5 {
+        client.tag_library().await.unwrap();
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+
+    w.fake
+        .fail_next(TAG_LIST, 1, Failure::Errcode(code::TOO_MANY_CONCURRENT));
+    let limiter_before = client
+        .limiter()
+        .concurrency_of("externalcontact/get_corp_tag_list");
+    client.tag_library().await.unwrap(); // retried after the 45033
+    assert_eq!(
+        client
+            .limiter()
+            .concurrency_of("externalcontact/get_corp_tag_list"),
+        limiter_before
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errcodes_are_typed_and_explained() {
+    let (w, customer) = world_with_customer().await;
+    let client = client(&w.settings);
+    let err = client
+        .mark_tag(&MarkTagRequest {
+            userid: "zhangsan".into(),
+            external_userid: "wmSOMEONEELSE".into(),
+            add_tag: vec!["etX".into()],
+            remove_tag: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.errcode(),
+            Some(code::NO_RELATIONSHIP)
+                | Some(code::INVALID_EXTERNAL_USERID)
+                | Some(code::INVALID_TAG)
+        ),
+        "{err}"
+    );
+    assert!(siyu::wecom::client::error::meaning(err.errcode().unwrap()).is_some());
+
+    // A remark over 20 characters is refused before calling, naming the field.
+    let err = client
+        .remark(&RemarkRequest {
+            userid: "zhangsan".into(),
+            external_userid: customer,
+            remark: Some("一".repeat(21)),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("remark"), "{err}");
+
+    // A wrong secret: 40001 from gettoken, typed.
+    let mut wrong = w.settings.clone();
+    wrong.secret = Secret::new("nope");
+    wrong.contact_secret = Secret::new("nope");
+    let err = client_of(&wrong).tag_library().await.unwrap_err();
+    assert_eq!(err.errcode(), Some(code::INVALID_SECRET));
+}
+
+fn client_of(settings: &WecomSettings) -> WecomClient {
+    client(settings)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_postgres_share_one_token() {
+    let db = common::TestDb::new().await;
+    if !db.is_postgres() {
+        return; // one process on SQLite: nothing to share
+    }
+    let w = world().await;
+    let store = siyu::store::Store::connect(&db.settings().database)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let a = WecomClient::new(&w.settings, Some(store.clone()), Clock::default()).unwrap();
+    let b = WecomClient::new(&w.settings, Some(store.clone()), Clock::default()).unwrap();
+    let (x, y) = tokio::join!(a.tag_library(), b.tag_library());
+    x.unwrap();
+    y.unwrap();
+    assert_eq!(
+        w.fake.calls_to(GETTOKEN).len(),
+        1,
+        "the second replica found the first one's token"
+    );
+}
