@@ -59,7 +59,7 @@ impl fmt::Debug for Secret {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Settings {
     pub server: ServerSettings,
@@ -68,6 +68,15 @@ pub struct Settings {
     pub api: ApiSettings,
     pub jobs: JobSettings,
     pub inbox: InboxSettings,
+    pub tags: TagSettings,
+    pub notes: NoteSettings,
+    pub notify: NotifySettings,
+    pub staff: StaffSettings,
+    pub templates: TemplateSettings,
+    /// Tiers, lowest rank first; the first is the entry tier of every new customer.
+    pub tiers: Vec<TierSettings>,
+    /// Channels declared in the file (created or updated at start, like the API does).
+    pub channels: Vec<ChannelSettings>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -156,6 +165,8 @@ pub struct WecomSettings {
     pub concurrency: usize,
     /// A call waits at most this long for its turn before it is refused as throttled.
     pub max_limiter_wait_ms: u64,
+    /// After errcode 45009 an API pauses this long (WeCom blocks for the window it counts in).
+    pub frequency_window_secs: u64,
 }
 
 impl Default for WecomSettings {
@@ -175,6 +186,7 @@ impl Default for WecomSettings {
             calls_per_minute: 6000,
             concurrency: 8,
             max_limiter_wait_ms: 2000,
+            frequency_window_secs: 60,
         }
     }
 }
@@ -234,6 +246,124 @@ impl Default for InboxSettings {
     }
 }
 
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            server: ServerSettings::default(),
+            database: DatabaseSettings::default(),
+            wecom: WecomSettings::default(),
+            api: ApiSettings::default(),
+            jobs: JobSettings::default(),
+            inbox: InboxSettings::default(),
+            tags: TagSettings::default(),
+            notes: NoteSettings::default(),
+            notify: NotifySettings::default(),
+            staff: StaffSettings::default(),
+            templates: TemplateSettings::default(),
+            tiers: vec![
+                TierSettings::new("member", "普通会员"),
+                TierSettings::new("partner", "合作伙伴"),
+                TierSettings::new("senior_partner", "高级合作伙伴"),
+            ],
+            channels: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TagSettings {
+    /// The corp tag group holding one tag per channel.
+    pub channel_group: String,
+    /// The corp tag group holding one tag per tier.
+    pub tier_group: String,
+    /// When a member takes one of siyu's tags off a customer, put it back.
+    pub reapply_removed: bool,
+}
+
+impl Default for TagSettings {
+    fn default() -> Self {
+        Self {
+            channel_group: "渠道".into(),
+            tier_group: "等级".into(),
+            reapply_removed: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NoteSettings {
+    /// Replace a remark the member typed by hand (siyu never does by default).
+    pub overwrite_manual_remark: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NotifySettings {
+    /// Members told (by app message) when a customer is lost, besides the member who lost them.
+    pub operators: Vec<String>,
+    /// Churn notices to a member are gathered this long and sent as one message.
+    pub batch_secs: u64,
+}
+
+impl Default for NotifySettings {
+    fn default() -> Self {
+        Self {
+            operators: Vec::new(),
+            batch_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StaffSettings {
+    /// Which customers a member may ask the siyu app about: `own` (those they follow) or `all`.
+    pub visibility: String,
+}
+
+impl Default for StaffSettings {
+    fn default() -> Self {
+        Self {
+            visibility: "own".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TemplateSettings {
+    /// A directory whose `*.j2` files replace the built-in templates of the same name.
+    pub dir: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierSettings {
+    pub code: String,
+    pub name: String,
+}
+
+impl TierSettings {
+    pub fn new(code: &str, name: &str) -> Self {
+        Self {
+            code: code.into(),
+            name: name.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChannelSettings {
+    pub code: String,
+    pub name: String,
+    pub staff: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub welcome: Option<serde_json::Value>,
+}
+
 impl Settings {
     /// Defaults, then the file (the given one must exist; the default one may be absent), then
     /// `SIYU_*` variables.
@@ -284,6 +414,35 @@ impl Settings {
             return Err(invalid("inbox.batch_max", "must be at least 1"));
         }
         self.timezone()?;
+        if !matches!(self.staff.visibility.as_str(), "own" | "all") {
+            return Err(invalid("staff.visibility", "must be \"own\" or \"all\""));
+        }
+        if self.tiers.is_empty() {
+            return Err(invalid(
+                "tiers",
+                "at least one tier is needed (the entry tier)",
+            ));
+        }
+        for (i, t) in self.tiers.iter().enumerate() {
+            if t.code.trim().is_empty() || t.name.trim().is_empty() {
+                return Err(invalid(
+                    "tiers",
+                    format!("tier {} needs a code and a name", i + 1),
+                ));
+            }
+            if self.tiers[..i].iter().any(|o| o.code == t.code) {
+                return Err(invalid(
+                    "tiers",
+                    format!("tier code {:?} appears twice", t.code),
+                ));
+            }
+        }
+        if self.tags.channel_group.trim().is_empty() || self.tags.tier_group.trim().is_empty() {
+            return Err(invalid(
+                "tags.channel_group",
+                "tag group names cannot be empty",
+            ));
+        }
         Ok(())
     }
 

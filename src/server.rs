@@ -11,6 +11,8 @@ use tokio::task::JoinHandle;
 
 use crate::app::dispatch::{Dispatcher, EventHandlers};
 use crate::app::ingest::Ingest;
+use crate::app::templates::Templates;
+use crate::app::{Services, channels, contacts, tags};
 use crate::clock::Clock;
 use crate::config::{ConfigError, Settings};
 use crate::http::{self, AppState};
@@ -31,6 +33,10 @@ pub enum AppError {
     Crypto(#[from] CryptoError),
     #[error("WeCom client: {0}")]
     Wecom(#[from] WecomError),
+    #[error(transparent)]
+    Template(#[from] crate::app::templates::TemplateError),
+    #[error("{0}")]
+    Startup(String),
     #[error(transparent)]
     Schedule(#[from] ScheduleError),
     #[error("cannot listen on {addr}: {source}")]
@@ -55,6 +61,7 @@ pub struct App {
     store: Store,
     clock: Clock,
     wecom: WecomClient,
+    services: Services,
     metrics: Arc<Metrics>,
     grace: Duration,
     shutdown: watch::Sender<bool>,
@@ -70,7 +77,10 @@ impl App {
         Self::build_with(settings, Components::default()).await
     }
 
-    pub async fn build_with(settings: Settings, components: Components) -> Result<App, AppError> {
+    pub async fn build_with(
+        settings: Settings,
+        mut components: Components,
+    ) -> Result<App, AppError> {
         settings.validate_common()?;
         settings.validate_serve()?;
         let crypto = Crypto::new(
@@ -83,6 +93,36 @@ impl App {
         let clock = components.clock.clone();
         let wecom = WecomClient::new(&settings.wecom, Some(store.clone()), clock.clone())?;
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let services = Services {
+            store: store.clone(),
+            wecom: wecom.clone(),
+            clock: clock.clone(),
+            templates: Arc::new(Templates::load(&settings.templates.dir)?),
+            settings: Arc::new(settings.clone()),
+        };
+        let mut events = EventHandlers::default();
+        let mut registry = Registry::default();
+        contacts::register(&services, &mut events, &mut registry);
+        // Staff messages are answered in the callback itself; entering the app needs nothing.
+        for kind in ["message.text", "event.enter_agent"] {
+            events.register(kind, |_ctx, _event| async { Ok(()) });
+        }
+        // What the caller brings goes last, so a test can stand in for a built-in handler.
+        events.extend(std::mem::take(&mut components.events));
+        registry.extend(std::mem::take(&mut components.jobs));
+        components.events = events;
+        components.jobs = registry;
+        channels::declare(&services, &settings.channels)
+            .await
+            .map_err(|e| AppError::Startup(format!("channels declared in the config: {e}")))?;
+        // In the background: siyu starts (and takes callbacks) even while WeCom is slow or
+        // unreachable; tagging makes sure again before it tags.
+        let ensuring = services.clone();
+        tokio::spawn(async move {
+            if let Err(e) = tags::ensure(&ensuring).await {
+                tracing::warn!(error = %e, "could not make sure siyu's corp tags exist at start");
+            }
+        });
 
         let scheduler = Scheduler::declare(
             store.clone(),
@@ -122,6 +162,7 @@ impl App {
             metrics: metrics.clone(),
             api_token: settings.api.token.clone(),
             body_limit: settings.server.body_limit_bytes,
+            services: services.clone(),
         };
         let router = http::router(state);
         let mut http_shutdown = shutdown_rx.clone();
@@ -165,6 +206,7 @@ impl App {
             store,
             clock,
             wecom,
+            services,
             metrics,
             grace: Duration::from_secs(settings.server.shutdown_grace_secs),
             shutdown,
@@ -191,6 +233,11 @@ impl App {
     /// The client for WeCom's API (`wecom.api_base`).
     pub fn wecom(&self) -> &WecomClient {
         &self.wecom
+    }
+
+    /// The use-cases' services (for tests and the demo).
+    pub fn services(&self) -> &Services {
+        &self.services
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {

@@ -50,6 +50,8 @@ pub fn local_settings(database_url: &str, secrets: &CallbackSecrets) -> Settings
     s.wecom.callback_token = Secret::new(&secrets.token);
     s.wecom.encoding_aes_key = Secret::new(&secrets.encoding_aes_key);
     s.api.token = Secret::new(API_TOKEN);
+    // Nothing listens there: a test that needs WeCom points this at the fake.
+    s.wecom.api_base = "http://127.0.0.1:1".into();
     s.jobs.poll_interval_ms = 200;
     s
 }

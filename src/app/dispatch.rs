@@ -43,6 +43,11 @@ pub struct EventHandlers {
 }
 
 impl EventHandlers {
+    /// Takes `other`'s handlers, replacing any of the same kind.
+    pub fn extend(&mut self, other: EventHandlers) {
+        self.handlers.extend(other.handlers);
+    }
+
     pub fn register<F, Fut>(&mut self, kind: &str, handler: F)
     where
         F: Fn(EventContext, Event) -> Fut + Send + Sync + 'static,

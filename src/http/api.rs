@@ -2,7 +2,8 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Query, Request, State};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -12,11 +13,18 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use super::AppState;
+use crate::app::AppError;
+use crate::app::channels::{self, ChannelInput};
 use crate::store::inbox::{EventFilter, InboxStatus};
 
 pub(super) fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/events", get(list_events))
+        .route("/channels", get(list_channels).post(create_channel))
+        .route(
+            "/channels/{code}",
+            get(get_channel).put(update_channel).delete(delete_channel),
+        )
         .route_layer(axum::middleware::from_fn_with_state(state, require_token))
         // The API description is public: it holds no data.
         .route("/openapi.json", get(openapi))
@@ -33,6 +41,12 @@ impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+    pub fn status(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
             message: message.into(),
         }
     }
@@ -114,4 +128,63 @@ async fn openapi() -> Response {
         include_str!("openapi.json"),
     )
         .into_response()
+}
+
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
+        match e {
+            AppError::Invalid(m) => ApiError::bad_request(m),
+            AppError::NotFound(m) => ApiError::status(StatusCode::NOT_FOUND, m),
+            AppError::Conflict(m) => ApiError::status(StatusCode::CONFLICT, m),
+            // WeCom refused: the operator should see why (the message names the errcode).
+            AppError::Wecom(w) => {
+                tracing::warn!(error = %w, "WeCom refused an operator's change");
+                ApiError::status(StatusCode::BAD_GATEWAY, w.to_string())
+            }
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+/// The JSON body, or a 400 in the API's own error shape naming what is wrong.
+fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    payload
+        .map(|Json(v)| v)
+        .map_err(|e| ApiError::bad_request(e.body_text()))
+}
+
+async fn list_channels(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let channels = channels::list(&state.services).await?;
+    Ok(Json(json!({ "channels": channels })).into_response())
+}
+
+async fn get_channel(
+    State(state): State<AppState>,
+    Path(code): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(channels::get(&state.services, &code).await?).into_response())
+}
+
+async fn create_channel(
+    State(state): State<AppState>,
+    payload: Result<Json<ChannelInput>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let created = channels::create(&state.services, body(payload)?, "api").await?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+async fn update_channel(
+    State(state): State<AppState>,
+    Path(code): Path<String>,
+    payload: Result<Json<ChannelInput>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    Ok(Json(channels::update(&state.services, &code, body(payload)?).await?).into_response())
+}
+
+async fn delete_channel(
+    State(state): State<AppState>,
+    Path(code): Path<String>,
+) -> Result<Response, ApiError> {
+    channels::delete(&state.services, &code).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -136,11 +136,12 @@ async fn receive(
     };
     // Authentic from here on. An event we cannot parse is still stored (as `unparsed`) rather
     // than refused: refusing would make WeCom retry and then drop it.
-    let (kind, msg_id, key) = match event::parse(&xml) {
+    let parsed = event::parse(&xml);
+    let (kind, msg_id, key) = match &parsed {
         Ok(ev) => (
             ev.kind(),
             ev.msg_id().map(str::to_string),
-            dedupe_key(state.crypto.receive_id(), Some(&ev), &xml),
+            dedupe_key(state.crypto.receive_id(), Some(ev), &xml),
         ),
         Err(e) => {
             tracing::warn!(error = %e, "authentic callback does not parse; storing it as unparsed");
@@ -159,14 +160,24 @@ async fn receive(
         received_at: state.clock.now_ms(),
     };
     match state.ingest.submit(event).await {
-        Ok(InsertOutcome::Stored(_)) => {
-            state.metrics.stored();
-            StatusCode::OK.into_response()
-        }
-        Ok(InsertOutcome::Duplicate(id)) => {
-            state.metrics.duplicate();
-            tracing::debug!(id, "duplicate callback acknowledged");
-            StatusCode::OK.into_response()
+        Ok(outcome) => {
+            match outcome {
+                InsertOutcome::Stored(_) => state.metrics.stored(),
+                InsertOutcome::Duplicate(id) => {
+                    state.metrics.duplicate();
+                    tracing::debug!(id, "duplicate callback acknowledged");
+                }
+            }
+            // A member asking the app about a customer gets the answer in the reply itself
+            // (answered again on a redelivery: WeCom retried because it saw no answer).
+            match parsed {
+                Ok(event::Event::Text {
+                    header: head,
+                    content,
+                    ..
+                }) => staff_reply(&state, &signed, head, &content).await,
+                _ => StatusCode::OK.into_response(),
+            }
         }
         Err(e) => {
             state.metrics.failed();
@@ -174,4 +185,39 @@ async fn receive(
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
+}
+
+/// The passive encrypted reply (callback.md §1.7) answering a member's text to the app. If the
+/// answer cannot be made, an empty 200 still acknowledges the stored message.
+async fn staff_reply(
+    state: &AppState,
+    signed: &Signed,
+    head: event::Header,
+    content: &str,
+) -> Response {
+    let Some(member) = head.from_user_name.filter(|m| !m.is_empty()) else {
+        return StatusCode::OK.into_response();
+    };
+    let text = match crate::app::staff::answer(&state.services, &member, content).await {
+        Ok(text) => text,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not answer a member's question");
+            return StatusCode::OK.into_response();
+        }
+    };
+    let reply = format!(
+        "<xml><ToUserName><![CDATA[{member}]]></ToUserName><FromUserName><![CDATA[{corp}]]></FromUserName>\
+         <CreateTime>{now}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{content}]]></Content></xml>",
+        corp = state.crypto.receive_id(),
+        now = state.clock.now_ms() / 1000,
+        content = text.replace("]]>", "]]]]><![CDATA[>"),
+    );
+    let body = state
+        .crypto
+        .encrypted_reply(&reply, &signed.timestamp, &signed.nonce);
+    (
+        [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
+        body,
+    )
+        .into_response()
 }

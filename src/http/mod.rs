@@ -31,6 +31,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub api_token: Secret,
     pub body_limit: usize,
+    pub services: crate::app::Services,
 }
 
 pub fn router(state: AppState) -> Router {

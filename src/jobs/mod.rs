@@ -70,6 +70,11 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// Takes `other`'s handlers, replacing any of the same kind.
+    pub fn extend(&mut self, other: Registry) {
+        self.handlers.extend(other.handlers);
+    }
+
     pub fn register<F, Fut>(&mut self, kind: &str, handler: F)
     where
         F: Fn(JobContext) -> Fut + Send + Sync + 'static,

@@ -12,11 +12,18 @@ struct Migration {
     sql: &'static str,
 }
 
-const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "spine",
-    sql: include_str!("../../migrations/sqlite/0001_spine.sql"),
-}];
+const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "spine",
+        sql: include_str!("../../migrations/sqlite/0001_spine.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "contacts",
+        sql: include_str!("../../migrations/sqlite/0003_contacts.sql"),
+    },
+];
 
 const POSTGRES: &[Migration] = &[
     Migration {
@@ -29,6 +36,11 @@ const POSTGRES: &[Migration] = &[
         version: 2,
         name: "wecom_tokens",
         sql: include_str!("../../migrations/postgres/0002_wecom_tokens.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "contacts",
+        sql: include_str!("../../migrations/postgres/0003_contacts.sql"),
     },
 ];
 

@@ -10,6 +10,7 @@
 //! Times are stored as Unix milliseconds (`BIGINT`) on both backends: portable, exact, and
 //! compared with the application's [`Clock`](crate::clock::Clock), which the demo can move.
 
+pub mod contacts;
 pub mod inbox;
 pub mod jobs;
 mod migrate;

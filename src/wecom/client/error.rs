@@ -88,6 +88,14 @@ pub enum WecomError {
     /// have happened. Never retried blindly; reconcile through the list endpoints.
     #[error("WeCom {path}: outcome unknown ({reason}); reconcile before any retry")]
     OutcomeUnknown { path: &'static str, reason: String },
+    /// WeCom answered 45009: this API is blocked for a window.
+    #[error(
+        "WeCom {path} answered errcode 45009: frequency limit reached; retry in {retry_after:?}"
+    )]
+    RateLimited {
+        path: &'static str,
+        retry_after: Duration,
+    },
     /// The client's own limiter refused to send now (per-member app-message caps).
     #[error("{what}: retry in {retry_after:?}")]
     Throttled { what: String, retry_after: Duration },
@@ -103,6 +111,7 @@ impl WecomError {
     pub fn errcode(&self) -> Option<i64> {
         match self {
             WecomError::Api { code, .. } => Some(*code),
+            WecomError::RateLimited { .. } => Some(code::FREQUENCY_LIMIT),
             _ => None,
         }
     }
@@ -118,7 +127,9 @@ impl WecomError {
                     | code::GROUP_MSG_DISPATCHING
             ),
             WecomError::Http { status, .. } => *status >= 500 || *status == 429,
-            WecomError::Transport { .. } | WecomError::Throttled { .. } => true,
+            WecomError::Transport { .. }
+            | WecomError::Throttled { .. }
+            | WecomError::RateLimited { .. } => true,
             WecomError::OutcomeUnknown { .. }
             | WecomError::Decode { .. }
             | WecomError::Invalid(_) => false,
@@ -132,7 +143,8 @@ impl WecomError {
                 code: code::FREQUENCY_LIMIT,
                 ..
             } => Some(Duration::from_secs(60)),
-            WecomError::Throttled { retry_after, .. } => Some(*retry_after),
+            WecomError::Throttled { retry_after, .. }
+            | WecomError::RateLimited { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }

@@ -76,6 +76,7 @@ struct Inner {
     members: MemberQuota,
     max_retries: u32,
     retry_base: Duration,
+    frequency_window: Duration,
     store: Option<Store>,
     clock: Clock,
 }
@@ -143,6 +144,7 @@ impl WecomClient {
                 members: MemberQuota::default(),
                 max_retries: settings.max_retries,
                 retry_base: Duration::from_millis(settings.retry_base_ms),
+                frequency_window: Duration::from_secs(settings.frequency_window_secs),
                 store,
                 clock,
             }),
@@ -319,11 +321,17 @@ impl WecomClient {
                     continue;
                 }
                 Some(code::FREQUENCY_LIMIT) => {
-                    self.inner
-                        .limiter
-                        .block(path, err.retry_after().unwrap_or(Duration::from_secs(60)));
-                    tracing::warn!(path, "WeCom frequency limit (45009): pausing this API");
-                    return Err(err);
+                    let window = self.inner.frequency_window;
+                    self.inner.limiter.block(path, window);
+                    tracing::warn!(
+                        path,
+                        ?window,
+                        "WeCom frequency limit (45009): pausing this API"
+                    );
+                    return Err(WecomError::RateLimited {
+                        path,
+                        retry_after: window,
+                    });
                 }
                 Some(code::TOO_MANY_CONCURRENT) => {
                     self.inner.limiter.reduce_concurrency(path);

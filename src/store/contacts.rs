@@ -1,0 +1,671 @@
+//! Channels, customers, follow relations, siyu's own corp tags and relation events.
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use super::{Result, Store, StoreError, Tx, with_pool, with_tx};
+use crate::wecom::client::types::Attachment;
+
+/// A channel's welcome message: a template text and attachments.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Channel {
+    pub code: String,
+    pub name: String,
+    pub staff: Vec<String>,
+    pub tags: Vec<String>,
+    pub welcome: Option<Welcome>,
+    pub config_id: Option<String>,
+    pub qr_code: Option<String>,
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ChannelStats {
+    /// Relations ever made through the channel.
+    pub added: i64,
+    /// Of those, still connected.
+    pub connected: i64,
+    /// Of those, ended by the customer (churn).
+    pub lost: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Customer {
+    pub external_userid: String,
+    pub name: String,
+    pub kind: i64,
+    pub corp_name: String,
+    pub tier: String,
+    pub channel: String,
+    pub first_added_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Follow {
+    pub userid: String,
+    pub external_userid: String,
+    pub channel: String,
+    pub state: Option<String>,
+    pub add_way: i64,
+    pub added_at: i64,
+    pub remark: String,
+    pub description: String,
+    pub tag_ids: Vec<String>,
+    pub status: String,
+    pub ended_at: Option<i64>,
+    pub siyu_remark: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SiyuTag {
+    pub kind: String,
+    pub code: String,
+    pub name: String,
+    pub group_name: String,
+    pub tag_id: Option<String>,
+    pub group_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContactEvent {
+    pub external_userid: String,
+    pub userid: String,
+    pub kind: String,
+    pub detail: Option<String>,
+    pub at: i64,
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn from_json<T: for<'de> Deserialize<'de>>(column: &str, text: &str) -> Result<T, sqlx::Error> {
+    serde_json::from_str(text).map_err(|e| sqlx::Error::Decode(format!("{column}: {e}").into()))
+}
+
+macro_rules! channel_from_row {
+    ($r:expr) => {{
+        let r = $r;
+        let welcome: Option<String> = r.try_get("welcome")?;
+        Ok::<Channel, sqlx::Error>(Channel {
+            code: r.try_get("code")?,
+            name: r.try_get("name")?,
+            staff: from_json("staff", &r.try_get::<String, _>("staff")?)?,
+            tags: from_json("tags", &r.try_get::<String, _>("tags")?)?,
+            welcome: welcome.map(|w| from_json("welcome", &w)).transpose()?,
+            config_id: r.try_get("config_id")?,
+            qr_code: r.try_get("qr_code")?,
+            source: r.try_get("source")?,
+        })
+    }};
+}
+
+macro_rules! follow_from_row {
+    ($r:expr) => {{
+        let r = $r;
+        Ok::<Follow, sqlx::Error>(Follow {
+            userid: r.try_get("userid")?,
+            external_userid: r.try_get("external_userid")?,
+            channel: r.try_get("channel")?,
+            state: r.try_get("state")?,
+            add_way: r.try_get("add_way")?,
+            added_at: r.try_get("added_at")?,
+            remark: r.try_get("remark")?,
+            description: r.try_get("description")?,
+            tag_ids: from_json("tag_ids", &r.try_get::<String, _>("tag_ids")?)?,
+            status: r.try_get("status")?,
+            ended_at: r.try_get("ended_at")?,
+            siyu_remark: r.try_get("siyu_remark")?,
+        })
+    }};
+}
+
+const CHANNEL_COLUMNS: &str = "code, name, staff, tags, welcome, config_id, qr_code, source";
+const FOLLOW_COLUMNS: &str = "userid, external_userid, channel, state, add_way, added_at, remark, description, tag_ids, status, ended_at, siyu_remark";
+
+// ---- channels ----
+
+/// Inserts a channel; false when the code exists.
+pub async fn insert_channel(tx: &mut Tx, c: &Channel, now: i64) -> Result<bool> {
+    let welcome = c.welcome.as_ref().map(to_json).transpose()?;
+    let (staff, tags) = (to_json(&c.staff)?, to_json(&c.tags)?);
+    let n = with_tx!(tx, |conn| {
+        sqlx::query(
+            "INSERT INTO channels (code, name, staff, tags, welcome, config_id, qr_code, source, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) ON CONFLICT (code) DO NOTHING",
+        )
+        .bind(&c.code)
+        .bind(&c.name)
+        .bind(&staff)
+        .bind(&tags)
+        .bind(&welcome)
+        .bind(&c.config_id)
+        .bind(&c.qr_code)
+        .bind(&c.source)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected()
+    });
+    Ok(n == 1)
+}
+
+impl Store {
+    pub async fn channel(&self, code: &str) -> Result<Option<Channel>> {
+        let row = with_pool!(self, |pool| {
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {CHANNEL_COLUMNS} FROM channels WHERE code = $1"
+            )))
+            .bind(code)
+            .fetch_optional(pool)
+            .await?;
+            row.map(|r| channel_from_row!(&r)).transpose()?
+        });
+        Ok(row)
+    }
+
+    pub async fn channels(&self) -> Result<Vec<Channel>> {
+        let rows = with_pool!(self, |pool| {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {CHANNEL_COLUMNS} FROM channels ORDER BY code"
+            )))
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| channel_from_row!(r))
+                .collect::<Result<Vec<_>, sqlx::Error>>()?
+        });
+        Ok(rows)
+    }
+
+    /// Replaces everything but the code and the source.
+    pub async fn update_channel(&self, c: &Channel, now: i64) -> Result<bool> {
+        let _turn = self.write_turn().await;
+        let welcome = c.welcome.as_ref().map(to_json).transpose()?;
+        let (staff, tags) = (to_json(&c.staff)?, to_json(&c.tags)?);
+        let n = with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE channels SET name = $1, staff = $2, tags = $3, welcome = $4, config_id = $5,
+                     qr_code = $6, updated_at = $7 WHERE code = $8",
+            )
+            .bind(&c.name)
+            .bind(&staff)
+            .bind(&tags)
+            .bind(&welcome)
+            .bind(&c.config_id)
+            .bind(&c.qr_code)
+            .bind(now)
+            .bind(&c.code)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
+    pub async fn delete_channel(&self, code: &str) -> Result<bool> {
+        let _turn = self.write_turn().await;
+        let n = with_pool!(self, |pool| {
+            sqlx::query("DELETE FROM channels WHERE code = $1")
+                .bind(code)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
+    /// Relations per channel code: added, still connected, lost.
+    pub async fn channel_stats(&self) -> Result<Vec<(String, ChannelStats)>> {
+        let rows: Vec<(String, String, i64)> = with_pool!(self, |pool| {
+            sqlx::query_as("SELECT channel, status, COUNT(*) FROM follows GROUP BY channel, status")
+                .fetch_all(pool)
+                .await?
+        });
+        let mut out: Vec<(String, ChannelStats)> = Vec::new();
+        for (channel, status, n) in rows {
+            let i = match out.iter().position(|(c, _)| *c == channel) {
+                Some(i) => i,
+                None => {
+                    out.push((channel, ChannelStats::default()));
+                    out.len() - 1
+                }
+            };
+            let stats = &mut out[i].1;
+            stats.added += n;
+            match status.as_str() {
+                "connected" => stats.connected += n,
+                "lost" => stats.lost += n,
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
+// ---- customers and follows ----
+
+/// Creates the customer, or refreshes its profile; tier, channel and first add stay as they were.
+pub async fn upsert_customer(tx: &mut Tx, c: &Customer, now: i64) -> Result<()> {
+    with_tx!(tx, |conn| {
+        sqlx::query(
+            "INSERT INTO customers (external_userid, name, kind, corp_name, tier, channel, first_added_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (external_userid) DO UPDATE SET name = excluded.name, kind = excluded.kind,
+                 corp_name = excluded.corp_name, updated_at = excluded.updated_at",
+        )
+        .bind(&c.external_userid)
+        .bind(&c.name)
+        .bind(c.kind)
+        .bind(&c.corp_name)
+        .bind(&c.tier)
+        .bind(&c.channel)
+        .bind(c.first_added_at)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    });
+    Ok(())
+}
+
+/// Creates the relation or refreshes it from WeCom; the channel of a relation is the one it was
+/// first attributed to. A relation that had ended and is made again is connected again.
+pub async fn upsert_follow(tx: &mut Tx, f: &Follow, now: i64) -> Result<()> {
+    let tag_ids = to_json(&f.tag_ids)?;
+    with_tx!(tx, |conn| {
+        sqlx::query(
+            "INSERT INTO follows (userid, external_userid, channel, state, add_way, added_at, remark,
+                 description, tag_ids, status, ended_at, siyu_remark, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+             ON CONFLICT (userid, external_userid) DO UPDATE SET state = excluded.state,
+                 add_way = excluded.add_way, added_at = excluded.added_at, remark = excluded.remark,
+                 description = excluded.description, tag_ids = excluded.tag_ids,
+                 status = excluded.status, ended_at = excluded.ended_at, updated_at = excluded.updated_at",
+        )
+        .bind(&f.userid)
+        .bind(&f.external_userid)
+        .bind(&f.channel)
+        .bind(&f.state)
+        .bind(f.add_way)
+        .bind(f.added_at)
+        .bind(&f.remark)
+        .bind(&f.description)
+        .bind(&tag_ids)
+        .bind(&f.status)
+        .bind(f.ended_at)
+        .bind(&f.siyu_remark)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    });
+    Ok(())
+}
+
+pub async fn record_contact_event(tx: &mut Tx, e: &ContactEvent) -> Result<()> {
+    with_tx!(tx, |conn| {
+        sqlx::query("INSERT INTO contact_events (external_userid, userid, kind, detail, at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&e.external_userid)
+            .bind(&e.userid)
+            .bind(&e.kind)
+            .bind(&e.detail)
+            .bind(e.at)
+            .execute(&mut *conn)
+            .await?;
+    });
+    Ok(())
+}
+
+/// Ends a relation (`lost`, `deleted`, `transferred`); false when there was none to end.
+pub async fn end_follow(
+    tx: &mut Tx,
+    userid: &str,
+    external_userid: &str,
+    status: &str,
+    at: i64,
+) -> Result<bool> {
+    let n = with_tx!(tx, |conn| {
+        sqlx::query(
+            "UPDATE follows SET status = $1, ended_at = $2, updated_at = $2
+             WHERE userid = $3 AND external_userid = $4 AND status = 'connected'",
+        )
+        .bind(status)
+        .bind(at)
+        .bind(userid)
+        .bind(external_userid)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected()
+    });
+    Ok(n == 1)
+}
+
+impl Store {
+    /// Churn events of `userid` nobody was told about yet, oldest first.
+    pub async fn untold_churn(&self, userid: &str) -> Result<Vec<(i64, ContactEvent)>> {
+        let rows = with_pool!(self, |pool| {
+            let rows = sqlx::query(
+                "SELECT id, external_userid, userid, kind, detail, at FROM contact_events
+                 WHERE userid = $1 AND kind = 'churn' AND notified_at IS NULL ORDER BY id",
+            )
+            .bind(userid)
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok((
+                        r.try_get("id")?,
+                        ContactEvent {
+                            external_userid: r.try_get("external_userid")?,
+                            userid: r.try_get("userid")?,
+                            kind: r.try_get("kind")?,
+                            detail: r.try_get("detail")?,
+                            at: r.try_get("at")?,
+                        },
+                    ))
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?
+        });
+        Ok(rows)
+    }
+
+    pub async fn mark_told(&self, ids: &[i64], now: i64) -> Result<()> {
+        let _turn = self.write_turn().await;
+        for id in ids {
+            with_pool!(self, |pool| {
+                sqlx::query("UPDATE contact_events SET notified_at = $1 WHERE id = $2")
+                    .bind(now)
+                    .bind(id)
+                    .execute(pool)
+                    .await?;
+            });
+        }
+        Ok(())
+    }
+
+    pub async fn customer(&self, external_userid: &str) -> Result<Option<Customer>> {
+        let row = with_pool!(self, |pool| {
+            let row = sqlx::query(
+                "SELECT external_userid, name, kind, corp_name, tier, channel, first_added_at
+                 FROM customers WHERE external_userid = $1",
+            )
+            .bind(external_userid)
+            .fetch_optional(pool)
+            .await?;
+            row.map(|r| {
+                Ok::<_, sqlx::Error>(Customer {
+                    external_userid: r.try_get("external_userid")?,
+                    name: r.try_get("name")?,
+                    kind: r.try_get("kind")?,
+                    corp_name: r.try_get("corp_name")?,
+                    tier: r.try_get("tier")?,
+                    channel: r.try_get("channel")?,
+                    first_added_at: r.try_get("first_added_at")?,
+                })
+            })
+            .transpose()?
+        });
+        Ok(row)
+    }
+
+    pub async fn follow(&self, userid: &str, external_userid: &str) -> Result<Option<Follow>> {
+        let row = with_pool!(self, |pool| {
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {FOLLOW_COLUMNS} FROM follows WHERE userid = $1 AND external_userid = $2"
+            )))
+            .bind(userid)
+            .bind(external_userid)
+            .fetch_optional(pool)
+            .await?;
+            row.map(|r| follow_from_row!(&r)).transpose()?
+        });
+        Ok(row)
+    }
+
+    pub async fn follows_of(&self, external_userid: &str) -> Result<Vec<Follow>> {
+        let rows = with_pool!(self, |pool| {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {FOLLOW_COLUMNS} FROM follows WHERE external_userid = $1 ORDER BY added_at"
+            )))
+            .bind(external_userid)
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| follow_from_row!(r))
+                .collect::<Result<Vec<_>, sqlx::Error>>()?
+        });
+        Ok(rows)
+    }
+
+    /// Connected relations that carry `tag_id` (to put a recreated tag back).
+    pub async fn follows_with_tag(&self, tag_id: &str) -> Result<Vec<Follow>> {
+        let pattern = format!("%{}%", to_json(&tag_id)?);
+        let rows = with_pool!(self, |pool| {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {FOLLOW_COLUMNS} FROM follows WHERE status = 'connected' AND tag_ids LIKE $1 ORDER BY userid, external_userid"
+            )))
+            .bind(&pattern)
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| follow_from_row!(r))
+                .collect::<Result<Vec<_>, sqlx::Error>>()?
+        });
+        Ok(rows)
+    }
+
+    /// Customers whose name, a member's remark, or external id contains `query`, limited to
+    /// those `visible_to` follows when given. At most `limit`, by name.
+    pub async fn find_customers(
+        &self,
+        query: &str,
+        visible_to: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Customer>> {
+        let like = format!(
+            "%{}%",
+            query
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        let rows = with_pool!(self, |pool| {
+            let rows = sqlx::query(
+                "SELECT DISTINCT c.external_userid, c.name, c.kind, c.corp_name, c.tier, c.channel, c.first_added_at
+                 FROM customers c JOIN follows f ON f.external_userid = c.external_userid
+                 WHERE (c.name LIKE $1 ESCAPE '\\' OR f.remark LIKE $1 ESCAPE '\\' OR c.external_userid = $2)
+                   AND ($3 IS NULL OR c.external_userid IN (SELECT external_userid FROM follows WHERE userid = $3))
+                 ORDER BY c.name LIMIT $4",
+            )
+            .bind(&like)
+            .bind(query)
+            .bind(visible_to)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(Customer {
+                        external_userid: r.try_get("external_userid")?,
+                        name: r.try_get("name")?,
+                        kind: r.try_get("kind")?,
+                        corp_name: r.try_get("corp_name")?,
+                        tier: r.try_get("tier")?,
+                        channel: r.try_get("channel")?,
+                        first_added_at: r.try_get("first_added_at")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?
+        });
+        Ok(rows)
+    }
+
+    /// Records the note siyu wrote on a relation (to tell it apart from a hand-typed one later).
+    /// `remark` is `None` when siyu left the member's own remark alone.
+    pub async fn set_siyu_note(
+        &self,
+        userid: &str,
+        external_userid: &str,
+        remark: Option<&str>,
+        description: &str,
+        now: i64,
+    ) -> Result<()> {
+        let _turn = self.write_turn().await;
+        with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE follows SET siyu_remark = COALESCE($1, siyu_remark), remark = COALESCE($1, remark),
+                     description = $2, updated_at = $3
+                 WHERE userid = $4 AND external_userid = $5",
+            )
+            .bind(remark)
+            .bind(description)
+            .bind(now)
+            .bind(userid)
+            .bind(external_userid)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Records tags siyu put on a relation.
+    pub async fn add_follow_tags(
+        &self,
+        userid: &str,
+        external_userid: &str,
+        tag_ids: &[String],
+        now: i64,
+    ) -> Result<()> {
+        self.edit_follow_tags(userid, external_userid, now, |tags| {
+            for t in tag_ids {
+                if !tags.contains(t) {
+                    tags.push(t.clone());
+                }
+            }
+        })
+        .await
+    }
+
+    /// Records a recreated tag in place of the deleted one.
+    pub async fn replace_follow_tag(
+        &self,
+        userid: &str,
+        external_userid: &str,
+        old: &str,
+        new: &str,
+        now: i64,
+    ) -> Result<()> {
+        self.edit_follow_tags(userid, external_userid, now, |tags| {
+            tags.retain(|t| t != old);
+            if !tags.iter().any(|t| t == new) {
+                tags.push(new.to_string());
+            }
+        })
+        .await
+    }
+
+    async fn edit_follow_tags(
+        &self,
+        userid: &str,
+        external_userid: &str,
+        now: i64,
+        edit: impl FnOnce(&mut Vec<String>),
+    ) -> Result<()> {
+        let _turn = self.write_turn().await;
+        let Some(mut follow) = self.follow(userid, external_userid).await? else {
+            return Ok(());
+        };
+        edit(&mut follow.tag_ids);
+        let tags = to_json(&follow.tag_ids)?;
+        with_pool!(self, |pool| {
+            sqlx::query("UPDATE follows SET tag_ids = $1, updated_at = $2 WHERE userid = $3 AND external_userid = $4")
+                .bind(&tags)
+                .bind(now)
+                .bind(userid)
+                .bind(external_userid)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    pub async fn contact_events_of(&self, external_userid: &str) -> Result<Vec<ContactEvent>> {
+        let rows = with_pool!(self, |pool| {
+            let rows = sqlx::query(
+                "SELECT external_userid, userid, kind, detail, at FROM contact_events
+                 WHERE external_userid = $1 ORDER BY id",
+            )
+            .bind(external_userid)
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(ContactEvent {
+                        external_userid: r.try_get("external_userid")?,
+                        userid: r.try_get("userid")?,
+                        kind: r.try_get("kind")?,
+                        detail: r.try_get("detail")?,
+                        at: r.try_get("at")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?
+        });
+        Ok(rows)
+    }
+}
+
+// ---- siyu's tags ----
+
+impl Store {
+    pub async fn siyu_tags(&self) -> Result<Vec<SiyuTag>> {
+        let rows = with_pool!(self, |pool| {
+            let rows = sqlx::query(
+                "SELECT kind, code, name, group_name, tag_id, group_id FROM siyu_tags ORDER BY kind, code",
+            )
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(SiyuTag {
+                        kind: r.try_get("kind")?,
+                        code: r.try_get("code")?,
+                        name: r.try_get("name")?,
+                        group_name: r.try_get("group_name")?,
+                        tag_id: r.try_get("tag_id")?,
+                        group_id: r.try_get("group_id")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?
+        });
+        Ok(rows)
+    }
+
+    pub async fn save_siyu_tag(&self, t: &SiyuTag, now: i64) -> Result<()> {
+        let _turn = self.write_turn().await;
+        with_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO siyu_tags (kind, code, name, group_name, tag_id, group_id, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (kind, code) DO UPDATE SET name = excluded.name, group_name = excluded.group_name,
+                     tag_id = excluded.tag_id, group_id = excluded.group_id, updated_at = excluded.updated_at",
+            )
+            .bind(&t.kind)
+            .bind(&t.code)
+            .bind(&t.name)
+            .bind(&t.group_name)
+            .bind(&t.tag_id)
+            .bind(&t.group_id)
+            .bind(now)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+}
