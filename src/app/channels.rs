@@ -100,7 +100,9 @@ pub fn validate(services: &Services, input: &ChannelInput) -> Result<(), AppErro
 
 fn contact_way(input: &ChannelInput) -> ContactWayRequest {
     ContactWayRequest {
-        kind: if input.staff.len() == 1 { 1 } else { 2 },
+        // Always multi-member: a contact way's type cannot change later, and a channel's staff
+        // may grow from one member to several.
+        kind: 2,
         scene: 2,
         remark: Some(super::templates::truncate_chars(&input.name, 30)),
         skip_verify: Some(true),

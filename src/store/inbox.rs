@@ -390,6 +390,17 @@ impl Store {
         Ok(oldest)
     }
 
+    /// The decrypted XML of the newest event of `kind` (tests replay it as WeCom's retry would).
+    pub async fn inbox_xml_of_kind(&self, kind: &str) -> Result<Option<String>> {
+        let xml: Option<String> = with_pool!(self, |pool| {
+            sqlx::query_scalar("SELECT xml FROM inbox WHERE kind = $1 ORDER BY id DESC LIMIT 1")
+                .bind(kind)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(xml)
+    }
+
     /// Every stored dedupe key with its duplicate count (tests and the benchmark check the inbox
     /// against what was acknowledged).
     pub async fn inbox_keys(&self) -> Result<Vec<(String, i64)>> {

@@ -1,0 +1,614 @@
+//! The contact pipeline end to end: the real siyu, a real database, the fake WeCom's driver
+//! playing customers, and what the sales member would see at the fake.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestDb, eventually};
+use serde_json::json;
+use siyu::App;
+use siyu::config::{Secret, Settings};
+use siyu::wecom::client::code;
+use siyu::wecom::fake::{Failure, FakeConfig, FakeWecom, NewCustomer, TagEdit};
+
+struct World {
+    fake: FakeWecom,
+    app: App,
+    db: TestDb,
+    http: reqwest::Client,
+}
+
+fn fake() -> FakeWecom {
+    let s = common::secrets();
+    let fake = FakeWecom::new(FakeConfig {
+        corp_id: s.corp_id,
+        agent_id: 1_000_002,
+        app_secret: "app-secret".into(),
+        contact_secret: "contact-secret".into(),
+        callback_url: None,
+        callback_token: s.token,
+        encoding_aes_key: s.encoding_aes_key,
+        mass_cap: Default::default(),
+    });
+    fake.add_staff("zhangsan", "张三");
+    fake.add_staff("lisi", "李四");
+    fake
+}
+
+fn settings(db: &TestDb, fake_addr: std::net::SocketAddr) -> Settings {
+    let mut s = db.settings();
+    s.wecom.api_base = format!("http://{fake_addr}");
+    s.wecom.secret = Secret::new("app-secret");
+    s.wecom.contact_secret = Secret::new("contact-secret");
+    s.wecom.agent_id = 1_000_002;
+    s.wecom.retry_base_ms = 20;
+    s.wecom.frequency_window_secs = 1;
+    s.jobs.backoff_base_ms = 100;
+    s.notify.batch_secs = 1;
+    s.notify.operators = vec!["boss".into()];
+    s
+}
+
+async fn world() -> World {
+    let db = TestDb::new().await;
+    let fake = fake();
+    let (addr, _server) = fake.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let app = common::start(settings(&db, addr)).await;
+    fake.set_callback_url(&format!("http://{}/wecom/callback", app.addr()));
+    World {
+        fake,
+        app,
+        db,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl World {
+    fn api(&self, path: &str) -> String {
+        format!("http://{}/api/v1{path}", self.app.addr())
+    }
+
+    async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let r = self
+            .http
+            .post(self.api(path))
+            .bearer_auth(siyu::testkit::API_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> serde_json::Value {
+        self.http
+            .get(self.api(path))
+            .bearer_auth(siyu::testkit::API_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn channels(&self) {
+        let (status, body) = self
+            .post(
+                "/channels",
+                json!({"code": "douyin", "name": "抖音", "staff": ["zhangsan"], "tags": ["短视频"],
+                       "welcome": {"text": "{{ name }}，欢迎从抖音来！"}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let (status, body) = self
+            .post(
+                "/channels",
+                json!({"code": "xiaohongshu", "name": "小红书", "staff": ["lisi"],
+                       "welcome": {"text": "你好{{ name }}", "attachments": [
+                           {"msgtype": "link", "link": {"title": "新人礼", "url": "https://shop.example/gift"}}]}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+
+    /// The tag name for an id, from the fake's library.
+    fn tag_names(&self, ids: &[String]) -> Vec<String> {
+        let library = self.fake.tag_library();
+        let mut names: Vec<String> = ids
+            .iter()
+            .filter_map(|id| {
+                library
+                    .iter()
+                    .flat_map(|g| g.tag.iter())
+                    .find(|t| &t.id == id)
+                    .map(|t| t.name.clone())
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Waits until the relation at the fake has a note and `tags` tags.
+    async fn settled(&self, userid: &str, external_userid: &str, tags: usize) -> bool {
+        eventually(Duration::from_secs(10), || async {
+            self.fake.customer(external_userid).is_some_and(|c| {
+                c.follow_user.iter().any(|f| {
+                    f.userid == userid && !f.description.is_empty() && f.tags.len() >= tags
+                })
+            })
+        })
+        .await
+    }
+
+    fn follow(&self, userid: &str, external_userid: &str) -> siyu::wecom::fake::FollowView {
+        self.fake
+            .customer(external_userid)
+            .unwrap()
+            .follow_user
+            .into_iter()
+            .find(|f| f.userid == userid)
+            .unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customers_through_two_channels_and_an_unknown_state_are_tagged_noted_and_welcomed() {
+    let w = world().await;
+    w.channels().await;
+    let listed = w.get("/channels").await;
+    let douyin = listed["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["code"] == "douyin")
+        .unwrap()
+        .clone();
+    let config_id = douyin["config_id"].as_str().unwrap();
+    assert!(douyin["qr_code"].as_str().unwrap().starts_with("http"));
+    assert_eq!(
+        w.fake.contact_way(config_id).unwrap().state.as_deref(),
+        Some("douyin")
+    );
+
+    let driver = w.fake.driver();
+    let a = driver
+        .customer_adds_via_contact_way("douyin", NewCustomer::wechat("王小明"))
+        .await
+        .unwrap();
+    let b = driver
+        .customer_adds_via_contact_way("xiaohongshu", NewCustomer::wechat("陈静"))
+        .await
+        .unwrap();
+    let c = driver
+        .customer_adds_staff(
+            "zhangsan",
+            Some("spring_expo_qr"),
+            NewCustomer::wechat("路人甲"),
+        )
+        .await
+        .unwrap();
+
+    assert!(w.settled("zhangsan", &a.external_userid, 3).await);
+    let fa = w.follow("zhangsan", &a.external_userid);
+    assert_eq!(w.tag_names(&fa.tags), vec!["抖音", "普通会员", "短视频"]);
+    assert_eq!(fa.remark, "王小明·抖音");
+    assert!(
+        fa.description.starts_with("普通会员｜抖音｜20"),
+        "{}",
+        fa.description
+    );
+
+    assert!(w.settled("lisi", &b.external_userid, 2).await);
+    let fb = w.follow("lisi", &b.external_userid);
+    assert_eq!(w.tag_names(&fb.tags), vec!["小红书", "普通会员"]);
+    assert_eq!(fb.remark, "陈静·小红书");
+
+    assert!(w.settled("zhangsan", &c.external_userid, 2).await);
+    let fc = w.follow("zhangsan", &c.external_userid);
+    assert_eq!(w.tag_names(&fc.tags), vec!["普通会员", "未归因"]);
+    assert_eq!(fc.remark, "路人甲·未归因");
+
+    let welcomes = w.fake.welcome_messages();
+    let wa = welcomes
+        .iter()
+        .find(|m| m.external_userid == a.external_userid)
+        .unwrap();
+    assert_eq!(wa.text.as_deref(), Some("王小明，欢迎从抖音来！"));
+    let wb = welcomes
+        .iter()
+        .find(|m| m.external_userid == b.external_userid)
+        .unwrap();
+    assert_eq!(wb.text.as_deref(), Some("你好陈静"));
+    assert_eq!(wb.attachments.len(), 1);
+    assert!(
+        welcomes
+            .iter()
+            .all(|m| m.external_userid != c.external_userid),
+        "the unattributed channel has no welcome message"
+    );
+
+    let listed = w.get("/channels").await;
+    let stats = |code: &str| {
+        listed["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["code"] == code)
+            .unwrap()["stats"]
+            .clone()
+    };
+    assert_eq!(
+        stats("douyin"),
+        json!({"added": 1, "connected": 1, "lost": 0})
+    );
+    assert_eq!(
+        stats("unattributed"),
+        json!({"added": 1, "connected": 1, "lost": 0})
+    );
+    w.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_channel_body_names_the_field_and_a_taken_code_is_409() {
+    let w = world().await;
+    w.channels().await;
+    let (status, body) = w
+        .post(
+            "/channels",
+            json!({"code": "douyin", "name": "抖音2", "staff": ["zhangsan"]}),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = w
+        .post(
+            "/channels",
+            json!({"code": "x".repeat(31), "name": "长", "staff": ["zhangsan"]}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"].as_str().unwrap().starts_with("code:"),
+        "{body}"
+    );
+    let (status, body) = w
+        .post("/channels", json!({"code": "wx", "name": "微信"}))
+        .await;
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("staff"), "{body}");
+    let (status, body) = w
+        .post("/channels", json!({"code": "wx", "name": "微信", "staff": ["zhangsan"], "welcome": {"text": "{{ name"}}))
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"].as_str().unwrap().contains("welcome.text"),
+        "{body}"
+    );
+    // Updating and deleting reach the contact way.
+    let r = w
+        .http
+        .put(w.api("/channels/douyin"))
+        .bearer_auth(siyu::testkit::API_TOKEN)
+        .json(&json!({"code": "douyin", "name": "抖音", "staff": ["zhangsan", "lisi"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let config_id = w.get("/channels/douyin").await["config_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        w.fake.contact_way(&config_id).unwrap().user,
+        vec!["zhangsan", "lisi"]
+    );
+    let r = w
+        .http
+        .delete(w.api("/channels/douyin"))
+        .bearer_auth(siyu::testkit::API_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(w.fake.contact_way(&config_id).is_none());
+    w.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivery_and_a_restart_between_steps_change_nothing_more() {
+    let w = world().await;
+    w.channels().await;
+    // The note's call is slow: the restart lands between tagging and the note.
+    w.fake.set_latency(
+        "/cgi-bin/externalcontact/remark",
+        Duration::from_millis(1500),
+    );
+    let a = w
+        .fake
+        .driver()
+        .customer_adds_via_contact_way("douyin", NewCustomer::wechat("王小明"))
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            !w.fake
+                .calls_to("/cgi-bin/externalcontact/remark")
+                .is_empty()
+        })
+        .await
+    );
+    let settings = settings(&w.db, w.fake_addr());
+    w.app.shutdown().await;
+    w.fake
+        .set_latency("/cgi-bin/externalcontact/remark", Duration::ZERO);
+    let app = common::start(settings).await;
+    w.fake
+        .set_callback_url(&format!("http://{}/wecom/callback", app.addr()));
+
+    // WeCom delivers the same add twice more (its retries after a lost answer).
+    let xml = stored_xml(&app, "change_external_contact.add_external_contact").await;
+    let sender = common::sender(&app);
+    for _ in 0..2 {
+        sender.deliver(&xml).await.unwrap();
+    }
+    let world = World { app, ..w };
+    assert!(world.settled("zhangsan", &a.external_userid, 3).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(world.fake.welcome_messages().len(), 1, "welcomed once");
+    assert_eq!(
+        world
+            .fake
+            .calls_to("/cgi-bin/externalcontact/send_welcome_msg")
+            .len(),
+        1
+    );
+    assert_eq!(
+        world
+            .fake
+            .calls_to("/cgi-bin/externalcontact/mark_tag")
+            .len(),
+        1,
+        "tagged once"
+    );
+    let f = world.follow("zhangsan", &a.external_userid);
+    assert_eq!(f.remark, "王小明·抖音");
+    assert_eq!(world.tag_names(&f.tags), vec!["抖音", "普通会员", "短视频"]);
+    world.app.shutdown().await;
+}
+
+impl World {
+    /// Where the fake listens (siyu's `wecom.api_base`).
+    fn fake_addr(&self) -> std::net::SocketAddr {
+        self.app
+            .services()
+            .settings
+            .wecom
+            .api_base
+            .trim_start_matches("http://")
+            .parse()
+            .unwrap()
+    }
+}
+
+async fn stored_xml(app: &App, kind: &str) -> String {
+    app.store()
+        .inbox_xml_of_kind(kind)
+        .await
+        .unwrap()
+        .expect("stored")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn used_welcome_codes_busy_and_rate_limited_answers_are_handled() {
+    let w = world().await;
+    w.channels().await;
+    w.fake.fail_next(
+        "/cgi-bin/externalcontact/send_welcome_msg",
+        1,
+        Failure::Errcode(code::WELCOME_CODE_USED),
+    );
+    w.fake.fail_next(
+        "/cgi-bin/externalcontact/mark_tag",
+        1,
+        Failure::Errcode(code::FREQUENCY_LIMIT),
+    );
+    w.fake.fail_next(
+        "/cgi-bin/externalcontact/get",
+        2,
+        Failure::Errcode(code::SYSTEM_BUSY),
+    );
+    let a = w
+        .fake
+        .driver()
+        .customer_adds_via_contact_way("douyin", NewCustomer::wechat("王小明"))
+        .await
+        .unwrap();
+    // 45009: the tag waits out the window (1 s here) and then goes through.
+    assert!(w.settled("zhangsan", &a.external_userid, 3).await);
+    let welcome = w.app.store().jobs_of_kind("contact.welcome").await.unwrap();
+    assert_eq!(welcome.len(), 1);
+    assert_eq!(welcome[0].state, "failed");
+    assert_eq!(welcome[0].attempts, 1, "41051 is recorded, not retried");
+    assert!(welcome[0].last_error.as_deref().unwrap().contains("41051"));
+    assert_eq!(
+        w.fake
+            .calls_to("/cgi-bin/externalcontact/send_welcome_msg")
+            .len(),
+        1
+    );
+    let tag = w.app.store().jobs_of_kind("contact.tag").await.unwrap();
+    assert_eq!(tag[0].state, "done");
+    assert_eq!(tag[0].attempts, 2);
+    w.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_deleted_in_the_console_is_recreated_and_put_back() {
+    let w = world().await;
+    w.channels().await;
+    let a = w
+        .fake
+        .driver()
+        .customer_adds_via_contact_way("douyin", NewCustomer::wechat("王小明"))
+        .await
+        .unwrap();
+    assert!(w.settled("zhangsan", &a.external_userid, 3).await);
+    let douyin_id = w
+        .fake
+        .tag_library()
+        .iter()
+        .flat_map(|g| g.tag.clone())
+        .find(|t| t.name == "抖音" && !t.deleted)
+        .unwrap()
+        .id;
+    w.fake
+        .driver()
+        .admin_edits_tag(TagEdit::DeleteTag {
+            id: douyin_id.clone(),
+        })
+        .await
+        .unwrap();
+    let back = eventually(Duration::from_secs(10), || async {
+        let f = w.follow("zhangsan", &a.external_userid);
+        w.tag_names(&f.tags).contains(&"抖音".to_string()) && !f.tags.contains(&douyin_id)
+    })
+    .await;
+    assert!(
+        back,
+        "the recreated 抖音 tag is back on the customer: {:?}",
+        w.follow("zhangsan", &a.external_userid)
+    );
+    w.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_churned_customer_shows_as_lost_and_the_member_and_operators_are_told_once() {
+    let w = world().await;
+    w.channels().await;
+    let a = w
+        .fake
+        .driver()
+        .customer_adds_via_contact_way("douyin", NewCustomer::wechat("王小明"))
+        .await
+        .unwrap();
+    assert!(w.settled("zhangsan", &a.external_userid, 3).await);
+    w.fake
+        .driver()
+        .customer_deletes_staff("zhangsan", &a.external_userid)
+        .await
+        .unwrap();
+    let xml = stored_xml(&w.app, "change_external_contact.del_follow_user").await;
+    common::sender(&w.app).deliver(&xml).await.unwrap();
+
+    let told = eventually(Duration::from_secs(10), || async {
+        !w.fake.app_messages().is_empty()
+    })
+    .await;
+    assert!(told, "the churn notice was sent");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let messages = w.fake.app_messages();
+    assert_eq!(messages.len(), 1, "told once: {messages:?}");
+    assert_eq!(messages[0]["touser"], "zhangsan|boss");
+    assert!(
+        messages[0]["text"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("王小明")
+    );
+    let follow = w
+        .app
+        .store()
+        .follow("zhangsan", &a.external_userid)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(follow.status, "lost");
+    let listed = w.get("/channels").await;
+    let douyin = listed["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["code"] == "douyin")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        douyin["stats"],
+        json!({"added": 1, "connected": 0, "lost": 1})
+    );
+    w.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_asking_about_a_customer_gets_an_encrypted_answer() {
+    let w = world().await;
+    w.channels().await;
+    let a = w
+        .fake
+        .driver()
+        .customer_adds_via_contact_way("douyin", NewCustomer::wechat("王小明"))
+        .await
+        .unwrap();
+    assert!(w.settled("zhangsan", &a.external_userid, 3).await);
+
+    let body = w
+        .fake
+        .driver()
+        .staff_sends_text("zhangsan", "查 王小明")
+        .await
+        .unwrap();
+    let answer = open_reply(&body);
+    for part in [
+        "王小明",
+        "普通会员",
+        "抖音",
+        "短视频",
+        "王小明·抖音",
+        "zhangsan",
+    ] {
+        assert!(answer.contains(part), "{part:?} missing in {answer}");
+    }
+    // lisi follows nobody: with visibility `own` she learns nothing about zhangsan's customer.
+    let answer = open_reply(
+        &w.fake
+            .driver()
+            .staff_sends_text("lisi", "王小明")
+            .await
+            .unwrap(),
+    );
+    assert!(answer.contains("没有找到"), "{answer}");
+    w.app.shutdown().await;
+}
+
+/// Verifies and decrypts a passive reply with the official algorithm; returns its Content.
+fn open_reply(body: &str) -> String {
+    let crypto = common::crypto();
+    let field = |name: &str| {
+        let start = body.find(&format!("<{name}>")).unwrap() + name.len() + 2;
+        let end = body[start..].find(&format!("</{name}>")).unwrap() + start;
+        body[start..end]
+            .trim_start_matches("<![CDATA[")
+            .trim_end_matches("]]>")
+            .to_string()
+    };
+    let (encrypt, signature, timestamp, nonce) = (
+        field("Encrypt"),
+        field("MsgSignature"),
+        field("TimeStamp"),
+        field("Nonce"),
+    );
+    crypto
+        .verify_signature(&signature, &timestamp, &nonce, &encrypt)
+        .expect("the reply's signature verifies");
+    let xml = crypto.decrypt_checked(&encrypt).unwrap();
+    match siyu::wecom::event::parse(&xml).unwrap() {
+        siyu::wecom::event::Event::Text {
+            content, header, ..
+        } => {
+            assert_eq!(header.from_user_name.as_deref(), Some(common::CORP_ID));
+            content
+        }
+        other => panic!("not a text reply: {other:?}"),
+    }
+}
