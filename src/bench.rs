@@ -31,6 +31,22 @@ pub struct IngestArgs {
     pub sqlite_synchronous: String,
 }
 
+#[derive(Debug, Clone, clap::Args)]
+pub struct WelcomeArgs {
+    /// Customer adds per second, held steady.
+    #[arg(long, default_value_t = 200)]
+    pub rate: u32,
+    /// How long the load runs.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u32,
+    /// SQLite durability for the run: full (the default setting) or normal.
+    #[arg(long, default_value = "full")]
+    pub sqlite_synchronous: String,
+    /// Job workers (default: the jobs.workers default).
+    #[arg(long)]
+    pub workers: Option<usize>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     #[error("bench setup: {0}")]
@@ -254,4 +270,135 @@ pub fn peak_rss_kib() -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// `siyu bench welcome`: customers add through a channel at a steady rate; for each, the time
+/// from the moment WeCom (the fake's driver) posts the add callback to the moment the fake
+/// receives `send_welcome_msg` for its welcome code. WeCom allows 20 s; the ratio printed last is
+/// p99 / 20 s.
+pub async fn welcome(args: WelcomeArgs) -> Result<(), BenchError> {
+    use crate::app::channels::{self, ChannelInput};
+    use crate::store::contacts::Welcome;
+    use crate::wecom::fake::{FakeConfig, FakeWecom, NewCustomer};
+    use std::time::SystemTime;
+
+    let setup = |e: &dyn std::fmt::Display| BenchError::Setup(e.to_string());
+    let secrets = CallbackSecrets::generate();
+    let fake = FakeWecom::new(FakeConfig {
+        corp_id: secrets.corp_id.clone(),
+        agent_id: 1_000_002,
+        app_secret: "bench-app".into(),
+        contact_secret: "bench-contact".into(),
+        callback_url: None,
+        callback_token: secrets.token.clone(),
+        encoding_aes_key: secrets.encoding_aes_key.clone(),
+        mass_cap: Default::default(),
+    });
+    fake.add_staff("zhangsan", "张三");
+    let (fake_addr, _fake_server) = fake
+        .serve("127.0.0.1:0".parse().map_err(|e| setup(&e))?)
+        .await
+        .map_err(|e| setup(&e))?;
+    let dir = tempfile_dir()?;
+    let mut settings = local_settings(&format!("sqlite://{}/bench.db", dir.display()), &secrets);
+    settings.wecom.api_base = format!("http://{fake_addr}");
+    settings.wecom.secret = crate::config::Secret::new("bench-app");
+    settings.wecom.contact_secret = crate::config::Secret::new("bench-contact");
+    settings.wecom.calls_per_minute = 60_000;
+    settings.database.sqlite_synchronous = args.sqlite_synchronous.clone();
+    if let Some(w) = args.workers {
+        settings.jobs.workers = w;
+    }
+    settings.validate_common().map_err(|e| setup(&e))?;
+    let app = App::build(settings).await.map_err(|e| setup(&e))?;
+    fake.set_callback_url(&format!("http://{}/wecom/callback", app.addr()));
+    let input = ChannelInput {
+        code: "douyin".into(),
+        name: "抖音".into(),
+        staff: vec!["zhangsan".into()],
+        tags: vec![],
+        welcome: Some(Welcome {
+            text: Some("{{ name }}，欢迎！".into()),
+            attachments: vec![],
+        }),
+    };
+    channels::create(app.services(), input, "api")
+        .await
+        .map_err(|e| setup(&e))?;
+
+    let total = (args.rate * args.seconds) as usize;
+    println!(
+        "siyu bench welcome: {total} adds at {} per second through the fake WeCom",
+        args.rate
+    );
+    let driver = fake.driver();
+    let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1)));
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    let mut adds = Vec::with_capacity(total);
+    for n in 0..total {
+        ticker.tick().await;
+        let driver = driver.clone();
+        adds.push(tokio::spawn(async move {
+            let sent = SystemTime::now();
+            let added = driver
+                .customer_adds_via_contact_way("douyin", NewCustomer::wechat(&format!("客户{n}")))
+                .await;
+            added.map(|a| (a.welcome_code, sent))
+        }));
+    }
+    let mut sent_at = std::collections::HashMap::new();
+    for add in adds {
+        if let Ok(Ok((Some(code), sent))) = add.await {
+            sent_at.insert(code, sent);
+        }
+    }
+    let offered = started.elapsed();
+    // Give the last welcomes time to go out.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fake.welcome_messages().len() < sent_at.len() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut latencies: Vec<Duration> = fake
+        .calls_to("/cgi-bin/externalcontact/send_welcome_msg")
+        .iter()
+        .filter_map(|call| {
+            let body: serde_json::Value = serde_json::from_str(&call.body).ok()?;
+            let sent = sent_at.get(body["welcome_code"].as_str()?)?;
+            call.at.duration_since(*sent).ok()
+        })
+        .collect();
+    app.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    latencies.sort();
+    if latencies.is_empty() {
+        return Err(BenchError::Check("no welcome message was sent".into()));
+    }
+    let pick = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    let (p50, p99, max) = (pick(0.5), pick(0.99), latencies[latencies.len() - 1]);
+    println!(
+        "offered {:.0} adds/s; welcomed {} of {}",
+        total as f64 / offered.as_secs_f64(),
+        latencies.len(),
+        total
+    );
+    println!(
+        "callback to send_welcome_msg: p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+        p50.as_secs_f64() * 1000.0,
+        p99.as_secs_f64() * 1000.0,
+        max.as_secs_f64() * 1000.0
+    );
+    println!("peak_rss_mib={:.1}", peak_rss_kib() as f64 / 1024.0);
+    println!(
+        "p99_vs_welcome_window_ratio={:.4}",
+        p99.as_secs_f64() / 20.0
+    );
+    if latencies.len() < total {
+        return Err(BenchError::Check(format!(
+            "only {} of {total} customers were welcomed",
+            latencies.len()
+        )));
+    }
+    Ok(())
 }

@@ -92,6 +92,8 @@ pub enum EventsCommand {
 pub enum BenchCommand {
     /// The callback endpoint on a temporary SQLite database against a bare axum handler.
     Ingest(crate::bench::IngestArgs),
+    /// Callback-to-welcome latency at a steady rate of customer adds, against the fake WeCom.
+    Welcome(crate::bench::WelcomeArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -167,6 +169,9 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Bench {
             command: BenchCommand::Ingest(args),
         } => crate::bench::ingest(args).await.map_err(|e| e.to_string()),
+        Command::Bench {
+            command: BenchCommand::Welcome(args),
+        } => crate::bench::welcome(args).await.map_err(|e| e.to_string()),
         Command::FakeWecom(args) => fake_wecom(args).await,
         Command::Demo(args) => crate::demo::run(args).await.map_err(|e| e.to_string()),
     }

@@ -104,7 +104,8 @@ impl Default for ServerSettings {
 pub struct DatabaseSettings {
     pub url: Secret,
     pub max_connections: u32,
-    /// SQLite only: `full` survives power loss, `normal` survives a process crash.
+    /// SQLite only, for the commits that acknowledge WeCom's callbacks: `full` survives power
+    /// loss, `normal` survives a process crash. Other commits always use `normal`.
     pub sqlite_synchronous: String,
 }
 
@@ -217,7 +218,7 @@ pub struct JobSettings {
 impl Default for JobSettings {
     fn default() -> Self {
         Self {
-            workers: 4,
+            workers: 8,
             lease_secs: 60,
             max_attempts: 8,
             backoff_base_ms: 1000,

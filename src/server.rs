@@ -99,6 +99,7 @@ impl App {
             clock: clock.clone(),
             templates: Arc::new(Templates::load(&settings.templates.dir)?),
             settings: Arc::new(settings.clone()),
+            tag_sync: Arc::default(),
         };
         let mut events = EventHandlers::default();
         let mut registry = Registry::default();

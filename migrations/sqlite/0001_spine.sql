@@ -30,6 +30,8 @@ CREATE TABLE jobs (
     idempotency_key TEXT NOT NULL UNIQUE,
     -- queued | running | done | failed
     state TEXT NOT NULL DEFAULT 'queued',
+    -- Higher runs first among due jobs (a welcome message has 20 seconds; a note can wait).
+    priority BIGINT NOT NULL DEFAULT 0,
     run_at BIGINT NOT NULL,
     attempts BIGINT NOT NULL DEFAULT 0,
     max_attempts BIGINT NOT NULL,
@@ -39,7 +41,7 @@ CREATE TABLE jobs (
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL
 );
-CREATE INDEX jobs_queued ON jobs (run_at, id) WHERE state = 'queued';
+CREATE INDEX jobs_queued ON jobs (priority DESC, run_at, id) WHERE state = 'queued';
 CREATE INDEX jobs_leased ON jobs (lease_until) WHERE state = 'running';
 
 CREATE TABLE schedules (

@@ -25,6 +25,8 @@ pub struct Services {
     pub clock: Clock,
     pub settings: Arc<Settings>,
     pub templates: Arc<Templates>,
+    /// One tag-library sync at a time in this process (two would create the same tag twice).
+    pub tag_sync: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Formats Unix ms as `YYYY-MM-DD HH:MM` in the configured time zone (for notes and answers).

@@ -61,6 +61,7 @@ fn wanted(services: &Services, channels: &[Channel]) -> Vec<SiyuTag> {
 /// Makes sure every tag siyu needs exists in WeCom, recording ids; recreates deleted ones and
 /// enqueues putting them back. Returns the tags as they now stand.
 pub async fn ensure(services: &Services) -> Result<Vec<SiyuTag>, AppError> {
+    let _one_at_a_time = services.tag_sync.lock().await;
     let channels = services.store.channels().await?;
     let mut library = services.wecom.tag_library().await?.tag_group;
     let stored = services.store.siyu_tags().await?;
@@ -96,7 +97,22 @@ pub async fn ensure(services: &Services) -> Result<Vec<SiyuTag>, AppError> {
                 }],
                 ..Default::default()
             };
-            let created = services.wecom.add_tags(&request).await?;
+            let created = match services.wecom.add_tags(&request).await {
+                Ok(created) => created,
+                // Another replica created it a moment ago: adopt theirs.
+                Err(e) if e.errcode() == Some(crate::wecom::client::code::DUPLICATE_TAG_NAME) => {
+                    library = services.wecom.tag_library().await?.tag_group;
+                    let Some((group, tag)) = find_by_name(&library, &want.group_name, &want.name)
+                    else {
+                        return Err(e.into());
+                    };
+                    TagGroup {
+                        tag: vec![tag.clone()],
+                        ..group.clone()
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            };
             let tag = created
                 .tag
                 .iter()

@@ -102,6 +102,34 @@ pub async fn enqueue(
     idempotency_key: &str,
     run_at: Option<i64>,
 ) -> Result<Option<i64>, StoreError> {
+    enqueue_with_priority(
+        tx,
+        settings,
+        clock,
+        kind,
+        payload,
+        idempotency_key,
+        run_at,
+        0,
+    )
+    .await
+}
+
+/// Priority of jobs whose deadline is seconds away (a welcome message's code lives 20 s).
+pub const URGENT: i64 = 10;
+
+/// [`enqueue`] with a priority: among due jobs, higher ones are claimed first.
+#[allow(clippy::too_many_arguments)]
+pub async fn enqueue_with_priority(
+    tx: &mut Tx,
+    settings: &JobSettings,
+    clock: &Clock,
+    kind: &str,
+    payload: &impl Serialize,
+    idempotency_key: &str,
+    run_at: Option<i64>,
+    priority: i64,
+) -> Result<Option<i64>, StoreError> {
     let now = clock.now_ms();
     let job = NewJob {
         kind: kind.to_string(),
@@ -110,6 +138,7 @@ pub async fn enqueue(
         idempotency_key: idempotency_key.to_string(),
         run_at: run_at.unwrap_or(now),
         max_attempts: settings.max_attempts,
+        priority,
     };
     store::jobs::enqueue(tx, &job, now).await
 }

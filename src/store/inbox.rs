@@ -142,7 +142,8 @@ pub async fn insert_batch(
     // A new row starts with its in-batch repeats as duplicates; an existing one adds the
     // delivery plus the repeats. So a row is new exactly when `duplicates` equals the repeats.
     let turn = store.write_turn().await;
-    let rows: Vec<(String, i64, i64)> = with_pool!(store, |pool| {
+    let inbox_store = store.for_inbox();
+    let rows: Vec<(String, i64, i64)> = with_pool!(inbox_store, |pool| {
         let mut q = sqlx::QueryBuilder::new(
             "INSERT INTO inbox (dedupe_key, kind, msg_id, xml, received_at, duplicates, status, attempts, lease_until) ",
         );

@@ -40,6 +40,7 @@ pub struct NewJob {
     pub idempotency_key: String,
     pub run_at: i64,
     pub max_attempts: i64,
+    pub priority: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -68,14 +69,14 @@ const CLAIM_SQLITE: &str = "UPDATE jobs
     SET state = 'running', attempts = attempts + 1, lease_until = $1, worker = $2, updated_at = $3
     WHERE id IN (
         SELECT id FROM jobs WHERE state = 'queued' AND run_at <= $3
-        ORDER BY run_at, id LIMIT $4)
+        ORDER BY priority DESC, run_at, id LIMIT $4)
     RETURNING id, kind, payload, idempotency_key, attempts, max_attempts";
 
 const CLAIM_POSTGRES: &str = "UPDATE jobs
     SET state = 'running', attempts = attempts + 1, lease_until = $1, worker = $2, updated_at = $3
     WHERE id IN (
         SELECT id FROM jobs WHERE state = 'queued' AND run_at <= $3
-        ORDER BY run_at, id LIMIT $4
+        ORDER BY priority DESC, run_at, id LIMIT $4
         FOR UPDATE SKIP LOCKED)
     RETURNING id, kind, payload, idempotency_key, attempts, max_attempts";
 
@@ -84,8 +85,8 @@ const CLAIM_POSTGRES: &str = "UPDATE jobs
 pub async fn enqueue(tx: &mut Tx, job: &NewJob, now: i64) -> Result<Option<i64>> {
     let id: Option<i64> = with_tx!(tx, |conn| {
         sqlx::query_scalar(
-            "INSERT INTO jobs (kind, payload, idempotency_key, run_at, max_attempts, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $6)
+            "INSERT INTO jobs (kind, payload, idempotency_key, run_at, max_attempts, created_at, updated_at, priority)
+             VALUES ($1, $2, $3, $4, $5, $6, $6, $7)
              ON CONFLICT (idempotency_key) DO NOTHING
              RETURNING id",
         )
@@ -95,6 +96,7 @@ pub async fn enqueue(tx: &mut Tx, job: &NewJob, now: i64) -> Result<Option<i64>>
         .bind(job.run_at)
         .bind(job.max_attempts)
         .bind(now)
+        .bind(job.priority)
         .fetch_optional(&mut *conn)
         .await?
     });

@@ -74,6 +74,8 @@ pub(crate) enum Pool {
 #[derive(Clone)]
 pub struct Store {
     pub(crate) pool: Pool,
+    /// SQLite: the inbox writer's connection, with the configured durability (see `sqlite`).
+    inbox_pool: Option<SqlitePool>,
     signals: Arc<Signals>,
     /// SQLite allows one writer at a time, and a connection that finds the file locked sleeps in
     /// SQLite's busy handler (1, 2, 5 ... 100 ms steps): fatal to latency. So every write in this
@@ -146,12 +148,16 @@ impl Store {
     /// Connects, creating the SQLite file if needed. Does not migrate: call [`Store::migrate`].
     pub async fn connect(settings: &DatabaseSettings) -> Result<Store> {
         let url = settings.url.expose();
-        let pool = match DbKind::from_url(url).map_err(StoreError::Url)? {
-            DbKind::Sqlite => Pool::Sqlite(sqlite::connect(settings).await?),
-            DbKind::Postgres => Pool::Postgres(postgres::connect(settings).await?),
+        let (pool, inbox_pool) = match DbKind::from_url(url).map_err(StoreError::Url)? {
+            DbKind::Sqlite => {
+                let (general, inbox) = sqlite::connect(settings).await?;
+                (Pool::Sqlite(general), Some(inbox))
+            }
+            DbKind::Postgres => (Pool::Postgres(postgres::connect(settings).await?), None),
         };
         Ok(Store {
             pool,
+            inbox_pool,
             signals: Arc::default(),
             write_gate: Arc::default(),
         })
@@ -230,7 +236,23 @@ impl Store {
     }
 
     pub async fn close(&self) {
-        with_pool!(self, |pool| pool.close().await)
+        with_pool!(self, |pool| pool.close().await);
+        if let Some(inbox) = &self.inbox_pool {
+            inbox.close().await;
+        }
+    }
+
+    /// The store whose pool the inbox writer uses: on SQLite its own connection.
+    pub(crate) fn for_inbox(&self) -> Store {
+        match &self.inbox_pool {
+            Some(inbox) => Store {
+                pool: Pool::Sqlite(inbox.clone()),
+                inbox_pool: None,
+                signals: self.signals.clone(),
+                write_gate: self.write_gate.clone(),
+            },
+            None => self.clone(),
+        }
     }
 
     pub(crate) fn pg_pool(&self) -> Option<&PgPool> {

@@ -1,5 +1,15 @@
 //! SQLite connection settings: WAL (readers never wait for the writer), a busy timeout (several
 //! connections and processes share one file), foreign keys on.
+//!
+//! Durability is split by what a lost commit would cost. The inbox writer has a connection of its
+//! own with `database.sqlite_synchronous` (FULL by default): WeCom gets its 200 only once the
+//! event is on disk. Everything else (job bookkeeping, records derived from events) commits with
+//! NORMAL: durable across a process crash, and after a power loss only a suffix of the WAL can be
+//! missing. That suffix is always recoverable, because every FULL commit of the inbox writes the
+//! whole WAL before it, and the work behind it is leased and idempotent: events whose outcome was
+//! lost are handled again, jobs whose completion was lost run again under their idempotency key.
+//! One fsync per inbox batch instead of one per job step is what lets the welcome message go out
+//! within milliseconds of the callback.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -10,15 +20,13 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use super::{Result, StoreError};
 use crate::config::DatabaseSettings;
 
-pub(super) async fn connect(settings: &DatabaseSettings) -> Result<SqlitePool> {
+/// The general pool, and the inbox writer's own one-connection pool.
+pub(super) async fn connect(settings: &DatabaseSettings) -> Result<(SqlitePool, SqlitePool)> {
     let options = SqliteConnectOptions::from_str(settings.url.expose())
         .map_err(|e| StoreError::Url(e.to_string()))?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(match settings.sqlite_synchronous.as_str() {
-            "normal" => SqliteSynchronous::Normal,
-            _ => SqliteSynchronous::Full,
-        })
+        .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(true)
         // Statement journals (an upsert of many rows needs one) in memory, not in temp files.
@@ -26,7 +34,17 @@ pub(super) async fn connect(settings: &DatabaseSettings) -> Result<SqlitePool> {
     let pool = SqlitePoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(super::acquire_timeout())
-        .connect_with(options)
+        .connect_with(options.clone())
         .await?;
-    Ok(pool)
+    let inbox = SqlitePoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(super::acquire_timeout())
+        .connect_with(
+            options.synchronous(match settings.sqlite_synchronous.as_str() {
+                "normal" => SqliteSynchronous::Normal,
+                _ => SqliteSynchronous::Full,
+            }),
+        )
+        .await?;
+    Ok((pool, inbox))
 }
