@@ -612,3 +612,205 @@ fn open_reply(body: &str) -> String {
         other => panic!("not a text reply: {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_a_member_takes_off_is_recorded_and_put_back() {
+    let w = world().await;
+    w.channels().await;
+    let a = w
+        .fake
+        .driver()
+        .customer_adds_via_contact_way("douyin", NewCustomer::wechat("王小明"))
+        .await
+        .unwrap();
+    assert!(w.settled("zhangsan", &a.external_userid, 3).await);
+    let before = w.follow("zhangsan", &a.external_userid);
+    let douyin = before
+        .tags
+        .iter()
+        .find(|id| w.tag_names(&[(*id).clone()]) == ["抖音"])
+        .unwrap()
+        .clone();
+    w.fake
+        .driver()
+        .staff_edits_customer(
+            "zhangsan",
+            &a.external_userid,
+            Some("小明"),
+            &[douyin.as_str()],
+        )
+        .await
+        .unwrap();
+    let back = eventually(Duration::from_secs(10), || async {
+        w.follow("zhangsan", &a.external_userid)
+            .tags
+            .contains(&douyin)
+    })
+    .await;
+    assert!(back, "tags.reapply_removed puts it back");
+    let events = w
+        .app
+        .store()
+        .contact_events_of(&a.external_userid)
+        .await
+        .unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "tag_removed" && e.detail.as_deref() == Some(douyin.as_str())),
+        "{events:?}"
+    );
+    // The member's own remark stays: siyu's note never overwrites a remark typed by hand.
+    assert_eq!(w.follow("zhangsan", &a.external_userid).remark, "小明");
+    w.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletions_handovers_and_failed_transfers_are_recorded_apart_from_churn() {
+    let w = world().await;
+    w.channels().await;
+    let driver = w.fake.driver();
+    let a = driver
+        .customer_adds_via_contact_way("douyin", NewCustomer::wechat("王小明"))
+        .await
+        .unwrap();
+    let b = driver
+        .customer_adds_via_contact_way("xiaohongshu", NewCustomer::wechat("陈静"))
+        .await
+        .unwrap();
+    assert!(w.settled("zhangsan", &a.external_userid, 3).await);
+    assert!(w.settled("lisi", &b.external_userid, 2).await);
+    driver
+        .staff_deletes_customer("zhangsan", &a.external_userid, true)
+        .await
+        .unwrap();
+    driver
+        .staff_deletes_customer("lisi", &b.external_userid, false)
+        .await
+        .unwrap();
+    driver
+        .transfer_fails("lisi", &a.external_userid, "customer_refused")
+        .await
+        .unwrap();
+    let store = w.app.store();
+    let recorded = eventually(Duration::from_secs(5), || async {
+        store
+            .contact_events_of(&a.external_userid)
+            .await
+            .unwrap()
+            .len()
+            == 2
+            && store
+                .contact_events_of(&b.external_userid)
+                .await
+                .unwrap()
+                .len()
+                == 1
+    })
+    .await;
+    assert!(recorded);
+    let a_events = store.contact_events_of(&a.external_userid).await.unwrap();
+    assert_eq!(a_events[0].kind, "handover");
+    assert_eq!(a_events[1].kind, "transfer_fail");
+    assert_eq!(a_events[1].detail.as_deref(), Some("customer_refused"));
+    assert_eq!(
+        store
+            .follow("zhangsan", &a.external_userid)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "transferred"
+    );
+    assert_eq!(
+        store
+            .follow("lisi", &b.external_userid)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "deleted"
+    );
+    // Neither is churn: nobody is told, nothing counts as lost.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(w.fake.app_messages().is_empty());
+    let listed = w.get("/channels").await;
+    assert!(
+        listed["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["stats"]["lost"] == 0)
+    );
+    w.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_matches_get_a_short_list_and_nonsense_gets_help() {
+    let w = world().await;
+    w.channels().await;
+    let driver = w.fake.driver();
+    let a = driver
+        .customer_adds_via_contact_way("douyin", NewCustomer::wechat("王小明"))
+        .await
+        .unwrap();
+    let b = driver
+        .customer_adds_via_contact_way("douyin", NewCustomer::wechat("王小红"))
+        .await
+        .unwrap();
+    assert!(w.settled("zhangsan", &a.external_userid, 3).await);
+    assert!(w.settled("zhangsan", &b.external_userid, 3).await);
+    let list = open_reply(&driver.staff_sends_text("zhangsan", "查 王").await.unwrap());
+    assert!(
+        list.contains("找到 2 位客户") && list.contains("王小明") && list.contains("王小红"),
+        "{list}"
+    );
+    let by_id = open_reply(
+        &driver
+            .staff_sends_text("zhangsan", &b.external_userid)
+            .await
+            .unwrap(),
+    );
+    assert!(by_id.starts_with("王小红"), "{by_id}");
+    let help = open_reply(
+        &driver
+            .staff_sends_text("zhangsan", "今天天气如何")
+            .await
+            .unwrap(),
+    );
+    assert!(help.contains("没有找到"), "{help}");
+    assert_eq!(help.lines().count(), 1, "one line of help: {help}");
+    w.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_declared_in_the_config_are_created_at_start() {
+    let db = TestDb::new().await;
+    let fake = fake();
+    let (addr, _server) = fake.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let mut s = settings(&db, addr);
+    s.channels = vec![siyu::config::ChannelSettings {
+        code: "offline".into(),
+        name: "线下门店".into(),
+        staff: vec!["zhangsan".into()],
+        tags: vec![],
+        welcome: Some(json!({"text": "欢迎光临"})),
+    }];
+    let app = common::start(s.clone()).await;
+    let channel = app.store().channel("offline").await.unwrap().unwrap();
+    assert_eq!(channel.source, "config");
+    let config_id = channel.config_id.unwrap();
+    assert_eq!(
+        fake.contact_way(&config_id).unwrap().state.as_deref(),
+        Some("offline")
+    );
+    app.shutdown().await;
+    // A restart with the same config makes no second contact way.
+    let app = common::start(s).await;
+    assert_eq!(
+        fake.calls_to("/cgi-bin/externalcontact/add_contact_way")
+            .len(),
+        1
+    );
+    app.shutdown().await;
+}
