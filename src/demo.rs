@@ -2,14 +2,17 @@
 //! fake's driver playing a short scenario whose steps are printed as they happen. Both keep
 //! running afterwards so an operator can look around.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
+
+use serde_json::json;
 
 use crate::config::Secret;
 use crate::server::App;
 use crate::testkit::{API_TOKEN, CallbackSecrets, local_settings};
-use crate::wecom::client::types::{AddTagsRequest, ContactWayRequest, NewTag};
-use crate::wecom::fake::{FakeConfig, FakeWecom, NewCustomer, TagEdit};
+use crate::wecom::crypto::Crypto;
+use crate::wecom::fake::{FakeWecom, FollowView, NewCustomer, TagEdit};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
@@ -32,16 +35,126 @@ pub enum DemoError {
     Step { step: &'static str, reason: String },
 }
 
-fn step_err(step: &'static str) -> impl Fn(String) -> DemoError {
-    move |reason| DemoError::Step { step, reason }
+/// Runs one step, naming it if it fails.
+async fn step<T, E: std::fmt::Display>(
+    name: &'static str,
+    f: impl Future<Output = Result<T, E>>,
+) -> Result<T, DemoError> {
+    f.await.map_err(|e| DemoError::Step {
+        step: name,
+        reason: e.to_string(),
+    })
+}
+
+struct Demo {
+    app: App,
+    fake: FakeWecom,
+    crypto: Crypto,
+    http: reqwest::Client,
+    n: usize,
+}
+
+impl Demo {
+    fn say(&mut self, text: impl AsRef<str>) {
+        self.n += 1;
+        println!("{:>2}. {}", self.n, text.as_ref());
+    }
+
+    fn detail(&self, text: impl AsRef<str>) {
+        for line in text.as_ref().lines() {
+            println!("      {line}");
+        }
+    }
+
+    async fn create_channel(&mut self, body: serde_json::Value) -> Result<(), DemoError> {
+        let response = step(
+            "create channel",
+            self.http
+                .post(format!("http://{}/api/v1/channels", self.app.addr()))
+                .bearer_auth(API_TOKEN)
+                .json(&body)
+                .send(),
+        )
+        .await?;
+        let status = response.status();
+        let created: serde_json::Value = step("create channel", response.json()).await?;
+        if status != 201 {
+            return Err(DemoError::Step {
+                step: "create channel",
+                reason: created.to_string(),
+            });
+        }
+        self.say(format!(
+            "the operator created the channel {} ({}) by POST /api/v1/channels: its QR code is {}",
+            created["name"].as_str().unwrap_or(""),
+            created["code"].as_str().unwrap_or(""),
+            created["qr_code"].as_str().unwrap_or("")
+        ));
+        Ok(())
+    }
+
+    /// Waits until siyu has tagged and noted the relation at the fake, then shows what the member sees.
+    async fn show_relation(&self, userid: &str, external_userid: &str) -> Result<(), DemoError> {
+        let mut seen: Option<FollowView> = None;
+        for _ in 0..200 {
+            seen = self
+                .fake
+                .customer(external_userid)
+                .and_then(|c| c.follow_user.into_iter().find(|f| f.userid == userid))
+                .filter(|f| !f.description.is_empty() && f.tags.len() >= 2);
+            if seen.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let Some(follow) = seen else {
+            return Err(DemoError::Step {
+                step: "tag and note",
+                reason: "not done within 5 s".into(),
+            });
+        };
+        let library = self.fake.tag_library();
+        let names: Vec<String> = follow
+            .tags
+            .iter()
+            .filter_map(|id| {
+                library
+                    .iter()
+                    .flat_map(|g| g.tag.iter())
+                    .find(|t| &t.id == id)
+                    .map(|t| t.name.clone())
+            })
+            .collect();
+        self.detail(format!("{userid} sees: tags {}", names.join("、")));
+        self.detail(format!(
+            "           remark 「{}」 description 「{}」",
+            follow.remark, follow.description
+        ));
+        if let Some(w) = self
+            .fake
+            .welcome_messages()
+            .iter()
+            .find(|w| w.external_userid == external_userid)
+        {
+            self.detail(format!(
+                "the customer got the welcome message 「{}」{}",
+                w.text.clone().unwrap_or_default(),
+                if w.attachments.is_empty() {
+                    String::new()
+                } else {
+                    format!(" + {} attachment(s)", w.attachments.len())
+                }
+            ));
+        }
+        Ok(())
+    }
 }
 
 pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     let dir = std::env::temp_dir().join(format!("siyu-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| DemoError::Setup(e.to_string()))?;
     let secrets = CallbackSecrets::generate();
-
-    let fake = FakeWecom::new(FakeConfig {
+    let fake = FakeWecom::new(crate::wecom::fake::FakeConfig {
         corp_id: secrets.corp_id.clone(),
         agent_id: 1_000_002,
         app_secret: "demo-app-secret".into(),
@@ -53,7 +166,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     });
     fake.add_staff("zhangsan", "张三");
     fake.add_staff("lisi", "李四");
-    fake.add_group_chat("wrDemoMembers0001", "zhangsan", "会员群", 200);
+    fake.add_staff("operator", "运营");
     let (fake_addr, _fake_server) = fake.serve(args.fake_listen).await.map_err(|e| {
         DemoError::Setup(format!(
             "fake WeCom cannot listen on {}: {e}",
@@ -66,6 +179,8 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     settings.wecom.secret = Secret::new("demo-app-secret");
     settings.wecom.contact_secret = Secret::new("demo-contact-secret");
     settings.wecom.api_base = format!("http://{fake_addr}");
+    settings.notify.operators = vec!["operator".into()];
+    settings.notify.batch_secs = 2;
     let app = App::build(settings).await.map_err(|e| {
         DemoError::Setup(format!(
             "{e} (is port {} taken? try --listen 127.0.0.1:0)",
@@ -82,105 +197,154 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     );
     println!("  fake WeCom  http://{fake_addr}");
     println!();
-    let driver = fake.driver();
-    let mut n = 0;
-    let mut say = |text: String| {
-        n += 1;
-        println!("{n:>2}. {text}");
+    let mut demo = Demo {
+        crypto: secrets.crypto(),
+        app,
+        fake: fake.clone(),
+        http: reqwest::Client::new(),
+        n: 0,
     };
+    let driver = fake.driver();
 
-    let group = app
-        .wecom()
-        .add_tags(&AddTagsRequest {
-            group_name: Some("渠道".into()),
-            tag: vec![
-                NewTag {
-                    name: "抖音".into(),
-                    order: None,
-                },
-                NewTag {
-                    name: "小红书".into(),
-                    order: None,
-                },
-            ],
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| step_err("create tags")(e.to_string()))?;
-    say(format!(
-        "siyu fetched an access token and created the tag group 渠道 ({}) with {} tags through WeCom's API",
-        group.group_id,
-        group.tag.len()
-    ));
-    for (state, name, staff) in [
-        ("douyin", "抖音", "zhangsan"),
-        ("xiaohongshu", "小红书", "lisi"),
-    ] {
-        let way = app
-            .wecom()
-            .add_contact_way(&ContactWayRequest {
-                kind: 1,
-                scene: 2,
-                remark: Some(format!("{name} channel")),
-                state: Some(state.into()),
-                user: vec![staff.into()],
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| step_err("create contact way")(e.to_string()))?;
-        say(format!(
-            "siyu created the {name} channel's QR code (state {state}): {}",
-            way.qr_code
-        ));
-    }
-    let a = driver
-        .customer_adds_via_contact_way("douyin", NewCustomer::wechat("王小明"))
-        .await
-        .map_err(|e| step_err("add through douyin")(e.to_string()))?;
-    say(format!(
+    demo.create_channel(
+        json!({"code": "douyin", "name": "抖音", "staff": ["zhangsan"], "tags": ["短视频"],
+        "welcome": {"text": "{{ name }}，欢迎从抖音来！回复「新人礼」领取优惠券。"}}),
+    )
+    .await?;
+    demo.create_channel(json!({"code": "xiaohongshu", "name": "小红书", "staff": ["lisi"],
+        "welcome": {"text": "你好{{ name }}，这是你的小红书专属福利：",
+                    "attachments": [{"msgtype": "link", "link": {"title": "新人礼包", "url": "https://shop.example/gift"}}]}}))
+        .await?;
+
+    let a = step(
+        "add through douyin",
+        driver.customer_adds_via_contact_way("douyin", NewCustomer::wechat("王小明")),
+    )
+    .await?;
+    demo.say(format!(
         "王小明 scanned the 抖音 code and added {} → {}",
         a.userid, a.external_userid
     ));
-    let b = driver
-        .customer_adds_via_contact_way("xiaohongshu", NewCustomer::wechat("陈静"))
-        .await
-        .map_err(|e| step_err("add through xiaohongshu")(e.to_string()))?;
-    say(format!(
+    demo.show_relation(&a.userid, &a.external_userid).await?;
+    let b = step(
+        "add through xiaohongshu",
+        driver.customer_adds_via_contact_way("xiaohongshu", NewCustomer::wechat("陈静")),
+    )
+    .await?;
+    demo.say(format!(
         "陈静 scanned the 小红书 code and added {} → {}",
         b.userid, b.external_userid
     ));
-    driver
-        .staff_edits_customer("zhangsan", &a.external_userid, Some("小明"), &[])
-        .await
-        .map_err(|e| step_err("edit")(e.to_string()))?;
-    say("张三 edited 王小明's remark in the WeCom client".into());
-    driver
-        .admin_edits_tag(TagEdit::CreateTag {
-            group_id: group.group_id.clone(),
-            name: "直播间".into(),
-        })
-        .await
-        .map_err(|e| step_err("tag edit")(e.to_string()))?;
-    say("an admin added the tag 直播间 in the WeCom admin console".into());
-    let reply = driver
-        .staff_sends_text("zhangsan", "查 王小明")
-        .await
-        .map_err(|e| step_err("staff text")(e.to_string()))?;
-    say(format!(
-        "张三 typed \"查 王小明\" to the siyu app ({})",
-        if reply.is_empty() {
-            "acknowledged".to_string()
-        } else {
-            "answered".to_string()
-        }
-    ));
-    driver
-        .customer_deletes_staff("lisi", &b.external_userid)
-        .await
-        .map_err(|e| step_err("churn")(e.to_string()))?;
-    say("陈静 deleted 李四 (churn)".into());
+    demo.show_relation(&b.userid, &b.external_userid).await?;
+    let c = step(
+        "add with an unknown state",
+        driver.customer_adds_staff(
+            "zhangsan",
+            Some("old_poster_2024"),
+            NewCustomer::wechat("路人甲"),
+        ),
+    )
+    .await?;
+    demo.say("路人甲 scanned an old poster whose code no channel knows: attributed to 未归因");
+    demo.show_relation(&c.userid, &c.external_userid).await?;
 
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reply = step(
+        "staff question",
+        driver.staff_sends_text("zhangsan", "查 王小明"),
+    )
+    .await?;
+    demo.say("张三 asked the siyu app 「查 王小明」 and got, encrypted in the reply:");
+    let answer = demo
+        .crypto
+        .open_passive_reply(&reply)
+        .ok()
+        .and_then(|xml| match crate::wecom::event::parse(&xml) {
+            Ok(crate::wecom::event::Event::Text { content, .. }) => Some(content),
+            _ => None,
+        })
+        .unwrap_or_else(|| "(no answer)".into());
+    demo.detail(answer);
+
+    let douyin_tag = fake
+        .tag_library()
+        .iter()
+        .flat_map(|g| g.tag.clone())
+        .find(|t| t.name == "抖音" && !t.deleted)
+        .map(|t| t.id)
+        .unwrap_or_default();
+    step(
+        "admin deletes a tag",
+        driver.admin_edits_tag(TagEdit::DeleteTag {
+            id: douyin_tag.clone(),
+        }),
+    )
+    .await?;
+    demo.say(
+        "an admin deleted the tag 抖音 in the WeCom console; siyu recreates it and puts it back:",
+    );
+    for _ in 0..200 {
+        let library = fake.tag_library();
+        let back = fake.customer(&a.external_userid).is_some_and(|c| {
+            c.follow_user.iter().any(|f| {
+                f.tags.iter().any(|id| {
+                    *id != douyin_tag
+                        && library
+                            .iter()
+                            .flat_map(|g| g.tag.iter())
+                            .any(|t| &t.id == id && t.name == "抖音" && !t.deleted)
+                })
+            })
+        });
+        if back {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    demo.show_relation(&a.userid, &a.external_userid).await?;
+
+    step(
+        "churn",
+        driver.customer_deletes_staff("lisi", &b.external_userid),
+    )
+    .await?;
+    demo.say("陈静 deleted 李四: churn. siyu gathers such news for 2 s, then tells 李四 and the operator once:");
+    for _ in 0..120 {
+        if !fake.app_messages().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for m in fake.app_messages() {
+        demo.detail(format!(
+            "to {}: {}",
+            m["touser"].as_str().unwrap_or(""),
+            m["text"]["content"].as_str().unwrap_or("")
+        ));
+    }
+
+    let app = demo.app;
+    let channels: serde_json::Value = step("list channels", async {
+        demo.http
+            .get(format!("http://{}/api/v1/channels", app.addr()))
+            .bearer_auth(API_TOKEN)
+            .send()
+            .await?
+            .json()
+            .await
+    })
+    .await?;
+    println!();
+    println!("Channels (GET /api/v1/channels):");
+    for c in channels["channels"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<12} {:<8} added {}  connected {}  lost {}",
+            c["code"].as_str().unwrap_or(""),
+            c["name"].as_str().unwrap_or(""),
+            c["stats"]["added"],
+            c["stats"]["connected"],
+            c["stats"]["lost"]
+        );
+    }
     let events = app
         .store()
         .list_events(&Default::default(), 100)
@@ -188,7 +352,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         .map_err(|e| DemoError::Setup(e.to_string()))?;
     println!();
     println!(
-        "siyu's inbox holds {} events, each stored once and acknowledged:",
+        "siyu's inbox holds {} events, each stored once:",
         events.len()
     );
     for e in events.iter().rev() {
@@ -196,6 +360,10 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     }
     println!();
     println!("Look around:");
+    println!(
+        "  curl -H 'Authorization: Bearer {API_TOKEN}' http://{}/api/v1/channels",
+        app.addr()
+    );
     println!(
         "  curl -H 'Authorization: Bearer {API_TOKEN}' http://{}/api/v1/events",
         app.addr()

@@ -581,27 +581,11 @@ async fn a_member_asking_about_a_customer_gets_an_encrypted_answer() {
     w.app.shutdown().await;
 }
 
-/// Verifies and decrypts a passive reply with the official algorithm; returns its Content.
+/// Verifies and decrypts a passive reply as WeCom does; returns its Content.
 fn open_reply(body: &str) -> String {
-    let crypto = common::crypto();
-    let field = |name: &str| {
-        let start = body.find(&format!("<{name}>")).unwrap() + name.len() + 2;
-        let end = body[start..].find(&format!("</{name}>")).unwrap() + start;
-        body[start..end]
-            .trim_start_matches("<![CDATA[")
-            .trim_end_matches("]]>")
-            .to_string()
-    };
-    let (encrypt, signature, timestamp, nonce) = (
-        field("Encrypt"),
-        field("MsgSignature"),
-        field("TimeStamp"),
-        field("Nonce"),
-    );
-    crypto
-        .verify_signature(&signature, &timestamp, &nonce, &encrypt)
-        .expect("the reply's signature verifies");
-    let xml = crypto.decrypt_checked(&encrypt).unwrap();
+    let xml = common::crypto()
+        .open_passive_reply(body)
+        .expect("the reply verifies and decrypts");
     match siyu::wecom::event::parse(&xml).unwrap() {
         siyu::wecom::event::Event::Text {
             content, header, ..

@@ -332,6 +332,37 @@ pub fn parse_envelope(body: &str) -> Result<Envelope, CryptoError> {
     })
 }
 
+#[derive(serde::Deserialize)]
+struct RawReply {
+    #[serde(rename = "Encrypt")]
+    encrypt: Option<String>,
+    #[serde(rename = "MsgSignature")]
+    msg_signature: Option<String>,
+    #[serde(rename = "TimeStamp")]
+    timestamp: Option<String>,
+    #[serde(rename = "Nonce")]
+    nonce: Option<String>,
+}
+
+impl Crypto {
+    /// What WeCom does with a passive reply (§1.7): verify `MsgSignature` over its `TimeStamp`,
+    /// `Nonce` and `Encrypt`, then decrypt. Returns the reply's plaintext XML.
+    pub fn open_passive_reply(&self, body: &str) -> Result<String, CryptoError> {
+        let raw: RawReply =
+            quick_xml::de::from_str(body).map_err(|e| CryptoError::ParseXml(e.to_string()))?;
+        let field = |v: Option<String>, name: &str| {
+            v.filter(|s| !s.is_empty())
+                .ok_or_else(|| CryptoError::ParseXml(format!("missing or empty {name} element")))
+        };
+        let encrypt = field(raw.encrypt, "Encrypt")?;
+        let signature = field(raw.msg_signature, "MsgSignature")?;
+        let timestamp = field(raw.timestamp, "TimeStamp")?;
+        let nonce = field(raw.nonce, "Nonce")?;
+        self.verify_signature(&signature, &timestamp, &nonce, &encrypt)?;
+        self.decrypt_checked(&encrypt)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -719,6 +750,26 @@ mod tests {
             assert!(plain[..16].iter().all(u8::is_ascii_alphanumeric));
             assert_eq!(crypto.decrypt_checked(&encrypt).unwrap(), "same");
         }
+    }
+
+    #[test]
+    fn a_passive_reply_opens_as_wecom_opens_it_and_a_tampered_one_does_not() {
+        let crypto = v1();
+        let body = crypto.encrypted_reply(
+            "<xml><Content>你好</Content></xml>",
+            "1476422779",
+            "1597212914",
+        );
+        assert_eq!(
+            crypto.open_passive_reply(&body).unwrap(),
+            "<xml><Content>你好</Content></xml>"
+        );
+        let tampered = body.replace("<Nonce><![CDATA[1597212914", "<Nonce><![CDATA[1597212915");
+        assert_eq!(
+            crypto.open_passive_reply(&tampered),
+            Err(CryptoError::InvalidSignature)
+        );
+        assert!(crypto.open_passive_reply("not xml").is_err());
     }
 
     #[test]
