@@ -798,3 +798,86 @@ async fn channels_declared_in_the_config_are_created_at_start() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remark_typed_by_hand_is_kept_unless_configured_otherwise() {
+    for overwrite in [false, true] {
+        let db = TestDb::new().await;
+        let fake = fake();
+        let (addr, _server) = fake.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let mut s = settings(&db, addr);
+        s.notes.overwrite_manual_remark = overwrite;
+        let app = common::start(s.clone()).await;
+        fake.set_callback_url(&format!("http://{}/wecom/callback", app.addr()));
+        let w = World {
+            fake,
+            app,
+            db,
+            http: reqwest::Client::new(),
+        };
+        w.channels().await;
+        let a = w
+            .fake
+            .driver()
+            .customer_adds_via_contact_way("douyin", NewCustomer::wechat("王小明"))
+            .await
+            .unwrap();
+        assert!(w.settled("zhangsan", &a.external_userid, 3).await);
+        // The member types a remark of their own; siyu hears of it through the edit event.
+        w.fake
+            .driver()
+            .staff_edits_customer("zhangsan", &a.external_userid, Some("老客户王"), &[])
+            .await
+            .unwrap();
+        let store = w.app.store().clone();
+        let synced = eventually(Duration::from_secs(5), || async {
+            store
+                .follow("zhangsan", &a.external_userid)
+                .await
+                .unwrap()
+                .is_some_and(|f| f.remark == "老客户王")
+        })
+        .await;
+        assert!(synced);
+        // Then siyu writes the note again (a tier change will do this).
+        let mut tx = store.begin().await.unwrap();
+        let payload = json!({"userid": "zhangsan", "external_userid": a.external_userid});
+        siyu::jobs::enqueue(
+            &mut tx,
+            &s.jobs,
+            w.app.clock(),
+            "contact.note",
+            &payload,
+            "note:again",
+            None,
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        let written = eventually(Duration::from_secs(5), || async {
+            store
+                .job_by_key("note:again")
+                .await
+                .unwrap()
+                .is_some_and(|j| j.state == "done")
+        })
+        .await;
+        assert!(written);
+        let expected = if overwrite {
+            "王小明·抖音"
+        } else {
+            "老客户王"
+        };
+        assert_eq!(
+            w.follow("zhangsan", &a.external_userid).remark,
+            expected,
+            "overwrite = {overwrite}"
+        );
+        assert!(
+            w.follow("zhangsan", &a.external_userid)
+                .description
+                .starts_with("普通会员｜抖音")
+        );
+        w.app.shutdown().await;
+    }
+}
