@@ -195,38 +195,26 @@ async fn on_contact_event(s: &Services, ctx: &EventContext, event: Event) -> Res
                 )
                 .await?;
             }
-            let job = SyncJob {
+            sync_job(
+                &mut tx,
+                s,
+                ctx,
                 userid,
                 external_userid,
                 state,
-                reason: SyncReason::Add,
-                event_id: ctx.inbox_id,
-            };
-            enqueue(
-                &mut tx,
-                s,
-                SYNC_JOB,
-                &job,
-                &format!("sync:{}", ctx.inbox_id),
-                None,
+                SyncReason::Add,
             )
             .await?;
         }
         ContactChange::Edit => {
-            let job = SyncJob {
+            sync_job(
+                &mut tx,
+                s,
+                ctx,
                 userid,
                 external_userid,
                 state,
-                reason: SyncReason::Edit,
-                event_id: ctx.inbox_id,
-            };
-            enqueue(
-                &mut tx,
-                s,
-                SYNC_JOB,
-                &job,
-                &format!("sync:{}", ctx.inbox_id),
-                None,
+                SyncReason::Edit,
             )
             .await?;
         }
@@ -287,6 +275,34 @@ async fn on_contact_event(s: &Services, ctx: &EventContext, event: Event) -> Res
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// Enqueues the sync of one relation, keyed by the event it came from.
+async fn sync_job(
+    tx: &mut Tx,
+    s: &Services,
+    ctx: &EventContext,
+    userid: String,
+    external_userid: String,
+    state: Option<String>,
+    reason: SyncReason,
+) -> Result<(), AppError> {
+    let job = SyncJob {
+        userid,
+        external_userid,
+        state,
+        reason,
+        event_id: ctx.inbox_id,
+    };
+    enqueue(
+        tx,
+        s,
+        SYNC_JOB,
+        &job,
+        &format!("sync:{}", ctx.inbox_id),
+        None,
+    )
+    .await
 }
 
 /// Sends the channel's welcome message with the event's code. A used or expired code (41051,

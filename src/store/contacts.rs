@@ -128,6 +128,34 @@ macro_rules! follow_from_row {
     }};
 }
 
+macro_rules! customer_from_row {
+    ($r:expr) => {{
+        let r = $r;
+        Ok::<Customer, sqlx::Error>(Customer {
+            external_userid: r.try_get("external_userid")?,
+            name: r.try_get("name")?,
+            kind: r.try_get("kind")?,
+            corp_name: r.try_get("corp_name")?,
+            tier: r.try_get("tier")?,
+            channel: r.try_get("channel")?,
+            first_added_at: r.try_get("first_added_at")?,
+        })
+    }};
+}
+
+macro_rules! contact_event_from_row {
+    ($r:expr) => {{
+        let r = $r;
+        Ok::<ContactEvent, sqlx::Error>(ContactEvent {
+            external_userid: r.try_get("external_userid")?,
+            userid: r.try_get("userid")?,
+            kind: r.try_get("kind")?,
+            detail: r.try_get("detail")?,
+            at: r.try_get("at")?,
+        })
+    }};
+}
+
 const CHANNEL_COLUMNS: &str = "code, name, staff, tags, welcome, config_id, qr_code, source";
 const FOLLOW_COLUMNS: &str = "userid, external_userid, channel, state, add_way, added_at, remark, description, tag_ids, status, ended_at, siyu_remark";
 
@@ -359,18 +387,7 @@ impl Store {
             .fetch_all(pool)
             .await?;
             rows.iter()
-                .map(|r| {
-                    Ok((
-                        r.try_get("id")?,
-                        ContactEvent {
-                            external_userid: r.try_get("external_userid")?,
-                            userid: r.try_get("userid")?,
-                            kind: r.try_get("kind")?,
-                            detail: r.try_get("detail")?,
-                            at: r.try_get("at")?,
-                        },
-                    ))
-                })
+                .map(|r| Ok((r.try_get("id")?, contact_event_from_row!(r)?)))
                 .collect::<Result<Vec<_>, sqlx::Error>>()?
         });
         Ok(rows)
@@ -399,18 +416,7 @@ impl Store {
             .bind(external_userid)
             .fetch_optional(pool)
             .await?;
-            row.map(|r| {
-                Ok::<_, sqlx::Error>(Customer {
-                    external_userid: r.try_get("external_userid")?,
-                    name: r.try_get("name")?,
-                    kind: r.try_get("kind")?,
-                    corp_name: r.try_get("corp_name")?,
-                    tier: r.try_get("tier")?,
-                    channel: r.try_get("channel")?,
-                    first_added_at: r.try_get("first_added_at")?,
-                })
-            })
-            .transpose()?
+            row.map(|r| customer_from_row!(&r)).transpose()?
         });
         Ok(row)
     }
@@ -491,17 +497,7 @@ impl Store {
             .fetch_all(pool)
             .await?;
             rows.iter()
-                .map(|r| {
-                    Ok(Customer {
-                        external_userid: r.try_get("external_userid")?,
-                        name: r.try_get("name")?,
-                        kind: r.try_get("kind")?,
-                        corp_name: r.try_get("corp_name")?,
-                        tier: r.try_get("tier")?,
-                        channel: r.try_get("channel")?,
-                        first_added_at: r.try_get("first_added_at")?,
-                    })
-                })
+                .map(|r| customer_from_row!(r))
                 .collect::<Result<Vec<_>, sqlx::Error>>()?
         });
         Ok(rows)
@@ -606,15 +602,7 @@ impl Store {
             .fetch_all(pool)
             .await?;
             rows.iter()
-                .map(|r| {
-                    Ok(ContactEvent {
-                        external_userid: r.try_get("external_userid")?,
-                        userid: r.try_get("userid")?,
-                        kind: r.try_get("kind")?,
-                        detail: r.try_get("detail")?,
-                        at: r.try_get("at")?,
-                    })
-                })
+                .map(|r| contact_event_from_row!(r))
                 .collect::<Result<Vec<_>, sqlx::Error>>()?
         });
         Ok(rows)
