@@ -35,6 +35,11 @@ pub enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// Tier evaluation by hand.
+    Tiers {
+        #[command(subcommand)]
+        command: TiersCommand,
+    },
     /// Benchmarks that print ratios measured in one run.
     Bench {
         #[command(subcommand)]
@@ -85,6 +90,17 @@ pub enum EventsCommand {
         /// Only the event with this id.
         #[arg(long)]
         id: Option<i64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TiersCommand {
+    /// Re-evaluate every customer now (the nightly job does the same). The tag swaps and notes
+    /// are jobs that a running `siyu serve` carries out.
+    Evaluate {
+        /// Print the changes (customer, from → to, the rule and metrics) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -173,6 +189,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             command: BenchCommand::Welcome(args),
         } => crate::bench::welcome(args).await.map_err(|e| e.to_string()),
         Command::FakeWecom(args) => fake_wecom(args).await,
+        Command::Tiers {
+            command: TiersCommand::Evaluate { dry_run },
+        } => evaluate_tiers(load()?, dry_run).await,
         Command::Demo(args) => crate::demo::run(args).await.map_err(|e| e.to_string()),
     }
 }
@@ -219,6 +238,47 @@ async fn fake_wecom(args: FakeWecomArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
     server.abort();
+    Ok(())
+}
+
+async fn evaluate_tiers(settings: Settings, dry_run: bool) -> Result<(), String> {
+    use crate::app::{Services, templates::Templates, tiers};
+    use std::sync::Arc;
+    tiers::validate(&settings).map_err(|e| format!("config: {e}"))?;
+    let store = open_store(&settings).await?;
+    store.migrate().await.map_err(|e| e.to_string())?;
+    let clock = crate::clock::Clock::default();
+    let services = Services {
+        wecom: crate::wecom::client::WecomClient::new(
+            &settings.wecom,
+            Some(store.clone()),
+            clock.clone(),
+        )
+        .map_err(|e| e.to_string())?,
+        store,
+        clock,
+        templates: Arc::new(Templates::load(&settings.templates.dir).map_err(|e| e.to_string())?),
+        settings: Arc::new(settings),
+        tag_sync: Arc::default(),
+    };
+    let changes = tiers::evaluate(&services, None, !dry_run)
+        .await
+        .map_err(|e| e.to_string())?;
+    for c in &changes {
+        println!(
+            "{}  {} → {}  ({})",
+            c.external_userid, c.from, c.to, c.reason
+        );
+    }
+    println!(
+        "{} change(s){}",
+        changes.len(),
+        if dry_run {
+            " would be made (dry run: nothing changed)"
+        } else {
+            " made"
+        }
+    );
     Ok(())
 }
 

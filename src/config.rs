@@ -261,10 +261,30 @@ impl Default for Settings {
             notify: NotifySettings::default(),
             staff: StaffSettings::default(),
             templates: TemplateSettings::default(),
+            // Partner: 90-day spend ≥ 2,000 or referrals ≥ 3; senior partner: spend ≥ 10,000
+            // and referrals ≥ 10; keeping a tier takes half.
             tiers: vec![
                 TierSettings::new("member", "普通会员"),
-                TierSettings::new("partner", "合作伙伴"),
-                TierSettings::new("senior_partner", "高级合作伙伴"),
+                TierSettings::new("partner", "合作伙伴").with_rules(
+                    RuleSet {
+                        all: vec![],
+                        any: vec![cond("spend", 2000), cond("referral", 3)],
+                    },
+                    RuleSet {
+                        all: vec![],
+                        any: vec![cond("spend", 1000), cond("referral", 2)],
+                    },
+                ),
+                TierSettings::new("senior_partner", "高级合作伙伴").with_rules(
+                    RuleSet {
+                        all: vec![cond("spend", 10_000), cond("referral", 10)],
+                        any: vec![],
+                    },
+                    RuleSet {
+                        all: vec![cond("spend", 5000), cond("referral", 5)],
+                        any: vec![],
+                    },
+                ),
             ],
             channels: Vec::new(),
         }
@@ -343,6 +363,45 @@ pub struct TemplateSettings {
 pub struct TierSettings {
     pub code: String,
     pub name: String,
+    /// What it takes to enter this tier from below (none for the entry tier).
+    #[serde(default, skip_serializing_if = "RuleSet::is_empty")]
+    pub promote: RuleSet,
+    /// What it takes to stay; failing it for `demote_after_days` moves the customer one tier down.
+    #[serde(default, skip_serializing_if = "RuleSet::is_empty")]
+    pub keep: RuleSet,
+    #[serde(default = "default_demote_after_days")]
+    pub demote_after_days: u32,
+}
+
+fn default_demote_after_days() -> u32 {
+    30
+}
+
+/// Conditions over windowed metrics: every one in `all` must hold, and (when `any` is not
+/// empty) at least one in `any`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RuleSet {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub all: Vec<Condition>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub any: Vec<Condition>,
+}
+
+impl RuleSet {
+    pub fn is_empty(&self) -> bool {
+        self.all.is_empty() && self.any.is_empty()
+    }
+}
+
+/// `metric` over the last `window_days` is at least `min`. Metrics: `spend` (yuan: orders minus
+/// refunds), `orders` (count of orders), or any activity kind (its count, e.g. `referral`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Condition {
+    pub metric: String,
+    pub window_days: u32,
+    /// Yuan for `spend` (exact, as a string or number with at most two decimals); a count otherwise.
+    pub min: serde_json::Value,
 }
 
 impl TierSettings {
@@ -350,7 +409,24 @@ impl TierSettings {
         Self {
             code: code.into(),
             name: name.into(),
+            promote: RuleSet::default(),
+            keep: RuleSet::default(),
+            demote_after_days: default_demote_after_days(),
         }
+    }
+
+    fn with_rules(mut self, promote: RuleSet, keep: RuleSet) -> Self {
+        self.promote = promote;
+        self.keep = keep;
+        self
+    }
+}
+
+fn cond(metric: &str, min: i64) -> Condition {
+    Condition {
+        metric: metric.into(),
+        window_days: 90,
+        min: serde_json::Value::from(min),
     }
 }
 

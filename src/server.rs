@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use crate::app::dispatch::{Dispatcher, EventHandlers};
 use crate::app::ingest::Ingest;
 use crate::app::templates::Templates;
-use crate::app::{Services, channels, contacts, tags};
+use crate::app::{Services, channels, contacts, tags, tiers};
 use crate::clock::Clock;
 use crate::config::{ConfigError, Settings};
 use crate::http::{self, AppState};
@@ -83,6 +83,8 @@ impl App {
     ) -> Result<App, AppError> {
         settings.validate_common()?;
         settings.validate_serve()?;
+        tiers::validate(&settings)
+            .map_err(|reason| AppError::Startup(format!("config: {reason}")))?;
         let crypto = Crypto::new(
             settings.wecom.callback_token.expose(),
             settings.wecom.encoding_aes_key.expose(),
@@ -104,6 +106,8 @@ impl App {
         let mut events = EventHandlers::default();
         let mut registry = Registry::default();
         contacts::register(&services, &mut events, &mut registry);
+        tiers::register(&services, &mut registry);
+        components.recurring.push(tiers::nightly());
         // Staff messages are answered in the callback itself; entering the app needs nothing.
         for kind in ["message.text", "event.enter_agent"] {
             events.register(kind, |_ctx, _event| async { Ok(()) });

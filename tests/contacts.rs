@@ -5,154 +5,12 @@ mod common;
 
 use std::time::Duration;
 
+use common::world::{World, fake, settings, world};
 use common::{TestDb, eventually};
 use serde_json::json;
 use siyu::App;
-use siyu::config::{Secret, Settings};
 use siyu::wecom::client::code;
-use siyu::wecom::fake::{Failure, FakeConfig, FakeWecom, NewCustomer, TagEdit};
-
-struct World {
-    fake: FakeWecom,
-    app: App,
-    db: TestDb,
-    http: reqwest::Client,
-}
-
-fn fake() -> FakeWecom {
-    let s = common::secrets();
-    let fake = FakeWecom::new(FakeConfig {
-        corp_id: s.corp_id,
-        agent_id: 1_000_002,
-        app_secret: "app-secret".into(),
-        contact_secret: "contact-secret".into(),
-        callback_url: None,
-        callback_token: s.token,
-        encoding_aes_key: s.encoding_aes_key,
-        mass_cap: Default::default(),
-    });
-    fake.add_staff("zhangsan", "张三");
-    fake.add_staff("lisi", "李四");
-    fake
-}
-
-fn settings(db: &TestDb, fake_addr: std::net::SocketAddr) -> Settings {
-    let mut s = db.settings();
-    s.wecom.api_base = format!("http://{fake_addr}");
-    s.wecom.secret = Secret::new("app-secret");
-    s.wecom.contact_secret = Secret::new("contact-secret");
-    s.wecom.agent_id = 1_000_002;
-    s.wecom.retry_base_ms = 20;
-    s.wecom.frequency_window_secs = 1;
-    s.jobs.backoff_base_ms = 100;
-    s.notify.batch_secs = 1;
-    s.notify.operators = vec!["boss".into()];
-    s
-}
-
-async fn world() -> World {
-    let db = TestDb::new().await;
-    let fake = fake();
-    let (addr, _server) = fake.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let app = common::start(settings(&db, addr)).await;
-    fake.set_callback_url(&format!("http://{}/wecom/callback", app.addr()));
-    World {
-        fake,
-        app,
-        db,
-        http: reqwest::Client::new(),
-    }
-}
-
-impl World {
-    fn api(&self, path: &str) -> String {
-        format!("http://{}/api/v1{path}", self.app.addr())
-    }
-
-    async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-        let r = self
-            .http
-            .post(self.api(path))
-            .bearer_auth(siyu::testkit::API_TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(serde_json::Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> serde_json::Value {
-        self.http
-            .get(self.api(path))
-            .bearer_auth(siyu::testkit::API_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    async fn channels(&self) {
-        let (status, body) = self
-            .post(
-                "/channels",
-                json!({"code": "douyin", "name": "抖音", "staff": ["zhangsan"], "tags": ["短视频"],
-                       "welcome": {"text": "{{ name }}，欢迎从抖音来！"}}),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        let (status, body) = self
-            .post(
-                "/channels",
-                json!({"code": "xiaohongshu", "name": "小红书", "staff": ["lisi"],
-                       "welcome": {"text": "你好{{ name }}", "attachments": [
-                           {"msgtype": "link", "link": {"title": "新人礼", "url": "https://shop.example/gift"}}]}}),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-    }
-
-    /// The tag name for an id, from the fake's library.
-    fn tag_names(&self, ids: &[String]) -> Vec<String> {
-        let library = self.fake.tag_library();
-        let mut names: Vec<String> = ids
-            .iter()
-            .filter_map(|id| {
-                library
-                    .iter()
-                    .flat_map(|g| g.tag.iter())
-                    .find(|t| &t.id == id)
-                    .map(|t| t.name.clone())
-            })
-            .collect();
-        names.sort();
-        names
-    }
-
-    /// Waits until the relation at the fake has a note and `tags` tags.
-    async fn settled(&self, userid: &str, external_userid: &str, tags: usize) -> bool {
-        eventually(Duration::from_secs(10), || async {
-            self.fake.customer(external_userid).is_some_and(|c| {
-                c.follow_user.iter().any(|f| {
-                    f.userid == userid && !f.description.is_empty() && f.tags.len() >= tags
-                })
-            })
-        })
-        .await
-    }
-
-    fn follow(&self, userid: &str, external_userid: &str) -> siyu::wecom::fake::FollowView {
-        self.fake
-            .customer(external_userid)
-            .unwrap()
-            .follow_user
-            .into_iter()
-            .find(|f| f.userid == userid)
-            .unwrap()
-    }
-}
+use siyu::wecom::fake::{Failure, NewCustomer, TagEdit};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn customers_through_two_channels_and_an_unknown_state_are_tagged_noted_and_welcomed() {
@@ -376,20 +234,6 @@ async fn redelivery_and_a_restart_between_steps_change_nothing_more() {
     assert_eq!(f.remark, "王小明·抖音");
     assert_eq!(world.tag_names(&f.tags), vec!["抖音", "普通会员", "短视频"]);
     world.app.shutdown().await;
-}
-
-impl World {
-    /// Where the fake listens (siyu's `wecom.api_base`).
-    fn fake_addr(&self) -> std::net::SocketAddr {
-        self.app
-            .services()
-            .settings
-            .wecom
-            .api_base
-            .trim_start_matches("http://")
-            .parse()
-            .unwrap()
-    }
 }
 
 async fn stored_xml(app: &App, kind: &str) -> String {

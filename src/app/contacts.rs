@@ -464,6 +464,20 @@ async fn sync(s: &Services, job: &SyncJob) -> Result<(), JobError> {
                 None,
             )
             .await?;
+            // Activity the shop sent before the customer arrived now counts.
+            let evaluation = super::tiers::EvaluateJob {
+                customers: Some(vec![job.external_userid.clone()]),
+            };
+            let key = format!("evaluate:add:{}", job.event_id);
+            enqueue(
+                &mut tx,
+                s,
+                super::tiers::EVALUATE_JOB,
+                &evaluation,
+                &key,
+                None,
+            )
+            .await?;
         }
         SyncReason::Edit => {
             let expected = expected_tags(s, &follow).await.map_err(JobError::from)?;

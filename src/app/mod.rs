@@ -8,6 +8,7 @@ pub mod ingest;
 pub mod staff;
 pub mod tags;
 pub mod templates;
+pub mod tiers;
 
 use std::sync::Arc;
 

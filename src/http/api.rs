@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post, put};
 use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
@@ -15,6 +15,7 @@ use subtle::ConstantTimeEq;
 use super::AppState;
 use crate::app::AppError;
 use crate::app::channels::{self, ChannelInput};
+use crate::app::tiers::{self, ActivityBatch, BatchError};
 use crate::store::inbox::{EventFilter, InboxStatus};
 
 pub(super) fn router(state: AppState) -> Router<AppState> {
@@ -25,6 +26,9 @@ pub(super) fn router(state: AppState) -> Router<AppState> {
             "/channels/{code}",
             get(get_channel).put(update_channel).delete(delete_channel),
         )
+        .route("/activity", post(post_activity))
+        .route("/customers/{id}", get(get_customer))
+        .route("/customers/{id}/refs", put(put_refs))
         .route_layer(axum::middleware::from_fn_with_state(state, require_token))
         // The API description is public: it holds no data.
         .route("/openapi.json", get(openapi))
@@ -187,4 +191,75 @@ async fn delete_channel(
 ) -> Result<Response, ApiError> {
     channels::delete(&state.services, &code).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `{"items": [...]}` from the shop: stored whole, or rejected whole with every problem listed.
+async fn post_activity(
+    State(state): State<AppState>,
+    payload: Result<Json<ActivityBatch>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    match tiers::record_activity(&state.services, body(payload)?).await {
+        Ok(outcome) => Ok(Json(outcome).into_response()),
+        Err(BatchError::Problems(problems)) => Ok((
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": "the batch was rejected whole; nothing was stored", "problems": problems })),
+        )
+            .into_response()),
+        Err(BatchError::App(e)) => Err(e.into()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct RefsBody {
+    refs: Vec<String>,
+}
+
+/// Maps the shop's customer ids to a customer; activity sent under them counts for the customer.
+async fn put_refs(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    payload: Result<Json<RefsBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let refs = body(payload)?.refs;
+    if refs.iter().any(|r| r.trim().is_empty()) {
+        return Err(ApiError::bad_request("refs: empty ids are not allowed"));
+    }
+    let services = &state.services;
+    services
+        .store
+        .set_customer_refs(&id, &refs)
+        .await
+        .map_err(ApiError::internal)?;
+    if services
+        .store
+        .customer(&id)
+        .await
+        .map_err(ApiError::internal)?
+        .is_some()
+    {
+        let key = format!("evaluate:refs:{id}:{}", services.clock.now_ms());
+        tiers::enqueue_evaluation(services, Some(vec![id.clone()]), &key).await?;
+    }
+    Ok(Json(json!({ "external_userid": id, "refs": refs })).into_response())
+}
+
+/// A customer: profile, tier, relations and tier history.
+async fn get_customer(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let store = &state.services.store;
+    let Some(customer) = store.customer(&id).await.map_err(ApiError::internal)? else {
+        return Err(ApiError::status(
+            StatusCode::NOT_FOUND,
+            format!("no customer {id:?}"),
+        ));
+    };
+    let follows = store.follows_of(&id).await.map_err(ApiError::internal)?;
+    let history = store.tier_history(&id).await.map_err(ApiError::internal)?;
+    let events = store
+        .contact_events_of(&id)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!({ "customer": customer, "follows": follows, "tier_history": history, "events": events })).into_response())
 }

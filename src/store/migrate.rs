@@ -23,6 +23,11 @@ const SQLITE: &[Migration] = &[
         name: "contacts",
         sql: include_str!("../../migrations/sqlite/0003_contacts.sql"),
     },
+    Migration {
+        version: 4,
+        name: "tiers",
+        sql: include_str!("../../migrations/sqlite/0004_tiers.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -41,6 +46,11 @@ const POSTGRES: &[Migration] = &[
         version: 3,
         name: "contacts",
         sql: include_str!("../../migrations/postgres/0003_contacts.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "tiers",
+        sql: include_str!("../../migrations/postgres/0004_tiers.sql"),
     },
 ];
 

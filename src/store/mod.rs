@@ -17,6 +17,7 @@ mod migrate;
 mod postgres;
 pub mod schedules;
 mod sqlite;
+pub mod tiers;
 pub mod tokens;
 
 use std::sync::Arc;

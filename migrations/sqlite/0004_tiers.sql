@@ -1,0 +1,38 @@
+-- Tiers: activity from the shop, the shop's own customer ids, and every tier change with why.
+
+-- One row per activity record, unique by the shop's record id (a batch sent twice changes nothing).
+CREATE TABLE activity (
+    id TEXT PRIMARY KEY,
+    -- an external_userid, or the shop's customer id (mapped through customer_refs)
+    customer TEXT NOT NULL,
+    -- order | refund | referral | any custom kind
+    kind TEXT NOT NULL,
+    -- in fen (1/100 yuan): exact, no floating point
+    amount_fen BIGINT NOT NULL,
+    count BIGINT NOT NULL,
+    at BIGINT NOT NULL,
+    received_at BIGINT NOT NULL
+);
+CREATE INDEX activity_at ON activity (at);
+CREATE INDEX activity_customer ON activity (customer, at);
+
+CREATE TABLE customer_refs (
+    ref TEXT PRIMARY KEY,
+    external_userid TEXT NOT NULL
+);
+CREATE INDEX customer_refs_customer ON customer_refs (external_userid);
+
+-- Since when the customer has failed their tier's keep rules (NULL: they meet them).
+ALTER TABLE customers ADD COLUMN keep_failing_since BIGINT;
+
+CREATE TABLE tier_history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    external_userid TEXT NOT NULL,
+    from_tier TEXT NOT NULL,
+    to_tier TEXT NOT NULL,
+    -- the rule and the metric values behind the change
+    reason TEXT NOT NULL,
+    at BIGINT NOT NULL
+);
+CREATE INDEX tier_history_customer ON tier_history (external_userid, id);
+CREATE INDEX tier_history_at ON tier_history (at);

@@ -1,0 +1,704 @@
+//! Tiers: activity in from the shop, rules over windowed metrics, promotion and demotion (after a
+//! grace period), and what a change sets off: a history row, the tier tag swapped in WeCom for
+//! every member who follows the customer, and the note rewritten.
+//!
+//! Evaluation is set-based: one query per distinct rule window sums every customer's activity by
+//! kind; the rules then run over those sums in memory, customer by customer.
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::tags::{self, TIER};
+use super::{AppError, Services};
+use crate::config::{Condition, RuleSet, Settings, TierSettings};
+use crate::jobs::{self, JobError, Registry};
+use crate::store::tiers::{self as store_tiers, NewActivity, TierChange, TierState, WindowMetrics};
+use crate::wecom::client::types::MarkTagRequest;
+use crate::wecom::client::{WecomError, code};
+
+pub const EVALUATE_JOB: &str = "tiers.evaluate";
+pub const RETAG_JOB: &str = "tiers.retag";
+/// The nightly full evaluation: windows slide and grace periods end without any new activity.
+pub const NIGHTLY: &str = "tiers.nightly";
+
+const DAY_MS: i64 = 86_400_000;
+/// Most records in one activity batch.
+pub const BATCH_MAX: usize = 10_000;
+
+// ---- money ----
+
+/// Parses yuan with at most two decimals ("2500", "2500.5", "2500.00") into fen, exactly.
+pub fn parse_yuan(text: &str) -> Result<i64, String> {
+    let t = text.trim().trim_matches('"');
+    let (neg, t) = match t.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, t),
+    };
+    let (whole, frac) = t.split_once('.').unwrap_or((t, ""));
+    if whole.is_empty()
+        || !whole.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(format!("{text} is not an amount in yuan"));
+    }
+    if frac.len() > 2 {
+        return Err(format!("{text} has more than two decimals"));
+    }
+    let whole: i64 = whole.parse().map_err(|_| format!("{text} is too large"))?;
+    let frac: i64 = format!("{frac:0<2}").parse().unwrap_or(0);
+    let fen = whole
+        .checked_mul(100)
+        .and_then(|w| w.checked_add(frac))
+        .ok_or_else(|| format!("{text} is too large"))?;
+    Ok(if neg { -fen } else { fen })
+}
+
+fn yuan(fen: i64) -> String {
+    format!("{}.{:02}", fen / 100, (fen % 100).abs())
+}
+
+// ---- rules ----
+
+#[derive(Debug, Clone)]
+struct Cond {
+    metric: String,
+    window_ms: i64,
+    /// Fen for spend, a count otherwise.
+    min: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Rules {
+    all: Vec<Cond>,
+    any: Vec<Cond>,
+}
+
+#[derive(Debug, Clone)]
+struct Tier {
+    code: String,
+    promote: Rules,
+    keep: Rules,
+    demote_after_ms: i64,
+}
+
+fn compile_cond(where_: &str, c: &Condition) -> Result<Cond, String> {
+    if c.window_days == 0 {
+        return Err(format!("{where_}: window_days must be at least 1"));
+    }
+    let text = c.min.to_string();
+    let min = if c.metric == "spend" {
+        parse_yuan(&text).map_err(|e| format!("{where_}: min {e}"))?
+    } else {
+        c.min
+            .as_i64()
+            .ok_or_else(|| format!("{where_}: min of {} must be a whole count", c.metric))?
+    };
+    Ok(Cond {
+        metric: c.metric.clone(),
+        window_ms: i64::from(c.window_days) * DAY_MS,
+        min,
+    })
+}
+
+fn compile_rules(where_: &str, r: &RuleSet) -> Result<Rules, String> {
+    let conds = |list: &[Condition], part: &str| {
+        list.iter()
+            .enumerate()
+            .map(|(i, c)| compile_cond(&format!("{where_}.{part}[{i}]"), c))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    Ok(Rules {
+        all: conds(&r.all, "all")?,
+        any: conds(&r.any, "any")?,
+    })
+}
+
+fn compile(tiers: &[TierSettings]) -> Result<Vec<Tier>, String> {
+    tiers
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            if i > 0 && t.promote.is_empty() {
+                return Err(format!(
+                    "tiers[{i}] ({}): a tier above the entry tier needs promote rules",
+                    t.code
+                ));
+            }
+            Ok(Tier {
+                code: t.code.clone(),
+                promote: compile_rules(&format!("tiers[{i}].promote"), &t.promote)?,
+                keep: compile_rules(&format!("tiers[{i}].keep"), &t.keep)?,
+                demote_after_ms: i64::from(t.demote_after_days) * DAY_MS,
+            })
+        })
+        .collect()
+}
+
+/// Checks the tier rules of `settings` (at start, and before a change takes effect).
+pub fn validate(settings: &Settings) -> Result<(), String> {
+    compile(&settings.tiers).map(drop)
+}
+
+/// A customer's metric values, by window.
+struct Metrics<'a> {
+    by_window: &'a HashMap<i64, WindowMetrics>,
+    customer: &'a str,
+}
+
+impl Metrics<'_> {
+    fn value(&self, metric: &str, window_ms: i64) -> i64 {
+        let Some(kinds) = self
+            .by_window
+            .get(&window_ms)
+            .and_then(|w| w.get(self.customer))
+        else {
+            return 0;
+        };
+        let sum = |kind: &str, amount: bool| {
+            kinds
+                .get(kind)
+                .map_or(0, |(a, n)| if amount { *a } else { *n })
+        };
+        match metric {
+            "spend" => sum("order", true) - sum("refund", true),
+            "orders" => sum("order", false),
+            kind => sum(kind, false),
+        }
+    }
+
+    fn describe(&self, c: &Cond) -> String {
+        let v = self.value(&c.metric, c.window_ms);
+        let days = c.window_ms / DAY_MS;
+        if c.metric == "spend" {
+            format!("spend {days}d {} (≥ {})", yuan(v), yuan(c.min))
+        } else {
+            format!("{} {days}d {v} (≥ {})", c.metric, c.min)
+        }
+    }
+
+    /// Whether the rules hold, and the metric values behind the answer.
+    fn check(&self, r: &Rules) -> (bool, String) {
+        let holds = |c: &Cond| self.value(&c.metric, c.window_ms) >= c.min;
+        let all = r.all.iter().all(holds);
+        let any = r.any.is_empty() || r.any.iter().any(holds);
+        let why: Vec<String> = r
+            .all
+            .iter()
+            .chain(&r.any)
+            .map(|c| self.describe(c))
+            .collect();
+        (all && any, why.join(", "))
+    }
+}
+
+/// What evaluation decided for one customer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    pub external_userid: String,
+    pub from: String,
+    pub to: String,
+    pub reason: String,
+}
+
+enum Outcome {
+    Change(Decision, Option<i64>),
+    /// No tier change, but the keep-failing clock started or stopped.
+    Failing(Option<i64>),
+    Same,
+}
+
+fn decide(tiers: &[Tier], state: &TierState, metrics: &Metrics, now: i64) -> Outcome {
+    let current = tiers.iter().position(|t| t.code == state.tier).unwrap_or(0);
+    // The highest tier above the current one whose promote rules hold.
+    for (i, tier) in tiers.iter().enumerate().rev().filter(|(i, _)| *i > current) {
+        let (holds, why) = metrics.check(&tier.promote);
+        if holds {
+            let d = Decision {
+                external_userid: state.external_userid.clone(),
+                from: state.tier.clone(),
+                to: tiers[i].code.clone(),
+                reason: format!("promote to {}: {why}", tier.code),
+            };
+            return Outcome::Change(d, None);
+        }
+    }
+    if current == 0 {
+        return if state.keep_failing_since.is_some() {
+            Outcome::Failing(None)
+        } else {
+            Outcome::Same
+        };
+    }
+    let tier = &tiers[current];
+    let (keeps, why) = metrics.check(&tier.keep);
+    match (keeps, state.keep_failing_since) {
+        (true, None) => Outcome::Same,
+        (true, Some(_)) => Outcome::Failing(None),
+        (false, None) => Outcome::Failing(Some(now)),
+        (false, Some(since)) if now - since >= tier.demote_after_ms => {
+            let d = Decision {
+                external_userid: state.external_userid.clone(),
+                from: state.tier.clone(),
+                to: tiers[current - 1].code.clone(),
+                reason: format!(
+                    "failed keep of {} for {} days: {why}",
+                    tier.code,
+                    (now - since) / DAY_MS
+                ),
+            };
+            Outcome::Change(d, None)
+        }
+        (false, Some(_)) => Outcome::Same,
+    }
+}
+
+/// Evaluates the given customers (or everyone) against the rules at `now`. With `apply`, records
+/// the changes and sets off their effects; either way answers the changes.
+pub async fn evaluate(
+    services: &Services,
+    customers: Option<&[String]>,
+    apply: bool,
+) -> Result<Vec<Decision>, AppError> {
+    let tiers = compile(&services.settings.tiers).map_err(AppError::Invalid)?;
+    let now = services.clock.now_ms();
+    let windows: BTreeSet<i64> = tiers
+        .iter()
+        .flat_map(|t| {
+            t.promote
+                .all
+                .iter()
+                .chain(&t.promote.any)
+                .chain(&t.keep.all)
+                .chain(&t.keep.any)
+        })
+        .map(|c| c.window_ms)
+        .collect();
+    let mut by_window = HashMap::new();
+    for w in windows {
+        by_window.insert(
+            w,
+            services
+                .store
+                .window_metrics(now - w, now, customers)
+                .await?,
+        );
+    }
+    let mut decisions = Vec::new();
+    for state in services.store.tier_states(customers).await? {
+        let metrics = Metrics {
+            by_window: &by_window,
+            customer: &state.external_userid,
+        };
+        match decide(&tiers, &state, &metrics, now) {
+            Outcome::Change(d, failing) => {
+                if apply {
+                    apply_change(services, &d, failing, now).await?;
+                }
+                decisions.push(d);
+            }
+            Outcome::Failing(since) if apply => {
+                services
+                    .store
+                    .set_keep_failing_since(&state.external_userid, since)
+                    .await?
+            }
+            Outcome::Failing(_) | Outcome::Same => {}
+        }
+    }
+    Ok(decisions)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Retag {
+    pub userid: String,
+    pub external_userid: String,
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct EvaluateJob {
+    /// None: everyone.
+    pub customers: Option<Vec<String>>,
+}
+
+/// Records a change and, in the same transaction, the jobs that tell WeCom: the tag swap and the
+/// new note for every member who follows the customer.
+async fn apply_change(
+    services: &Services,
+    d: &Decision,
+    failing: Option<i64>,
+    now: i64,
+) -> Result<(), AppError> {
+    let follows = services.store.follows_of(&d.external_userid).await?;
+    let mut tx = services.store.begin().await?;
+    let change = TierChange {
+        external_userid: d.external_userid.clone(),
+        from_tier: d.from.clone(),
+        to_tier: d.to.clone(),
+        reason: d.reason.clone(),
+        at: now,
+    };
+    let id = store_tiers::record_tier_change(&mut tx, &change, failing).await?;
+    for f in follows.iter().filter(|f| f.status == "connected") {
+        let retag = Retag {
+            userid: f.userid.clone(),
+            external_userid: f.external_userid.clone(),
+            from: d.from.clone(),
+            to: d.to.clone(),
+        };
+        let key = format!("tier-tag:{id}:{}", f.userid);
+        jobs::enqueue(
+            &mut tx,
+            &services.settings.jobs,
+            &services.clock,
+            RETAG_JOB,
+            &retag,
+            &key,
+            None,
+        )
+        .await?;
+        let relation = super::contacts::RelationJob {
+            userid: f.userid.clone(),
+            external_userid: f.external_userid.clone(),
+        };
+        let key = format!("tier-note:{id}:{}", f.userid);
+        jobs::enqueue(
+            &mut tx,
+            &services.settings.jobs,
+            &services.clock,
+            super::contacts::NOTE_JOB,
+            &relation,
+            &key,
+            None,
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    tracing::info!(from = %d.from, to = %d.to, "tier changed");
+    Ok(())
+}
+
+/// The tier tag swap: the new tag on, the old one off, in one call.
+async fn retag(services: &Services, r: &Retag) -> Result<(), JobError> {
+    let mut new = tags::tag_id(services, TIER, &r.to).await?;
+    if new.is_none() {
+        tags::ensure(services).await?;
+        new = tags::tag_id(services, TIER, &r.to).await?;
+    }
+    let Some(new) = new else {
+        return Err(JobError::Retry(format!("no tag for tier {} yet", r.to)));
+    };
+    let old = tags::tag_id(services, TIER, &r.from).await?;
+    let request = MarkTagRequest {
+        userid: r.userid.clone(),
+        external_userid: r.external_userid.clone(),
+        add_tag: vec![new.clone()],
+        remove_tag: old.iter().cloned().collect(),
+    };
+    match services.wecom.mark_tag(&request).await {
+        Ok(()) => {}
+        Err(
+            e @ WecomError::Api {
+                code: code::NO_RELATIONSHIP,
+                ..
+            },
+        ) => return Err(JobError::Permanent(e.to_string())),
+        Err(e) => return Err(AppError::from(e).into()),
+    }
+    let now = services.clock.now_ms();
+    if let Some(old) = old {
+        services
+            .store
+            .replace_follow_tag(&r.userid, &r.external_userid, &old, &new, now)
+            .await
+            .map_err(AppError::from)?;
+    } else {
+        services
+            .store
+            .add_follow_tags(&r.userid, &r.external_userid, &[new], now)
+            .await
+            .map_err(AppError::from)?;
+    }
+    Ok(())
+}
+
+/// Enqueues the evaluation of some customers (incremental) or everyone (None).
+pub async fn enqueue_evaluation(
+    services: &Services,
+    customers: Option<Vec<String>>,
+    key: &str,
+) -> Result<(), AppError> {
+    let mut tx = services.store.begin().await?;
+    jobs::enqueue(
+        &mut tx,
+        &services.settings.jobs,
+        &services.clock,
+        EVALUATE_JOB,
+        &EvaluateJob { customers },
+        key,
+        None,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub fn register(services: &Services, registry: &mut Registry) {
+    let s = services.clone();
+    registry.register(EVALUATE_JOB, move |ctx| {
+        let s = s.clone();
+        async move {
+            let job: EvaluateJob = ctx.payload()?;
+            evaluate(&s, job.customers.as_deref(), true)
+                .await
+                .map(drop)
+                .map_err(JobError::from)
+        }
+    });
+    let s = services.clone();
+    registry.register(RETAG_JOB, move |ctx| {
+        let s = s.clone();
+        async move {
+            let job: Retag = ctx.payload()?;
+            retag(&s, &job).await
+        }
+    });
+}
+
+/// The nightly full evaluation, as a recurring job (03:00 in `jobs.timezone`).
+pub fn nightly() -> crate::jobs::scheduler::Recurring {
+    crate::jobs::scheduler::Recurring {
+        name: NIGHTLY.into(),
+        cron: "0 3 * * *".into(),
+        job_kind: EVALUATE_JOB.into(),
+        payload: serde_json::to_value(EvaluateJob::default()).unwrap_or(serde_json::Value::Null),
+    }
+}
+
+// ---- activity in ----
+
+/// One record of a batch as the shop sends it.
+#[derive(Debug, Deserialize)]
+pub struct ActivityItem {
+    pub kind: Option<String>,
+    pub customer: Option<String>,
+    pub amount: Option<Box<RawValue>>,
+    pub count: Option<Box<RawValue>>,
+    pub at: Option<String>,
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ActivityBatch {
+    pub items: Vec<ActivityItem>,
+}
+
+/// What is wrong with one item of a batch.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based position in the batch (or the file's line number on import).
+    pub line: usize,
+    pub field: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ActivityOutcome {
+    pub stored: u64,
+    pub duplicates: u64,
+    /// Customers re-evaluated because of this batch.
+    pub customers: usize,
+}
+
+/// Checks a record; answers it in storable form, or the problems found.
+pub fn check_item(line: usize, item: &ActivityItem) -> Result<NewActivity, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let mut problem = |field: &str, reason: String| {
+        problems.push(Problem {
+            line,
+            field: field.into(),
+            reason,
+        })
+    };
+    let text = |v: &Option<String>| {
+        v.as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    let kind = text(&item.kind);
+    if kind.is_none() {
+        problem(
+            "kind",
+            "missing (order, refund, referral or a custom kind)".into(),
+        );
+    }
+    let customer = text(&item.customer);
+    if customer.is_none() {
+        problem(
+            "customer",
+            "missing (an external_userid or the shop's customer id)".into(),
+        );
+    }
+    let id = text(&item.id);
+    if id.is_none() {
+        problem("id", "missing (it makes the record idempotent)".into());
+    }
+    let amount = match &item.amount {
+        None => 0,
+        Some(raw) => match parse_yuan(raw.get()) {
+            Ok(fen) if fen < 0 => {
+                problem(
+                    "amount",
+                    "must not be negative (send a refund instead)".into(),
+                );
+                0
+            }
+            Ok(fen) => fen,
+            Err(e) => {
+                problem("amount", e);
+                0
+            }
+        },
+    };
+    let count = match &item.count {
+        None => 1,
+        Some(raw) => match raw.get().trim().parse::<i64>() {
+            Ok(n) if n >= 0 => n,
+            _ => {
+                problem("count", format!("{} is not a whole number ≥ 0", raw.get()));
+                1
+            }
+        },
+    };
+    let at = match text(&item.at) {
+        None => {
+            problem(
+                "at",
+                "missing (RFC 3339, e.g. 2026-11-20T10:00:00+08:00)".into(),
+            );
+            0
+        }
+        Some(t) => match chrono::DateTime::parse_from_rfc3339(&t) {
+            Ok(dt) => dt.timestamp_millis(),
+            Err(e) => {
+                problem("at", format!("{t:?} is not an RFC 3339 time: {e}"));
+                0
+            }
+        },
+    };
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(NewActivity {
+        id: id.unwrap_or_default(),
+        customer: customer.unwrap_or_default(),
+        kind: kind.unwrap_or_default(),
+        amount_fen: amount,
+        count,
+        at,
+    })
+}
+
+/// Stores a batch whole, or nothing with every problem listed; then re-evaluates the customers
+/// it touches (records for customers siyu has not seen yet wait for them).
+pub async fn record_activity(
+    services: &Services,
+    batch: ActivityBatch,
+) -> Result<ActivityOutcome, BatchError> {
+    if batch.items.is_empty() || batch.items.len() > BATCH_MAX {
+        return Err(BatchError::Problems(vec![Problem {
+            line: 0,
+            field: "items".into(),
+            reason: format!(
+                "a batch holds 1 to {BATCH_MAX} records, not {}",
+                batch.items.len()
+            ),
+        }]));
+    }
+    let mut records = Vec::with_capacity(batch.items.len());
+    let mut problems = Vec::new();
+    let mut ids = std::collections::HashSet::new();
+    for (i, item) in batch.items.iter().enumerate() {
+        match check_item(i + 1, item) {
+            Ok(r) if !ids.insert(r.id.clone()) => problems.push(Problem {
+                line: i + 1,
+                field: "id".into(),
+                reason: format!("{} appears twice in the batch", r.id),
+            }),
+            Ok(r) => records.push(r),
+            Err(mut p) => problems.append(&mut p),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(BatchError::Problems(problems));
+    }
+    let now = services.clock.now_ms();
+    let mut tx = services.store.begin().await.map_err(AppError::from)?;
+    let stored = store_tiers::insert_activity(&mut tx, &records, now)
+        .await
+        .map_err(AppError::from)?;
+    tx.commit().await.map_err(AppError::from)?;
+    let keys: Vec<String> = records
+        .iter()
+        .map(|r| r.customer.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let customers = services
+        .store
+        .resolve_customers(&keys)
+        .await
+        .map_err(AppError::from)?;
+    if stored > 0 && !customers.is_empty() {
+        let key = format!("evaluate:activity:{now}:{}", records[0].id);
+        enqueue_evaluation(services, Some(customers.clone()), &key).await?;
+    }
+    Ok(ActivityOutcome {
+        stored,
+        duplicates: records.len() as u64 - stored,
+        customers: customers.len(),
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("the batch was rejected whole: {} problem(s)", .0.len())]
+    Problems(Vec<Problem>),
+    #[error(transparent)]
+    App(#[from] AppError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yuan_are_parsed_exactly() {
+        assert_eq!(parse_yuan("2500.00"), Ok(250_000));
+        assert_eq!(parse_yuan("2500"), Ok(250_000));
+        assert_eq!(parse_yuan("0.1"), Ok(10));
+        assert_eq!(parse_yuan("1999.99"), Ok(199_999));
+        assert_eq!(parse_yuan("\"12.34\""), Ok(1234));
+        assert!(parse_yuan("1.234").unwrap_err().contains("two decimals"));
+        assert!(parse_yuan("1e3").is_err());
+        assert!(parse_yuan("").is_err());
+        assert!(parse_yuan("99999999999999999999").is_err());
+        assert_eq!(yuan(199_999), "1999.99");
+    }
+
+    #[test]
+    fn the_default_rules_compile() {
+        validate(&Settings::default()).unwrap();
+        let mut s = Settings::default();
+        s.tiers[1].promote.any[0].min = serde_json::json!("12.345");
+        assert!(
+            validate(&s)
+                .unwrap_err()
+                .contains("tiers[1].promote.any[0]")
+        );
+    }
+}

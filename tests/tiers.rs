@@ -1,0 +1,330 @@
+//! Tiers end to end: the shop posts activity, siyu promotes and demotes by the rules, swaps the
+//! tier tag and rewrites the note at the fake WeCom.
+
+mod common;
+
+use std::time::Duration;
+
+use common::eventually;
+use common::world::{World, world};
+use serde_json::{Value, json};
+use siyu::app::tiers;
+use siyu::wecom::fake::NewCustomer;
+
+const DAY_MS: i64 = 86_400_000;
+
+/// RFC 3339 of the app's clock (which the tests move), minus `days_ago`.
+fn at(w: &World, days_ago: i64) -> String {
+    let ms = w.app.clock().now_ms() - days_ago * DAY_MS;
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap()
+        .to_rfc3339()
+}
+
+async fn customer(w: &World, name: &str) -> String {
+    let added = w
+        .fake
+        .driver()
+        .customer_adds_via_contact_way("douyin", NewCustomer::wechat(name))
+        .await
+        .unwrap();
+    assert!(w.settled("zhangsan", &added.external_userid, 3).await);
+    added.external_userid
+}
+
+async fn activity(w: &World, items: Value) -> (u16, Value) {
+    w.post("/activity", json!({ "items": items })).await
+}
+
+async fn tier_of(w: &World, id: &str) -> String {
+    w.app.store().customer(id).await.unwrap().unwrap().tier
+}
+
+/// Waits for the incremental evaluation (and for the customer to be recorded at all).
+async fn tier_becomes(w: &World, id: &str, tier: &str) -> bool {
+    eventually(Duration::from_secs(10), || async {
+        w.app
+            .store()
+            .customer(id)
+            .await
+            .unwrap()
+            .is_some_and(|c| c.tier == tier)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promotion_at_the_threshold_swaps_the_tag_and_rewrites_the_note_and_not_a_fen_below() {
+    let w = world().await;
+    w.channels().await;
+    let a = customer(&w, "王小明").await;
+    let b = customer(&w, "陈静").await;
+    let (status, body) = activity(
+        &w,
+        json!([
+            {"kind": "order", "customer": a, "amount": 1500.00, "at": at(&w, 3), "id": "o-1"},
+            {"kind": "order", "customer": a, "amount": "500.00", "at": at(&w, 1), "id": "o-2"},
+            {"kind": "order", "customer": b, "amount": 1999.99, "at": at(&w, 1), "id": "o-3"},
+        ]),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["stored"], 3);
+    assert!(tier_becomes(&w, &a, "partner").await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(tier_of(&w, &b).await, "member", "1999.99 is one fen short");
+
+    let history = w.app.store().tier_history(&a).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert!(
+        history[0].reason.contains("spend 90d 2000.00 (≥ 2000.00)"),
+        "{}",
+        history[0].reason
+    );
+    let swapped = eventually(Duration::from_secs(10), || async {
+        let f = w.follow("zhangsan", &a);
+        let names = w.tag_names(&f.tags);
+        names.contains(&"合作伙伴".to_string())
+            && !names.contains(&"普通会员".to_string())
+            && f.description.starts_with("合作伙伴｜抖音")
+    })
+    .await;
+    assert!(
+        swapped,
+        "tag swap and note at the fake: {:?}",
+        w.follow("zhangsan", &a)
+    );
+    let detail = w.get(&format!("/customers/{a}")).await;
+    assert_eq!(detail["customer"]["tier"], "partner");
+    assert_eq!(detail["tier_history"][0]["to_tier"], "partner");
+    w.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refunds_lower_spend_and_rules_combine_with_any_and_all() {
+    let w = world().await;
+    w.channels().await;
+    let a = customer(&w, "王小明").await;
+    let b = customer(&w, "陈静").await;
+    activity(
+        &w,
+        json!([
+            {"kind": "order", "customer": a, "amount": 2500, "at": at(&w, 5), "id": "o-1"},
+            {"kind": "refund", "customer": a, "amount": 600, "at": at(&w, 4), "id": "r-1"},
+            // Referrals alone reach partner (`any`), but not senior partner (`all`).
+            {"kind": "referral", "customer": b, "count": 3, "at": at(&w, 2), "id": "ref-1"},
+            {"kind": "order", "customer": b, "amount": 12000, "at": at(&w, 2), "id": "o-2"},
+        ]),
+    )
+    .await;
+    assert!(tier_becomes(&w, &b, "partner").await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(tier_of(&w, &a).await, "member", "2500 - 600 = 1900 < 2000");
+    assert_eq!(
+        tier_of(&w, &b).await,
+        "partner",
+        "spend 12000 but only 3 referrals: not senior"
+    );
+    activity(
+        &w,
+        json!([{"kind": "referral", "customer": b, "count": 7, "at": at(&w, 1), "id": "ref-2"}]),
+    )
+    .await;
+    assert!(tier_becomes(&w, &b, "senior_partner").await);
+    w.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_sent_twice_changes_nothing_and_a_bad_batch_stores_nothing() {
+    let w = world().await;
+    let batch = json!([
+        {"kind": "order", "customer": "shop-1", "amount": 10, "at": "2026-11-20T10:00:00+08:00", "id": "x-1"},
+        {"kind": "order", "customer": "shop-2", "amount": 20, "at": "2026-11-20T11:00:00+08:00", "id": "x-2"},
+    ]);
+    let (status, first) = activity(&w, batch.clone()).await;
+    assert_eq!((status, first["stored"].clone()), (200, json!(2)));
+    let (status, again) = activity(&w, batch).await;
+    assert_eq!(
+        (status, again["stored"].clone(), again["duplicates"].clone()),
+        (200, json!(0), json!(2))
+    );
+
+    let (status, body) = activity(
+        &w,
+        json!([
+            {"kind": "order", "customer": "shop-3", "amount": 5, "at": "2026-11-20T10:00:00+08:00", "id": "y-1"},
+            {"kind": "order", "customer": "shop-3", "amount": 12.345, "at": "yesterday", "id": "y-2"},
+            {"kind": "", "customer": "shop-3", "at": "2026-11-20T10:00:00+08:00"},
+        ]),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let problems: Vec<(u64, String)> = body["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["line"].as_u64().unwrap(),
+                p["field"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        problems,
+        vec![
+            (2, "amount".into()),
+            (2, "at".into()),
+            (3, "kind".into()),
+            (3, "id".into())
+        ],
+        "{body}"
+    );
+    // Nothing of it was kept: the good record is new when sent alone.
+    let (_, alone) = activity(&w, json!([{"kind": "order", "customer": "shop-3", "amount": 5, "at": "2026-11-20T10:00:00+08:00", "id": "y-1"}])).await;
+    assert_eq!(alone["stored"], 1);
+    w.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activity_for_a_customer_not_seen_yet_counts_when_they_arrive() {
+    let w = world().await;
+    w.channels().await;
+    // Under the shop's own id, mapped later; and under the external_userid WeCom will give.
+    activity(
+        &w,
+        json!([
+            {"kind": "order", "customer": "shop-42", "amount": 3000, "at": at(&w, 2), "id": "o-1"},
+            {"kind": "referral", "customer": "wmFutureCustomer000000000001", "count": 3, "at": at(&w, 2), "id": "ref-1"},
+        ]),
+    )
+    .await;
+    let a = customer(&w, "王小明").await;
+    let r = w
+        .http
+        .put(w.api(&format!("/customers/{a}/refs")))
+        .bearer_auth(siyu::testkit::API_TOKEN)
+        .json(&json!({"refs": ["shop-42"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        tier_becomes(&w, &a, "partner").await,
+        "the shop's order counts once mapped"
+    );
+
+    let mut future = NewCustomer::wechat("陈静");
+    future.external_userid = Some("wmFutureCustomer000000000001".into());
+    let b = w
+        .fake
+        .driver()
+        .customer_adds_via_contact_way("douyin", future)
+        .await
+        .unwrap();
+    assert!(
+        tier_becomes(&w, &b.external_userid, "partner").await,
+        "referrals sent before the add count on arrival"
+    );
+    w.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demotion_waits_for_the_grace_period_and_recovery_inside_it_keeps_the_tier() {
+    let w = world().await;
+    w.channels().await;
+    let a = customer(&w, "王小明").await;
+    activity(
+        &w,
+        json!([{"kind": "order", "customer": a, "amount": 2000, "at": at(&w, 0), "id": "o-1"}]),
+    )
+    .await;
+    assert!(tier_becomes(&w, &a, "partner").await);
+    let services = w.app.services();
+    let clock = w.app.clock();
+    let evaluate = || async { tiers::evaluate(services, None, true).await.unwrap() };
+
+    clock.advance(91 * DAY_MS); // the order left the 90-day window: keep fails from now
+    assert!(evaluate().await.is_empty());
+    clock.advance(10 * DAY_MS);
+    assert!(evaluate().await.is_empty(), "inside the grace period");
+    assert_eq!(tier_of(&w, &a).await, "partner");
+    // A new order inside the grace period: keep (spend ≥ 1000) holds again, the clock resets.
+    activity(
+        &w,
+        json!([{"kind": "order", "customer": a, "amount": 1000, "at": at(&w, 0), "id": "o-2"}]),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(evaluate().await.is_empty());
+    assert_eq!(
+        w.app
+            .store()
+            .tier_states(Some(std::slice::from_ref(&a)))
+            .await
+            .unwrap()[0]
+            .keep_failing_since,
+        None
+    );
+
+    clock.advance(91 * DAY_MS);
+    assert!(
+        evaluate().await.is_empty(),
+        "failing again, grace starts over"
+    );
+    clock.advance(29 * DAY_MS);
+    assert!(evaluate().await.is_empty(), "29 days is still inside 30");
+    clock.advance(2 * DAY_MS);
+    let changes = evaluate().await;
+    assert_eq!(changes.len(), 1);
+    assert_eq!(
+        (changes[0].from.as_str(), changes[0].to.as_str()),
+        ("partner", "member")
+    );
+    assert!(
+        changes[0]
+            .reason
+            .contains("failed keep of partner for 31 days"),
+        "{}",
+        changes[0].reason
+    );
+    let back = eventually(Duration::from_secs(10), || async {
+        w.tag_names(&w.follow("zhangsan", &a).tags)
+            .contains(&"普通会员".to_string())
+    })
+    .await;
+    assert!(back, "the member tag is back at the fake");
+    w.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_change_takes_effect_on_the_next_evaluation_and_a_dry_run_changes_nothing() {
+    let w = world().await;
+    w.channels().await;
+    let a = customer(&w, "王小明").await;
+    activity(
+        &w,
+        json!([{"kind": "order", "customer": a, "amount": 600, "at": at(&w, 1), "id": "o-1"}]),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(tier_of(&w, &a).await, "member");
+    let mut settings = common::world::settings(&w.db, w.fake_addr());
+    settings.tiers[1].promote.any[0].min = json!(500);
+    w.app.shutdown().await;
+    let app = common::start(settings).await;
+    let dry = tiers::evaluate(app.services(), None, false).await.unwrap();
+    assert_eq!(dry.len(), 1);
+    assert_eq!(
+        app.store().customer(&a).await.unwrap().unwrap().tier,
+        "member",
+        "a dry run changes nothing"
+    );
+    let applied = tiers::evaluate(app.services(), None, true).await.unwrap();
+    assert_eq!(applied, dry);
+    assert_eq!(
+        app.store().customer(&a).await.unwrap().unwrap().tier,
+        "partner"
+    );
+    app.shutdown().await;
+}
