@@ -47,6 +47,16 @@ pub struct WelcomeArgs {
     pub workers: Option<usize>,
 }
 
+#[derive(Debug, Clone, clap::Args)]
+pub struct TiersArgs {
+    /// Customers generated.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub customers: u64,
+    /// Activity records generated (orders, refunds, referrals over 120 days).
+    #[arg(long, default_value_t = 10_000_000)]
+    pub activity: u64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     #[error("bench setup: {0}")]
@@ -400,5 +410,83 @@ pub async fn welcome(args: WelcomeArgs) -> Result<(), BenchError> {
             latencies.len()
         )));
     }
+    Ok(())
+}
+
+/// `siyu bench tiers`: a temporary SQLite database with `customers` customers and `activity`
+/// records; times the full evaluation (one set-based pass, changes applied) against one plain
+/// scan of the activity table, in the same run.
+pub async fn tiers(args: TiersArgs) -> Result<(), BenchError> {
+    use crate::app::{Services, templates::Templates};
+    use std::sync::Arc;
+
+    let setup = |e: &dyn std::fmt::Display| BenchError::Setup(e.to_string());
+    let dir = tempfile_dir()?;
+    let secrets = CallbackSecrets::generate();
+    let settings = local_settings(&format!("sqlite://{}/bench.db", dir.display()), &secrets);
+    let store = crate::store::Store::connect(&settings.database)
+        .await
+        .map_err(|e| setup(&e))?;
+    store.migrate().await.map_err(|e| setup(&e))?;
+    let clock = crate::clock::Clock::default();
+    let now = clock.now_ms();
+    println!(
+        "siyu bench tiers: generating {} customers and {} activity records in {}",
+        args.customers,
+        args.activity,
+        dir.display()
+    );
+    let started = Instant::now();
+    store
+        .generate_tier_bench_data(args.customers, args.activity, now)
+        .await
+        .map_err(|e| setup(&e))?;
+    println!("generated in {:.1} s", started.elapsed().as_secs_f64());
+
+    let services = Services {
+        wecom: crate::wecom::client::WecomClient::new(&settings.wecom, None, clock.clone())
+            .map_err(|e| setup(&e))?,
+        store: store.clone(),
+        clock,
+        templates: Arc::new(Templates::load("").map_err(|e| setup(&e))?),
+        settings: Arc::new(settings),
+        tag_sync: Arc::default(),
+    };
+    let scan_started = Instant::now();
+    let scanned = store.scan_activity().await.map_err(|e| setup(&e))?;
+    let scan = scan_started.elapsed();
+    let pass_started = Instant::now();
+    let would = crate::app::tiers::evaluate(&services, None, false)
+        .await
+        .map_err(|e| setup(&e))?;
+    let pass = pass_started.elapsed();
+    println!(
+        "evaluation pass alone (dry run): {:.2} s, {} changes decided",
+        pass.as_secs_f64(),
+        would.len()
+    );
+    let eval_started = Instant::now();
+    let changes = crate::app::tiers::evaluate(&services, None, true)
+        .await
+        .map_err(|e| setup(&e))?;
+    let eval = eval_started.elapsed();
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "plain scan of {scanned} activity rows: {:.2} s",
+        scan.as_secs_f64()
+    );
+    println!(
+        "full evaluation of {} customers: {:.2} s ({:.0} customers/s), {} tier changes applied",
+        args.customers,
+        eval.as_secs_f64(),
+        args.customers as f64 / eval.as_secs_f64(),
+        changes.len()
+    );
+    println!("peak_rss_mib={:.1}", peak_rss_kib() as f64 / 1024.0);
+    println!(
+        "evaluate_vs_scan_ratio={:.2}",
+        eval.as_secs_f64() / scan.as_secs_f64()
+    );
     Ok(())
 }

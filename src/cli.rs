@@ -110,6 +110,8 @@ pub enum BenchCommand {
     Ingest(crate::bench::IngestArgs),
     /// Callback-to-welcome latency at a steady rate of customer adds, against the fake WeCom.
     Welcome(crate::bench::WelcomeArgs),
+    /// Full tier evaluation of many customers against a plain scan of their activity.
+    Tiers(crate::bench::TiersArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -188,6 +190,9 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Bench {
             command: BenchCommand::Welcome(args),
         } => crate::bench::welcome(args).await.map_err(|e| e.to_string()),
+        Command::Bench {
+            command: BenchCommand::Tiers(args),
+        } => crate::bench::tiers(args).await.map_err(|e| e.to_string()),
         Command::FakeWecom(args) => fake_wecom(args).await,
         Command::Tiers {
             command: TiersCommand::Evaluate { dry_run },

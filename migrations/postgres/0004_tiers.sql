@@ -5,6 +5,9 @@ CREATE TABLE activity (
     id TEXT PRIMARY KEY,
     -- an external_userid, or the shop's customer id (mapped through customer_refs)
     customer TEXT NOT NULL,
+    -- whom it counts for: the external_userid `customer` maps to, else `customer` itself
+    -- (re-keyed when a mapping arrives), so evaluation groups by one indexed column
+    who TEXT NOT NULL,
     -- order | refund | referral | any custom kind
     kind TEXT NOT NULL,
     -- in fen (1/100 yuan): exact, no floating point
@@ -13,8 +16,9 @@ CREATE TABLE activity (
     at BIGINT NOT NULL,
     received_at BIGINT NOT NULL
 );
-CREATE INDEX activity_at ON activity (at);
-CREATE INDEX activity_customer ON activity (customer, at);
+-- Covering, in evaluation order: the full evaluation is one ordered pass over this index.
+CREATE INDEX activity_who ON activity (who, kind, at, amount_fen, count);
+CREATE INDEX activity_customer ON activity (customer);
 
 CREATE TABLE customer_refs (
     ref TEXT PRIMARY KEY,

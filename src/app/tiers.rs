@@ -5,7 +5,7 @@
 //! Evaluation is set-based: one query per distinct rule window sums every customer's activity by
 //! kind; the rules then run over those sums in memory, customer by customer.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -14,7 +14,7 @@ use super::tags::{self, TIER};
 use super::{AppError, Services};
 use crate::config::{Condition, RuleSet, Settings, TierSettings};
 use crate::jobs::{self, JobError, Registry};
-use crate::store::tiers::{self as store_tiers, NewActivity, TierChange, TierState, WindowMetrics};
+use crate::store::tiers::{self as store_tiers, NewActivity, TierChange, TierState};
 use crate::wecom::client::types::MarkTagRequest;
 use crate::wecom::client::{WecomError, code};
 
@@ -141,31 +141,20 @@ pub fn validate(settings: &Settings) -> Result<(), String> {
     compile(&settings.tiers).map(drop)
 }
 
-/// A customer's metric values, by window.
+/// A customer's value of every `(metric, window)` term the rules use.
 struct Metrics<'a> {
-    by_window: &'a HashMap<i64, WindowMetrics>,
-    customer: &'a str,
+    terms: &'a [(String, i64)],
+    values: &'a [i64],
 }
 
 impl Metrics<'_> {
     fn value(&self, metric: &str, window_ms: i64) -> i64 {
-        let Some(kinds) = self
-            .by_window
-            .get(&window_ms)
-            .and_then(|w| w.get(self.customer))
-        else {
-            return 0;
-        };
-        let sum = |kind: &str, amount: bool| {
-            kinds
-                .get(kind)
-                .map_or(0, |(a, n)| if amount { *a } else { *n })
-        };
-        match metric {
-            "spend" => sum("order", true) - sum("refund", true),
-            "orders" => sum("order", false),
-            kind => sum(kind, false),
-        }
+        self.terms
+            .iter()
+            .position(|(m, w)| m == metric && *w == window_ms)
+            .and_then(|i| self.values.get(i))
+            .copied()
+            .unwrap_or(0)
     }
 
     fn describe(&self, c: &Cond) -> String {
@@ -254,8 +243,9 @@ fn decide(tiers: &[Tier], state: &TierState, metrics: &Metrics, now: i64) -> Out
     }
 }
 
-/// Evaluates the given customers (or everyone) against the rules at `now`. With `apply`, records
-/// the changes and sets off their effects; either way answers the changes.
+/// Evaluates the given customers (or everyone) against the rules at `now`, in one streaming pass
+/// (memory bounded by the number of changes, not of customers). With `apply`, records the changes
+/// and sets off their effects; either way answers the changes.
 pub async fn evaluate(
     services: &Services,
     customers: Option<&[String]>,
@@ -263,7 +253,7 @@ pub async fn evaluate(
 ) -> Result<Vec<Decision>, AppError> {
     let tiers = compile(&services.settings.tiers).map_err(AppError::Invalid)?;
     let now = services.clock.now_ms();
-    let windows: BTreeSet<i64> = tiers
+    let terms: Vec<(String, i64)> = tiers
         .iter()
         .flat_map(|t| {
             t.promote
@@ -273,41 +263,35 @@ pub async fn evaluate(
                 .chain(&t.keep.all)
                 .chain(&t.keep.any)
         })
-        .map(|c| c.window_ms)
+        .map(|c| (c.metric.clone(), c.window_ms))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
         .collect();
-    let mut by_window = HashMap::new();
-    for w in windows {
-        by_window.insert(
-            w,
-            services
-                .store
-                .window_metrics(now - w, now, customers)
-                .await?,
-        );
-    }
-    let mut decisions = Vec::new();
-    for state in services.store.tier_states(customers).await? {
-        let metrics = Metrics {
-            by_window: &by_window,
-            customer: &state.external_userid,
-        };
-        match decide(&tiers, &state, &metrics, now) {
-            Outcome::Change(d, failing) => {
-                if apply {
-                    apply_change(services, &d, failing, now).await?;
-                }
-                decisions.push(d);
+    let mut changes: Vec<(Decision, Option<i64>)> = Vec::new();
+    let mut failing: Vec<(String, Option<i64>)> = Vec::new();
+    services
+        .store
+        .for_each_customer_metrics(now, &terms, customers, |state, values| {
+            let metrics = Metrics {
+                terms: &terms,
+                values: &values,
+            };
+            match decide(&tiers, &state, &metrics, now) {
+                Outcome::Change(d, since) => changes.push((d, since)),
+                Outcome::Failing(since) => failing.push((state.external_userid, since)),
+                Outcome::Same => {}
             }
-            Outcome::Failing(since) if apply => {
-                services
-                    .store
-                    .set_keep_failing_since(&state.external_userid, since)
-                    .await?
-            }
-            Outcome::Failing(_) | Outcome::Same => {}
+        })
+        .await?;
+    if apply {
+        for chunk in changes.chunks(500) {
+            apply_changes(services, chunk, now).await?;
+        }
+        for chunk in failing.chunks(1000) {
+            services.store.set_keep_failing_since(chunk).await?;
         }
     }
-    Ok(decisions)
+    Ok(changes.into_iter().map(|(d, _)| d).collect())
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -324,60 +308,69 @@ pub struct EvaluateJob {
     pub customers: Option<Vec<String>>,
 }
 
-/// Records a change and, in the same transaction, the jobs that tell WeCom: the tag swap and the
-/// new note for every member who follows the customer.
-async fn apply_change(
+/// Records changes and, in the same transaction, the jobs that tell WeCom: the tag swap and the
+/// new note for every member who follows each customer.
+async fn apply_changes(
     services: &Services,
-    d: &Decision,
-    failing: Option<i64>,
+    changes: &[(Decision, Option<i64>)],
     now: i64,
 ) -> Result<(), AppError> {
-    let follows = services.store.follows_of(&d.external_userid).await?;
+    let ids: Vec<String> = changes
+        .iter()
+        .map(|(d, _)| d.external_userid.clone())
+        .collect();
+    let follows = services.store.connected_follows_of(&ids).await?;
+    let settings = &services.settings.jobs;
+    let clock = &services.clock;
     let mut tx = services.store.begin().await?;
-    let change = TierChange {
-        external_userid: d.external_userid.clone(),
-        from_tier: d.from.clone(),
-        to_tier: d.to.clone(),
-        reason: d.reason.clone(),
-        at: now,
-    };
-    let id = store_tiers::record_tier_change(&mut tx, &change, failing).await?;
-    for f in follows.iter().filter(|f| f.status == "connected") {
-        let retag = Retag {
-            userid: f.userid.clone(),
-            external_userid: f.external_userid.clone(),
-            from: d.from.clone(),
-            to: d.to.clone(),
+    for (d, failing) in changes {
+        let change = TierChange {
+            external_userid: d.external_userid.clone(),
+            from_tier: d.from.clone(),
+            to_tier: d.to.clone(),
+            reason: d.reason.clone(),
+            at: now,
         };
-        let key = format!("tier-tag:{id}:{}", f.userid);
-        jobs::enqueue(
-            &mut tx,
-            &services.settings.jobs,
-            &services.clock,
-            RETAG_JOB,
-            &retag,
-            &key,
-            None,
-        )
-        .await?;
-        let relation = super::contacts::RelationJob {
-            userid: f.userid.clone(),
-            external_userid: f.external_userid.clone(),
-        };
-        let key = format!("tier-note:{id}:{}", f.userid);
-        jobs::enqueue(
-            &mut tx,
-            &services.settings.jobs,
-            &services.clock,
-            super::contacts::NOTE_JOB,
-            &relation,
-            &key,
-            None,
-        )
-        .await?;
+        let id = store_tiers::record_tier_change(&mut tx, &change, *failing).await?;
+        for f in follows
+            .iter()
+            .filter(|f| f.external_userid == d.external_userid)
+        {
+            let retag = Retag {
+                userid: f.userid.clone(),
+                external_userid: f.external_userid.clone(),
+                from: d.from.clone(),
+                to: d.to.clone(),
+            };
+            jobs::enqueue(
+                &mut tx,
+                settings,
+                clock,
+                RETAG_JOB,
+                &retag,
+                &format!("tier-tag:{id}:{}", f.userid),
+                None,
+            )
+            .await?;
+            let relation = super::contacts::RelationJob {
+                userid: f.userid.clone(),
+                external_userid: f.external_userid.clone(),
+            };
+            let key = format!("tier-note:{id}:{}", f.userid);
+            jobs::enqueue(
+                &mut tx,
+                settings,
+                clock,
+                super::contacts::NOTE_JOB,
+                &relation,
+                &key,
+                None,
+            )
+            .await?;
+        }
     }
     tx.commit().await?;
-    tracing::info!(from = %d.from, to = %d.to, "tier changed");
+    tracing::info!(changes = changes.len(), "tier changes recorded");
     Ok(())
 }
 
@@ -593,9 +586,11 @@ pub fn check_item(line: usize, item: &ActivityItem) -> Result<NewActivity, Vec<P
     if !problems.is_empty() {
         return Err(problems);
     }
+    let customer = customer.unwrap_or_default();
     Ok(NewActivity {
         id: id.unwrap_or_default(),
-        customer: customer.unwrap_or_default(),
+        who: customer.clone(),
+        customer,
         kind: kind.unwrap_or_default(),
         amount_fen: amount,
         count,
@@ -635,6 +630,23 @@ pub async fn record_activity(
     }
     if !problems.is_empty() {
         return Err(BatchError::Problems(problems));
+    }
+    // Records under a shop reference count for the customer it maps to.
+    let keys: Vec<String> = records
+        .iter()
+        .map(|r| r.customer.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let refs = services
+        .store
+        .refs_of(&keys)
+        .await
+        .map_err(AppError::from)?;
+    for r in &mut records {
+        if let Some(ext) = refs.get(&r.customer) {
+            r.who = ext.clone();
+        }
     }
     let now = services.clock.now_ms();
     let mut tx = services.store.begin().await.map_err(AppError::from)?;

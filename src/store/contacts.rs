@@ -450,6 +450,29 @@ impl Store {
         Ok(rows)
     }
 
+    /// The connected relations of these customers.
+    pub async fn connected_follows_of(&self, customers: &[String]) -> Result<Vec<Follow>> {
+        let mut out = Vec::new();
+        for chunk in customers.chunks(500) {
+            let rows = with_pool!(self, |pool| {
+                let mut q = sqlx::QueryBuilder::new(format!(
+                    "SELECT {FOLLOW_COLUMNS} FROM follows WHERE status = 'connected' AND external_userid IN ("
+                ));
+                let mut sep = q.separated(", ");
+                for c in chunk {
+                    sep.push_bind(c);
+                }
+                q.push(")");
+                let rows = q.build().fetch_all(pool).await?;
+                rows.iter()
+                    .map(|r| follow_from_row!(r))
+                    .collect::<Result<Vec<_>, sqlx::Error>>()?
+            });
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
     /// Connected relations that carry `tag_id` (to put a recreated tag back).
     pub async fn follows_with_tag(&self, tag_id: &str) -> Result<Vec<Follow>> {
         let pattern = format!("%{}%", to_json(&tag_id)?);

@@ -11,6 +11,8 @@ use super::{Result, Store, Tx, with_pool, with_tx};
 pub struct NewActivity {
     pub id: String,
     pub customer: String,
+    /// Whom it counts for (resolved through the shop's references; see the migration).
+    pub who: String,
     pub kind: String,
     pub amount_fen: i64,
     pub count: i64,
@@ -25,9 +27,6 @@ pub struct TierChange {
     pub reason: String,
     pub at: i64,
 }
-
-/// Per customer, per activity kind: the amount (fen) and count summed over a window.
-pub type WindowMetrics = HashMap<String, HashMap<String, (i64, i64)>>;
 
 /// A customer's tier state, for evaluation.
 #[derive(Debug, Clone)]
@@ -44,11 +43,12 @@ pub async fn insert_activity(tx: &mut Tx, records: &[NewActivity], now: i64) -> 
     for chunk in records.chunks(500) {
         let n = with_tx!(tx, |conn| {
             let mut q = sqlx::QueryBuilder::new(
-                "INSERT INTO activity (id, customer, kind, amount_fen, count, at, received_at) ",
+                "INSERT INTO activity (id, customer, who, kind, amount_fen, count, at, received_at) ",
             );
             q.push_values(chunk, |mut row, r| {
                 row.push_bind(&r.id)
                     .push_bind(&r.customer)
+                    .push_bind(&r.who)
                     .push_bind(&r.kind)
                     .push_bind(r.amount_fen)
                     .push_bind(r.count)
@@ -92,6 +92,26 @@ pub async fn record_tier_change(
 }
 
 impl Store {
+    /// The external_userid each of `keys` maps to, for those that are shop references.
+    pub async fn refs_of(&self, keys: &[String]) -> Result<HashMap<String, String>> {
+        let mut out = HashMap::new();
+        for chunk in keys.chunks(500) {
+            let rows: Vec<(String, String)> = with_pool!(self, |pool| {
+                let mut q = sqlx::QueryBuilder::new(
+                    "SELECT ref, external_userid FROM customer_refs WHERE ref IN (",
+                );
+                let mut sep = q.separated(", ");
+                for k in chunk {
+                    sep.push_bind(k);
+                }
+                q.push(")");
+                q.build_query_as().fetch_all(pool).await?
+            });
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
     /// Maps the shop's ids to a customer (replacing earlier mappings of the same ids).
     pub async fn set_customer_refs(&self, external_userid: &str, refs: &[String]) -> Result<()> {
         let mut tx = self.begin().await?;
@@ -105,6 +125,12 @@ impl Store {
                 .bind(external_userid)
                 .execute(&mut *conn)
                 .await?;
+                // Records sent under this id count for the customer from now on.
+                sqlx::query("UPDATE activity SET who = $1 WHERE customer = $2")
+                    .bind(external_userid)
+                    .bind(r)
+                    .execute(&mut *conn)
+                    .await?;
             });
         }
         tx.commit().await
@@ -142,38 +168,104 @@ impl Store {
         Ok(out)
     }
 
-    /// Sums per customer and kind over `[from, to]`, for the given customers or (None) everyone,
-    /// in one set-based query; records under a shop reference count for the mapped customer.
-    pub async fn window_metrics(
+    /// One set-based pass over customers and their activity: for each customer (in id order),
+    /// its tier state and the value of every `(metric, window ms)` term ending at `now`. Metrics
+    /// are `spend` (order amounts minus refunds, fen), `orders` (order count) or an activity kind
+    /// (its count). Two ordered streams (customers; activity grouped by whom it counts for, read
+    /// along the covering index, one row per customer) merged as they come: memory stays bounded
+    /// however many customers there are, and `each` sees one at a time.
+    pub async fn for_each_customer_metrics(
         &self,
-        from: i64,
-        to: i64,
+        now: i64,
+        terms: &[(String, i64)],
         customers: Option<&[String]>,
-    ) -> Result<WindowMetrics> {
-        let rows: Vec<(String, String, i64, i64)> = with_pool!(self, |pool| {
-            let mut q = sqlx::QueryBuilder::new(
-                "SELECT COALESCE(r.external_userid, a.customer) AS who, a.kind,
-                        CAST(SUM(a.amount_fen) AS BIGINT), CAST(SUM(a.count) AS BIGINT)
-                 FROM activity a LEFT JOIN customer_refs r ON r.ref = a.customer
-                 WHERE a.at >= ",
-            );
-            q.push_bind(from).push(" AND a.at <= ").push_bind(to);
-            if let Some(list) = customers {
-                q.push(" AND COALESCE(r.external_userid, a.customer) IN (");
-                let mut sep = q.separated(", ");
-                for c in list {
-                    sep.push_bind(c);
-                }
-                q.push(")");
-            }
-            q.push(" GROUP BY COALESCE(r.external_userid, a.customer), a.kind");
-            q.build_query_as().fetch_all(pool).await?
-        });
-        let mut out: WindowMetrics = HashMap::new();
-        for (who, kind, amount, count) in rows {
-            out.entry(who).or_default().insert(kind, (amount, count));
+        mut each: impl FnMut(TierState, Vec<i64>),
+    ) -> Result<u64> {
+        use futures_util::TryStreamExt;
+        if customers.is_some_and(|c| c.is_empty()) {
+            return Ok(0);
         }
-        Ok(out)
+        let oldest = terms.iter().map(|(_, w)| *w).max().unwrap_or(0);
+        let mut seen = 0u64;
+        // The merge compares ids as Rust does (bytes): both streams must be ordered that way,
+        // which PostgreSQL does only under the "C" collation.
+        let bytewise = match self.pool {
+            super::Pool::Sqlite(_) => "",
+            super::Pool::Postgres(_) => " COLLATE \"C\"",
+        };
+        with_pool!(self, |pool| {
+            let only = |q: &mut sqlx::QueryBuilder<_>, column: &str| {
+                if let Some(list) = customers {
+                    q.push(format!(" AND {column} IN ("));
+                    let mut sep = q.separated(", ");
+                    for c in list {
+                        sep.push_bind(c.clone());
+                    }
+                    q.push(")");
+                }
+            };
+            let mut people = sqlx::QueryBuilder::new(
+                "SELECT external_userid, tier, keep_failing_since FROM customers WHERE 1 = 1",
+            );
+            only(&mut people, "external_userid");
+            people.push(format!(" ORDER BY external_userid{bytewise}"));
+            let mut sums = sqlx::QueryBuilder::new("SELECT who");
+            for (i, (metric, window)) in terms.iter().enumerate() {
+                let since = now - window;
+                sums.push(", CAST(SUM(CASE WHEN at >= ").push_bind(since);
+                match metric.as_str() {
+                    "spend" => {
+                        sums.push(" AND kind = 'order' THEN amount_fen WHEN at >= ")
+                            .push_bind(since);
+                        sums.push(" AND kind = 'refund' THEN -amount_fen");
+                    }
+                    "orders" => {
+                        sums.push(" AND kind = 'order' THEN count");
+                    }
+                    kind => {
+                        sums.push(" AND kind = ")
+                            .push_bind(kind.to_string())
+                            .push(" THEN count");
+                    }
+                }
+                sums.push(format!(" ELSE 0 END) AS BIGINT) AS t{i}"));
+            }
+            sums.push(" FROM activity WHERE at >= ")
+                .push_bind(now - oldest)
+                .push(" AND at <= ")
+                .push_bind(now);
+            only(&mut sums, "who");
+            sums.push(format!(" GROUP BY who ORDER BY who{bytewise}"));
+
+            let mut people_rows = people.build().fetch(pool);
+            let mut sum_rows = sums.build().fetch(pool);
+            let mut pending = sum_rows.try_next().await?;
+            while let Some(p) = people_rows.try_next().await? {
+                let state = TierState {
+                    external_userid: p.try_get("external_userid")?,
+                    tier: p.try_get("tier")?,
+                    keep_failing_since: p.try_get("keep_failing_since")?,
+                };
+                let mut values = vec![0; terms.len()];
+                // Skip activity of ids that are no customer (yet); take this customer's.
+                while let Some(r) = &pending {
+                    let who: String = r.try_get("who")?;
+                    if who > state.external_userid {
+                        break;
+                    }
+                    if who == state.external_userid {
+                        for (i, v) in values.iter_mut().enumerate() {
+                            let t: Option<i64> = r.try_get(i + 1)?;
+                            *v = t.unwrap_or(0);
+                        }
+                    }
+                    pending = sum_rows.try_next().await?;
+                }
+                seen += 1;
+                each(state, values);
+            }
+        });
+        Ok(seen)
     }
 
     /// Tier state of the given customers, or of everyone.
@@ -208,21 +300,25 @@ impl Store {
         Ok(rows)
     }
 
-    /// Records when a customer started (or stopped, with `None`) failing their keep rules.
-    pub async fn set_keep_failing_since(
-        &self,
-        external_userid: &str,
-        since: Option<i64>,
-    ) -> Result<()> {
-        let _turn = self.write_turn().await;
-        with_pool!(self, |pool| {
-            sqlx::query("UPDATE customers SET keep_failing_since = $1 WHERE external_userid = $2")
+    /// Records when customers started (or stopped, with `None`) failing their keep rules, in
+    /// one transaction.
+    pub async fn set_keep_failing_since(&self, updates: &[(String, Option<i64>)]) -> Result<()> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        for (customer, since) in updates {
+            with_tx!(tx, |conn| {
+                sqlx::query(
+                    "UPDATE customers SET keep_failing_since = $1 WHERE external_userid = $2",
+                )
                 .bind(since)
-                .bind(external_userid)
-                .execute(pool)
+                .bind(customer)
+                .execute(&mut *conn)
                 .await?;
-        });
-        Ok(())
+            });
+        }
+        tx.commit().await
     }
 
     pub async fn tier_history(&self, external_userid: &str) -> Result<Vec<TierChange>> {
@@ -247,5 +343,70 @@ impl Store {
                 .collect::<Result<Vec<_>, sqlx::Error>>()?
         });
         Ok(rows)
+    }
+}
+
+impl Store {
+    /// One plain pass over every activity row (the benchmark's baseline).
+    pub async fn scan_activity(&self) -> Result<i64> {
+        let n: i64 = with_pool!(self, |pool| {
+            sqlx::query_scalar("SELECT COUNT(*) FROM activity WHERE amount_fen + count >= 0")
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(n)
+    }
+
+    /// Fills an empty database with `customers` customers and `activity` records spread over the
+    /// last 120 days (80% orders, 5% refunds, 15% referrals), generated inside the database.
+    pub async fn generate_tier_bench_data(
+        &self,
+        customers: u64,
+        activity: u64,
+        now: i64,
+    ) -> Result<()> {
+        let _turn = self.write_turn().await;
+        // The two dialects count and pad differently; the rest is shared.
+        let (series, pad_i, pad_mod) = match self.pool {
+            super::Pool::Sqlite(_) => (
+                "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < $1) SELECT i FROM n",
+                "printf('%012d', i)",
+                "printf('%012d', i % $2)",
+            ),
+            super::Pool::Postgres(_) => (
+                "SELECT generate_series(0, $1 - 1) AS i",
+                "LPAD(CAST(i AS TEXT), 12, '0')",
+                "LPAD(CAST(i % $2 AS TEXT), 12, '0')",
+            ),
+        };
+        with_pool!(self, |pool| {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO customers (external_userid, name, kind, corp_name, tier, channel, first_added_at, updated_at)
+                 SELECT 'wm' || {pad_i}, 'c' || CAST(i AS TEXT), 1, '', 'member', 'unattributed', $2, $2
+                 FROM ({series}) AS s"
+            )))
+            .bind(customers as i64)
+            .bind(now)
+            .execute(pool)
+            .await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO activity (id, customer, who, kind, amount_fen, count, at, received_at)
+                 SELECT 'a' || CAST(i AS TEXT),
+                        'wm' || {pad_mod},
+                        'wm' || {pad_mod},
+                        CASE WHEN i % 20 < 16 THEN 'order' WHEN i % 20 = 16 THEN 'refund' ELSE 'referral' END,
+                        CASE WHEN i % 20 < 17 THEN (i * 7919) % 40000 ELSE 0 END,
+                        1,
+                        $3 - (i % 120) * 86400000 - (i % 86400) * 1000,
+                        $3
+                 FROM ({series}) AS s"
+            )))
+            .bind(activity as i64)
+            .bind(customers.max(1) as i64)
+            .bind(now)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
     }
 }
