@@ -328,3 +328,74 @@ async fn a_rule_change_takes_effect_on_the_next_evaluation_and_a_dry_run_changes
     );
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pin_wins_over_the_rules_until_it_expires() {
+    let w = world().await;
+    w.channels().await;
+    let a = customer(&w, "王小明").await;
+    let pin = |body: Value| {
+        let w = &w;
+        let a = a.clone();
+        async move {
+            let r = w
+                .http
+                .put(w.api(&format!("/customers/{a}/pin")))
+                .bearer_auth(siyu::testkit::API_TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = pin(json!({"tier": "gold", "reason": "vip"})).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"].as_str().unwrap().starts_with("tier:"),
+        "{body}"
+    );
+
+    // Held at member for ten days, whatever they spend.
+    let in_ten_days = chrono::DateTime::from_timestamp_millis(w.app.clock().now_ms() + 10 * DAY_MS)
+        .unwrap()
+        .to_rfc3339();
+    let (status, body) = pin(json!({"tier": "member", "reason": "refund dispute", "expires_at": in_ten_days, "by": "ops-li"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["pin"]["pinned_by"], "ops-li");
+    activity(
+        &w,
+        json!([{"kind": "order", "customer": a, "amount": 5000, "at": at(&w, 0), "id": "o-1"}]),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        tier_of(&w, &a).await,
+        "member",
+        "the pin holds against the rules"
+    );
+
+    w.app.clock().advance(11 * DAY_MS);
+    let changes = tiers::evaluate(w.app.services(), None, true).await.unwrap();
+    assert_eq!(
+        changes.len(),
+        1,
+        "the expired pin no longer holds: {changes:?}"
+    );
+    assert_eq!(tier_of(&w, &a).await, "partner");
+
+    // A pin upward applies at once, with the pin as the reason in the history.
+    let (status, _) = pin(json!({"tier": "senior_partner", "reason": "key account"})).await;
+    assert_eq!(status, 200);
+    assert_eq!(tier_of(&w, &a).await, "senior_partner");
+    let history = w.app.store().tier_history(&a).await.unwrap();
+    assert!(
+        history
+            .last()
+            .unwrap()
+            .reason
+            .contains("pinned by operator: key account"),
+        "{history:?}"
+    );
+    w.app.shutdown().await;
+}

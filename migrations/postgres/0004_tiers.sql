@@ -40,3 +40,14 @@ CREATE TABLE tier_history (
 );
 CREATE INDEX tier_history_customer ON tier_history (external_userid, id);
 CREATE INDEX tier_history_at ON tier_history (at);
+
+-- An operator's pin: the customer stays in `tier` whatever the rules say, until `expires_at`
+-- (NULL: until unpinned).
+CREATE TABLE tier_pins (
+    external_userid TEXT PRIMARY KEY,
+    tier TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    pinned_by TEXT NOT NULL,
+    expires_at BIGINT,
+    created_at BIGINT NOT NULL
+);

@@ -199,6 +199,27 @@ enum Outcome {
 }
 
 fn decide(tiers: &[Tier], state: &TierState, metrics: &Metrics, now: i64) -> Outcome {
+    // A pin wins over the rules until it expires.
+    if let Some(pin) = state
+        .pin
+        .as_ref()
+        .filter(|p| p.expires_at.is_none_or(|e| e > now))
+    {
+        if pin.tier != state.tier {
+            let d = Decision {
+                external_userid: state.external_userid.clone(),
+                from: state.tier.clone(),
+                to: pin.tier.clone(),
+                reason: format!("pinned by {}: {}", pin.pinned_by, pin.reason),
+            };
+            return Outcome::Change(d, None);
+        }
+        return if state.keep_failing_since.is_some() {
+            Outcome::Failing(None)
+        } else {
+            Outcome::Same
+        };
+    }
     let current = tiers.iter().position(|t| t.code == state.tier).unwrap_or(0);
     // The highest tier above the current one whose promote rules hold.
     for (i, tier) in tiers.iter().enumerate().rev().filter(|(i, _)| *i > current) {
@@ -415,6 +436,84 @@ async fn retag(services: &Services, r: &Retag) -> Result<(), JobError> {
             .await
             .map_err(AppError::from)?;
     }
+    Ok(())
+}
+
+/// What an operator sends to pin a customer's tier.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinInput {
+    pub tier: String,
+    pub reason: String,
+    /// RFC 3339; none: until unpinned.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    /// Who pins (shown in the history).
+    #[serde(default)]
+    pub by: Option<String>,
+}
+
+/// Pins (or with `None` unpins) a customer's tier, and re-evaluates the customer at once.
+pub async fn pin(
+    services: &Services,
+    external_userid: &str,
+    input: Option<PinInput>,
+) -> Result<(), AppError> {
+    if services.store.customer(external_userid).await?.is_none() {
+        return Err(AppError::NotFound(format!(
+            "no customer {external_userid:?}"
+        )));
+    }
+    let now = services.clock.now_ms();
+    let pin = match input {
+        None => None,
+        Some(p) => {
+            if !services.settings.tiers.iter().any(|t| t.code == p.tier) {
+                let codes: Vec<&str> = services
+                    .settings
+                    .tiers
+                    .iter()
+                    .map(|t| t.code.as_str())
+                    .collect();
+                return Err(AppError::Invalid(format!(
+                    "tier: {:?} is not one of {}",
+                    p.tier,
+                    codes.join(", ")
+                )));
+            }
+            if p.reason.trim().is_empty() {
+                return Err(AppError::Invalid(
+                    "reason: say why the customer is pinned".into(),
+                ));
+            }
+            let expires_at = match p.expires_at.as_deref() {
+                None => None,
+                Some(t) => Some(
+                    chrono::DateTime::parse_from_rfc3339(t)
+                        .map_err(|e| {
+                            AppError::Invalid(format!(
+                                "expires_at: {t:?} is not an RFC 3339 time: {e}"
+                            ))
+                        })?
+                        .timestamp_millis(),
+                ),
+            };
+            if expires_at.is_some_and(|e| e <= now) {
+                return Err(AppError::Invalid("expires_at: already past".into()));
+            }
+            Some(store_tiers::Pin {
+                tier: p.tier,
+                reason: p.reason,
+                pinned_by: p.by.unwrap_or_else(|| "operator".into()),
+                expires_at,
+            })
+        }
+    };
+    services
+        .store
+        .set_pin(external_userid, pin.as_ref(), now)
+        .await?;
+    evaluate(services, Some(&[external_userid.to_string()]), true).await?;
     Ok(())
 }
 

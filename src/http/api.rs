@@ -29,6 +29,7 @@ pub(super) fn router(state: AppState) -> Router<AppState> {
         .route("/activity", post(post_activity))
         .route("/customers/{id}", get(get_customer))
         .route("/customers/{id}/refs", put(put_refs))
+        .route("/customers/{id}/pin", put(put_pin).delete(delete_pin))
         .route_layer(axum::middleware::from_fn_with_state(state, require_token))
         // The API description is public: it holds no data.
         .route("/openapi.json", get(openapi))
@@ -261,5 +262,24 @@ async fn get_customer(
         .contact_events_of(&id)
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(json!({ "customer": customer, "follows": follows, "tier_history": history, "events": events })).into_response())
+    let pin = store.pin(&id).await.map_err(ApiError::internal)?;
+    let body = json!({ "customer": customer, "pin": pin, "follows": follows, "tier_history": history, "events": events });
+    Ok(Json(body).into_response())
+}
+
+async fn put_pin(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    payload: Result<Json<tiers::PinInput>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    tiers::pin(&state.services, &id, Some(body(payload)?)).await?;
+    get_customer(State(state), Path(id)).await
+}
+
+async fn delete_pin(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    tiers::pin(&state.services, &id, None).await?;
+    get_customer(State(state), Path(id)).await
 }

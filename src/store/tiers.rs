@@ -34,6 +34,16 @@ pub struct TierState {
     pub external_userid: String,
     pub tier: String,
     pub keep_failing_since: Option<i64>,
+    pub pin: Option<Pin>,
+}
+
+/// An operator's pin on a customer's tier.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Pin {
+    pub tier: String,
+    pub reason: String,
+    pub pinned_by: String,
+    pub expires_at: Option<i64>,
 }
 
 /// Stores the records that are new; answers how many were (the rest were stored before).
@@ -205,10 +215,12 @@ impl Store {
                 }
             };
             let mut people = sqlx::QueryBuilder::new(
-                "SELECT external_userid, tier, keep_failing_since FROM customers WHERE 1 = 1",
+                "SELECT c.external_userid, c.tier, c.keep_failing_since, p.tier AS pin_tier, p.reason AS pin_reason,
+                        p.pinned_by AS pin_by, p.expires_at AS pin_expires_at
+                 FROM customers c LEFT JOIN tier_pins p ON p.external_userid = c.external_userid WHERE 1 = 1",
             );
-            only(&mut people, "external_userid");
-            people.push(format!(" ORDER BY external_userid{bytewise}"));
+            only(&mut people, "c.external_userid");
+            people.push(format!(" ORDER BY c.external_userid{bytewise}"));
             let mut sums = sqlx::QueryBuilder::new("SELECT who");
             for (i, (metric, window)) in terms.iter().enumerate() {
                 let since = now - window;
@@ -241,10 +253,20 @@ impl Store {
             let mut sum_rows = sums.build().fetch(pool);
             let mut pending = sum_rows.try_next().await?;
             while let Some(p) = people_rows.try_next().await? {
+                let pin_tier: Option<String> = p.try_get("pin_tier")?;
                 let state = TierState {
                     external_userid: p.try_get("external_userid")?,
                     tier: p.try_get("tier")?,
                     keep_failing_since: p.try_get("keep_failing_since")?,
+                    pin: match pin_tier {
+                        Some(tier) => Some(Pin {
+                            tier,
+                            reason: p.try_get("pin_reason")?,
+                            pinned_by: p.try_get("pin_by")?,
+                            expires_at: p.try_get("pin_expires_at")?,
+                        }),
+                        None => None,
+                    },
                 };
                 let mut values = vec![0; terms.len()];
                 // Skip activity of ids that are no customer (yet); take this customer's.
@@ -293,6 +315,7 @@ impl Store {
                         external_userid: r.try_get("external_userid")?,
                         tier: r.try_get("tier")?,
                         keep_failing_since: r.try_get("keep_failing_since")?,
+                        pin: None,
                     })
                 })
                 .collect::<Result<Vec<_>, sqlx::Error>>()?
@@ -319,6 +342,51 @@ impl Store {
             });
         }
         tx.commit().await
+    }
+
+    /// Pins a customer's tier (replacing an earlier pin), or unpins with `None`.
+    pub async fn set_pin(&self, external_userid: &str, pin: Option<&Pin>, now: i64) -> Result<()> {
+        let mut tx = self.begin().await?;
+        with_tx!(tx, |conn| {
+            sqlx::query("DELETE FROM tier_pins WHERE external_userid = $1")
+                .bind(external_userid)
+                .execute(&mut *conn)
+                .await?;
+            if let Some(p) = pin {
+                sqlx::query(
+                    "INSERT INTO tier_pins (external_userid, tier, reason, pinned_by, expires_at, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(external_userid)
+                .bind(&p.tier)
+                .bind(&p.reason)
+                .bind(&p.pinned_by)
+                .bind(p.expires_at)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+            }
+        });
+        tx.commit().await
+    }
+
+    pub async fn pin(&self, external_userid: &str) -> Result<Option<Pin>> {
+        let row = with_pool!(self, |pool| {
+            let row = sqlx::query("SELECT tier, reason, pinned_by, expires_at FROM tier_pins WHERE external_userid = $1")
+                .bind(external_userid)
+                .fetch_optional(pool)
+                .await?;
+            row.map(|r| {
+                Ok::<_, sqlx::Error>(Pin {
+                    tier: r.try_get("tier")?,
+                    reason: r.try_get("reason")?,
+                    pinned_by: r.try_get("pinned_by")?,
+                    expires_at: r.try_get("expires_at")?,
+                })
+            })
+            .transpose()?
+        });
+        Ok(row)
     }
 
     pub async fn tier_history(&self, external_userid: &str) -> Result<Vec<TierChange>> {
