@@ -93,6 +93,29 @@ impl Demo {
         Ok(())
     }
 
+    async fn wait_for_tier(&self, customer: &str, tier: &str) -> Result<(), DemoError> {
+        for _ in 0..200 {
+            let now = self
+                .app
+                .store()
+                .customer(customer)
+                .await
+                .ok()
+                .flatten()
+                .map(|c| c.tier);
+            if now.as_deref() == Some(tier) {
+                // Let the tag swap and the note reach WeCom too.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        Err(DemoError::Step {
+            step: "tier change",
+            reason: format!("{customer} did not become {tier}"),
+        })
+    }
+
     /// Waits until siyu has tagged and noted the relation at the fake, then shows what the member sees.
     async fn show_relation(&self, userid: &str, external_userid: &str) -> Result<(), DemoError> {
         let mut seen: Option<FollowView> = None;
@@ -302,6 +325,67 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     }
     demo.show_relation(&a.userid, &a.external_userid).await?;
 
+    // The shop's orders drive the tiers.
+    let now = demo.app.clock().now_ms();
+    let at = |days_ago: i64| {
+        chrono::DateTime::from_timestamp_millis(now - days_ago * 86_400_000)
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default()
+    };
+    let items = vec![
+        json!({"kind": "order", "customer": a.external_userid, "amount": "1200.00", "at": at(3), "id": "demo-o-1"}),
+        json!({"kind": "order", "customer": a.external_userid, "amount": "800.00", "at": at(1), "id": "demo-o-2"}),
+        json!({"kind": "order", "customer": c.external_userid, "amount": "12000.00", "at": at(2), "id": "demo-o-3"}),
+        json!({"kind": "referral", "customer": c.external_userid, "count": 10, "at": at(2), "id": "demo-r-1"}),
+    ];
+    let posted = step(
+        "post activity",
+        demo.http
+            .post(format!("http://{}/api/v1/activity", demo.app.addr()))
+            .bearer_auth(API_TOKEN)
+            .json(&json!({ "items": items }))
+            .send(),
+    )
+    .await?;
+    demo.say(format!(
+        "the shop posted 4 records to /api/v1/activity ({}): 王小明 spent 2,000 yuan; 路人甲 12,000 yuan and 10 referrals",
+        posted.status()
+    ));
+    demo.wait_for_tier(&a.external_userid, "partner").await?;
+    demo.detail("王小明 was promoted 普通会员 → 合作伙伴 (90-day spend ≥ 2,000)");
+    demo.show_relation(&a.userid, &a.external_userid).await?;
+    demo.wait_for_tier(&c.external_userid, "senior_partner")
+        .await?;
+    demo.detail("路人甲 was promoted to 高级合作伙伴 (spend ≥ 10,000 and referrals ≥ 10)");
+    demo.show_relation(&c.userid, &c.external_userid).await?;
+
+    // Time passes with no orders: keep rules fail, and after the 30-day grace they step down.
+    demo.app.clock().advance(91 * 86_400_000);
+    let first = step(
+        "nightly evaluation",
+        crate::app::tiers::evaluate(demo.app.services(), None, true),
+    )
+    .await?;
+    demo.say(format!(
+        "the demo moved its clock 91 days on: the orders left the 90-day window; the nightly evaluation changed {} tiers (grace period)",
+        first.len()
+    ));
+    demo.app.clock().advance(31 * 86_400_000);
+    let second = step(
+        "nightly evaluation",
+        crate::app::tiers::evaluate(demo.app.services(), None, true),
+    )
+    .await?;
+    demo.say("31 days later, still no orders: the grace period is over");
+    for d in &second {
+        demo.detail(format!(
+            "{}: {} → {} ({})",
+            d.external_userid, d.from, d.to, d.reason
+        ));
+    }
+    demo.wait_for_tier(&c.external_userid, "partner").await?;
+    demo.show_relation(&c.userid, &c.external_userid).await?;
+
     step(
         "churn",
         driver.customer_deletes_staff("lisi", &b.external_userid),
@@ -357,6 +441,19 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     );
     for e in events.iter().rev() {
         println!("  #{:<3} {:<50} {}", e.id, e.kind, e.status);
+    }
+    println!();
+    if let Ok(summary) = crate::app::tiers::summary(app.services()).await {
+        println!();
+        println!("Tiers (GET /api/v1/tiers/summary):");
+        for t in summary["tiers"].as_array().into_iter().flatten() {
+            println!(
+                "  {:<16} {:<8} {} customers",
+                t["code"].as_str().unwrap_or(""),
+                t["name"].as_str().unwrap_or(""),
+                t["customers"]
+            );
+        }
     }
     println!();
     println!("Look around:");

@@ -38,6 +38,13 @@ async fn the_demo_plays_its_scenario_and_exits_cleanly() {
         "王小明\n      等级：普通会员",
         "zhangsan sees: tags 短视频、普通会员、抖音",
         "to lisi|operator: 客户「陈静」（小红书）删除了lisi。",
+        "王小明 was promoted 普通会员 → 合作伙伴",
+        "zhangsan sees: tags 短视频、抖音、合作伙伴",
+        "description 「合作伙伴｜抖音｜",
+        "zhangsan sees: tags 未归因、高级合作伙伴",
+        "the nightly evaluation changed 0 tiers (grace period)",
+        "senior_partner → partner (failed keep of senior_partner for 31 days",
+        "zhangsan sees: tags 未归因、合作伙伴",
         "xiaohongshu  小红书      added 1  connected 0  lost 1",
         "siyu's inbox holds 6 events",
     ] {

@@ -97,6 +97,14 @@ async fn promotion_at_the_threshold_swaps_the_tag_and_rewrites_the_note_and_not_
     let detail = w.get(&format!("/customers/{a}")).await;
     assert_eq!(detail["customer"]["tier"], "partner");
     assert_eq!(detail["tier_history"][0]["to_tier"], "partner");
+    let summary = w.get("/tiers/summary").await;
+    assert_eq!(
+        summary["tiers"][0],
+        json!({"code": "member", "name": "普通会员", "customers": 1})
+    );
+    assert_eq!(summary["tiers"][1]["customers"], 1);
+    assert_eq!(summary["moves"]["day"]["promoted"], 1);
+    assert_eq!(summary["moves"]["month"]["demoted"], 0);
     w.app.shutdown().await;
 }
 

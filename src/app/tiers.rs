@@ -439,6 +439,46 @@ async fn retag(services: &Services, r: &Retag) -> Result<(), JobError> {
     Ok(())
 }
 
+/// Customers per tier and the moves of the last day, week and month.
+pub async fn summary(services: &Services) -> Result<serde_json::Value, AppError> {
+    let counts = services.store.customers_per_tier().await?;
+    let tiers: Vec<serde_json::Value> = services
+        .settings
+        .tiers
+        .iter()
+        .map(|t| {
+            let n = counts
+                .iter()
+                .find(|(code, _)| *code == t.code)
+                .map_or(0, |(_, n)| *n);
+            serde_json::json!({ "code": t.code, "name": t.name, "customers": n })
+        })
+        .collect();
+    let rank = |code: &str| services.settings.tiers.iter().position(|t| t.code == code);
+    let now = services.clock.now_ms();
+    let mut moves = serde_json::Map::new();
+    for (label, days) in [("day", 1), ("week", 7), ("month", 30)] {
+        let rows = services.store.tier_moves_since(now - days * DAY_MS).await?;
+        let (mut up, mut down) = (0, 0);
+        let detail: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(from, to, n)| {
+                if rank(to) > rank(from) {
+                    up += n;
+                } else {
+                    down += n;
+                }
+                serde_json::json!({ "from": from, "to": to, "customers": n })
+            })
+            .collect();
+        moves.insert(
+            label.into(),
+            serde_json::json!({ "promoted": up, "demoted": down, "moves": detail }),
+        );
+    }
+    Ok(serde_json::json!({ "tiers": tiers, "moves": moves }))
+}
+
 /// What an operator sends to pin a customer's tier.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

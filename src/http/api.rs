@@ -30,6 +30,7 @@ pub(super) fn router(state: AppState) -> Router<AppState> {
         .route("/customers/{id}", get(get_customer))
         .route("/customers/{id}/refs", put(put_refs))
         .route("/customers/{id}/pin", put(put_pin).delete(delete_pin))
+        .route("/tiers/summary", get(tier_summary))
         .route_layer(axum::middleware::from_fn_with_state(state, require_token))
         // The API description is public: it holds no data.
         .route("/openapi.json", get(openapi))
@@ -282,4 +283,8 @@ async fn delete_pin(
 ) -> Result<Response, ApiError> {
     tiers::pin(&state.services, &id, None).await?;
     get_customer(State(state), Path(id)).await
+}
+
+async fn tier_summary(State(state): State<AppState>) -> Result<Response, ApiError> {
+    Ok(Json(tiers::summary(&state.services).await?).into_response())
 }

@@ -478,3 +478,29 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// Customers per tier.
+    pub async fn customers_per_tier(&self) -> Result<Vec<(String, i64)>> {
+        let rows: Vec<(String, i64)> = with_pool!(self, |pool| {
+            sqlx::query_as("SELECT tier, COUNT(*) FROM customers GROUP BY tier ORDER BY tier")
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows)
+    }
+
+    /// Tier moves since `since`: (from, to, how many).
+    pub async fn tier_moves_since(&self, since: i64) -> Result<Vec<(String, String, i64)>> {
+        let rows: Vec<(String, String, i64)> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT from_tier, to_tier, COUNT(*) FROM tier_history WHERE at >= $1
+                 GROUP BY from_tier, to_tier ORDER BY from_tier, to_tier",
+            )
+            .bind(since)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
+    }
+}
