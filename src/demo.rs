@@ -392,17 +392,30 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     )
     .await?;
     demo.say("陈静 deleted 李四: churn. siyu gathers such news for 2 s, then tells 李四 and the operator once:");
+    let to_lisi =
+        |m: &serde_json::Value| m["touser"].as_str().is_some_and(|t| t.starts_with("lisi"));
     for _ in 0..120 {
-        if !fake.app_messages().is_empty() {
+        if fake.app_messages().iter().any(to_lisi) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for m in fake.app_messages() {
+    for m in fake.app_messages().iter().filter(|m| to_lisi(m)) {
         demo.detail(format!(
             "to {}: {}",
             m["touser"].as_str().unwrap_or(""),
             m["text"]["content"].as_str().unwrap_or("")
+        ));
+    }
+    demo.say("the members were told of their customers' tier changes the same way, one message per member:");
+    for m in fake.app_messages().iter().filter(|m| !to_lisi(m)) {
+        demo.detail(format!(
+            "to {}: {}",
+            m["touser"].as_str().unwrap_or(""),
+            m["text"]["content"]
+                .as_str()
+                .unwrap_or("")
+                .replace('\n', " ")
         ));
     }
 

@@ -45,6 +45,7 @@ async fn the_demo_plays_its_scenario_and_exits_cleanly() {
         "the nightly evaluation changed 0 tiers (grace period)",
         "senior_partner → partner (failed keep of senior_partner for 31 days",
         "zhangsan sees: tags 未归因、合作伙伴",
+        "to zhangsan: 客户「",
         "xiaohongshu  小红书      added 1  connected 0  lost 1",
         "siyu's inbox holds 6 events",
     ] {

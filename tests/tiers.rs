@@ -97,6 +97,23 @@ async fn promotion_at_the_threshold_swaps_the_tag_and_rewrites_the_note_and_not_
     let detail = w.get(&format!("/customers/{a}")).await;
     assert_eq!(detail["customer"]["tier"], "partner");
     assert_eq!(detail["tier_history"][0]["to_tier"], "partner");
+    // zhangsan, who owns the customer, is told once; the operators are not (no churn).
+    let told = eventually(Duration::from_secs(10), || async {
+        !w.fake.app_messages().is_empty()
+    })
+    .await;
+    assert!(told);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let messages = w.fake.app_messages();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!(messages[0]["touser"], "zhangsan");
+    assert!(
+        messages[0]["text"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("客户「王小明」等级变化：普通会员 → 合作伙伴"),
+        "{messages:?}"
+    );
     let summary = w.get("/tiers/summary").await;
     assert_eq!(
         summary["tiers"][0],

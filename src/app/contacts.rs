@@ -22,7 +22,7 @@ pub const WELCOME_JOB: &str = "contact.welcome";
 pub const SYNC_JOB: &str = "contact.sync";
 pub const TAG_JOB: &str = "contact.tag";
 pub const NOTE_JOB: &str = "contact.note";
-pub const CHURN_NOTICE_JOB: &str = "contact.churn_notice";
+pub const MEMBER_NOTICE_JOB: &str = "contact.member_notice";
 pub const TAG_RESYNC_JOB: &str = "tags.resync";
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -57,7 +57,7 @@ pub struct RelationJob {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-pub struct ChurnNoticeJob {
+pub struct MemberNoticeJob {
     pub userid: String,
 }
 
@@ -116,7 +116,7 @@ pub fn register(services: &Services, events: &mut EventHandlers, registry: &mut 
     job!(SYNC_JOB, SyncJob, sync);
     job!(TAG_JOB, RelationJob, tag);
     job!(NOTE_JOB, RelationJob, note);
-    job!(CHURN_NOTICE_JOB, ChurnNoticeJob, churn_notice);
+    job!(MEMBER_NOTICE_JOB, MemberNoticeJob, member_notice);
     job!(tags::RETAG_JOB, tags::Reapply, reapply);
     let s = services.clone();
     registry.register(TAG_RESYNC_JOB, move |_ctx| {
@@ -229,19 +229,7 @@ async fn on_contact_event(s: &Services, ctx: &EventContext, event: Event) -> Res
                     at: now,
                 };
                 contacts::record_contact_event(&mut tx, &event).await?;
-                // One notice per member per window, sent when the window closes.
-                let batch_ms = (s.settings.notify.batch_secs.max(1) * 1000) as i64;
-                let window = now - now.rem_euclid(batch_ms);
-                let key = format!("churn-notice:{userid}:{window}");
-                enqueue(
-                    &mut tx,
-                    s,
-                    CHURN_NOTICE_JOB,
-                    &ChurnNoticeJob { userid },
-                    &key,
-                    Some(window + batch_ms),
-                )
-                .await?;
+                enqueue_member_notice(&mut tx, s, &userid, now).await?;
             }
         }
         ContactChange::Del => {
@@ -667,19 +655,52 @@ async fn note(s: &Services, job: &RelationJob) -> Result<(), JobError> {
     Ok(())
 }
 
-/// Tells the member (and the operators) which customers deleted them in the last window, in one
-/// message. WeCom's duplicate check (same message within 30 minutes) makes a retry after an
-/// unknown outcome safe.
-async fn churn_notice(s: &Services, job: &ChurnNoticeJob) -> Result<(), JobError> {
+/// Schedules the member's notice for the current window (one per member per window, sent when
+/// the window closes, so a burst of news is one message within WeCom's per-member caps).
+pub(crate) async fn enqueue_member_notice(
+    tx: &mut Tx,
+    s: &Services,
+    userid: &str,
+    now: i64,
+) -> Result<(), AppError> {
+    let batch_ms = (s.settings.notify.batch_secs.max(1) * 1000) as i64;
+    let window = now - now.rem_euclid(batch_ms);
+    let key = format!("member-notice:{userid}:{window}");
+    let job = MemberNoticeJob {
+        userid: userid.to_string(),
+    };
+    enqueue(
+        tx,
+        s,
+        MEMBER_NOTICE_JOB,
+        &job,
+        &key,
+        Some(window + batch_ms),
+    )
+    .await
+}
+
+/// Tells the member which customers deleted them and whose tier changed in the last window, in
+/// one message; the operators are told of the churn too. WeCom's duplicate check (same message
+/// within 30 minutes) makes a retry after an unknown outcome safe.
+async fn member_notice(s: &Services, job: &MemberNoticeJob) -> Result<(), JobError> {
     let untold = s
         .store
-        .untold_churn(&job.userid)
+        .untold_notices(&job.userid)
         .await
         .map_err(AppError::from)?;
     if untold.is_empty() {
         return Ok(());
     }
-    let mut customers = Vec::new();
+    let tier_name = |code: &str| {
+        s.settings
+            .tiers
+            .iter()
+            .find(|t| t.code == code)
+            .map_or(code.to_string(), |t| t.name.clone())
+    };
+    let mut churned = Vec::new();
+    let mut tiers = Vec::new();
     for (_, e) in &untold {
         let c = s
             .store
@@ -694,22 +715,31 @@ async fn churn_notice(s: &Services, job: &ChurnNoticeJob) -> Result<(), JobError
         let channel = attribute(s, follow.as_ref().map(|f| f.channel.as_str()))
             .await
             .map_err(JobError::from)?;
-        customers.push(context! {
-            name => c.map_or(e.external_userid.clone(), |c| c.name),
-            channel => channel.name,
-        });
+        let name = c.map_or(e.external_userid.clone(), |c| c.name);
+        if e.kind == "tier" {
+            let (from, to) = e
+                .detail
+                .as_deref()
+                .and_then(|d| d.split_once('→'))
+                .unwrap_or(("", ""));
+            tiers.push(context! { name => name, from => tier_name(from), to => tier_name(to) });
+        } else {
+            churned.push(context! { name => name, channel => channel.name });
+        }
     }
     let text = s
         .templates
         .render(
-            "churn_notice.j2",
-            context! { staff => job.userid, customers => customers },
+            "member_notice.j2",
+            context! { staff => job.userid, churned => churned, tiers => tiers },
         )
         .map_err(|e| JobError::Permanent(e.to_string()))?;
     let mut to: Vec<&str> = vec![job.userid.as_str()];
-    for op in &s.settings.notify.operators {
-        if !to.contains(&op.as_str()) {
-            to.push(op);
+    if !churned.is_empty() {
+        for op in &s.settings.notify.operators {
+            if !to.contains(&op.as_str()) {
+                to.push(op);
+            }
         }
     }
     match s

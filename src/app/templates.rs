@@ -25,8 +25,8 @@ const BUILT_IN: &[(&str, &str)] = &[
         include_str!("../../templates/note_description.j2"),
     ),
     (
-        "churn_notice.j2",
-        include_str!("../../templates/churn_notice.j2"),
+        "member_notice.j2",
+        include_str!("../../templates/member_notice.j2"),
     ),
     (
         "staff_answer.j2",
@@ -151,6 +151,27 @@ mod tests {
             )
             .unwrap();
         assert_eq!(description, "普通会员｜抖音｜2026-11-22 10:00");
+    }
+
+    #[test]
+    fn the_member_notice_has_a_line_per_customer() {
+        let t = Templates::load("").unwrap();
+        let c = |name: &str| context! { name => name, channel => "抖音" };
+        let tier = |name: &str| context! { name => name, from => "普通会员", to => "合作伙伴" };
+        let one = t.render("member_notice.j2", context! { staff => "zhangsan", churned => vec![c("王小明")], tiers => Vec::<()>::new() });
+        assert_eq!(one.unwrap(), "客户「王小明」（抖音）删除了zhangsan。");
+        let text = t
+            .render("member_notice.j2", context! { staff => "zhangsan", churned => vec![c("甲"), c("乙")], tiers => vec![tier("丙"), tier("丁")] })
+            .unwrap();
+        assert_eq!(
+            text,
+            "2 位客户删除了zhangsan：\n- 甲（抖音）\n- 乙（抖音）\n客户「丙」等级变化：普通会员 → 合作伙伴\n客户「丁」等级变化：普通会员 → 合作伙伴"
+        );
+        let only_tiers = t.render("member_notice.j2", context! { staff => "zhangsan", churned => Vec::<()>::new(), tiers => vec![tier("丙")] });
+        assert_eq!(
+            only_tiers.unwrap(),
+            "客户「丙」等级变化：普通会员 → 合作伙伴"
+        );
     }
 
     #[test]

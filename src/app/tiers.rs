@@ -388,6 +388,16 @@ async fn apply_changes(
                 None,
             )
             .await?;
+            // The member who owns the customer hears of it (batched with their other news).
+            let event = crate::store::contacts::ContactEvent {
+                external_userid: f.external_userid.clone(),
+                userid: f.userid.clone(),
+                kind: "tier".into(),
+                detail: Some(format!("{}→{}", d.from, d.to)),
+                at: now,
+            };
+            crate::store::contacts::record_contact_event(&mut tx, &event).await?;
+            super::contacts::enqueue_member_notice(&mut tx, services, &f.userid, now).await?;
         }
     }
     tx.commit().await?;

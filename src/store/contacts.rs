@@ -376,12 +376,12 @@ pub async fn end_follow(
 }
 
 impl Store {
-    /// Churn events of `userid` nobody was told about yet, oldest first.
-    pub async fn untold_churn(&self, userid: &str) -> Result<Vec<(i64, ContactEvent)>> {
+    /// Churn and tier events of `userid`'s customers the member was not told about yet, oldest first.
+    pub async fn untold_notices(&self, userid: &str) -> Result<Vec<(i64, ContactEvent)>> {
         let rows = with_pool!(self, |pool| {
             let rows = sqlx::query(
                 "SELECT id, external_userid, userid, kind, detail, at FROM contact_events
-                 WHERE userid = $1 AND kind = 'churn' AND notified_at IS NULL ORDER BY id",
+                 WHERE userid = $1 AND kind IN ('churn', 'tier') AND notified_at IS NULL ORDER BY id",
             )
             .bind(userid)
             .fetch_all(pool)
