@@ -35,6 +35,11 @@ pub enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// Import records from a file.
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
     /// Tier evaluation by hand.
     Tiers {
         #[command(subcommand)]
@@ -90,6 +95,19 @@ pub enum EventsCommand {
         /// Only the event with this id.
         #[arg(long)]
         id: Option<i64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// Activity from the shop: a .csv (header kind,customer,amount,count,at,id) or .jsonl file.
+    /// Streams, resumes an interrupted import of the same file, writes rejected records with
+    /// their reasons to FILE.rejected.jsonl.
+    Activity {
+        file: PathBuf,
+        /// No live progress line on stderr.
+        #[arg(long)]
+        quiet: bool,
     },
 }
 
@@ -197,6 +215,9 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Tiers {
             command: TiersCommand::Evaluate { dry_run },
         } => evaluate_tiers(load()?, dry_run).await,
+        Command::Import {
+            command: ImportCommand::Activity { file, quiet },
+        } => import_activity(load()?, &file, !quiet).await,
         Command::Demo(args) => crate::demo::run(args).await.map_err(|e| e.to_string()),
     }
 }
@@ -246,14 +267,16 @@ async fn fake_wecom(args: FakeWecomArgs) -> Result<(), String> {
     Ok(())
 }
 
-async fn evaluate_tiers(settings: Settings, dry_run: bool) -> Result<(), String> {
-    use crate::app::{Services, templates::Templates, tiers};
+/// The use-cases' services for a one-shot command (no server, no workers: the jobs it decides
+/// are carried out by a running `siyu serve`).
+async fn cli_services(settings: Settings) -> Result<crate::app::Services, String> {
+    use crate::app::templates::Templates;
     use std::sync::Arc;
-    tiers::validate(&settings).map_err(|e| format!("config: {e}"))?;
+    crate::app::tiers::validate(&settings).map_err(|e| format!("config: {e}"))?;
     let store = open_store(&settings).await?;
     store.migrate().await.map_err(|e| e.to_string())?;
     let clock = crate::clock::Clock::default();
-    let services = Services {
+    Ok(crate::app::Services {
         wecom: crate::wecom::client::WecomClient::new(
             &settings.wecom,
             Some(store.clone()),
@@ -265,8 +288,40 @@ async fn evaluate_tiers(settings: Settings, dry_run: bool) -> Result<(), String>
         templates: Arc::new(Templates::load(&settings.templates.dir).map_err(|e| e.to_string())?),
         settings: Arc::new(settings),
         tag_sync: Arc::default(),
+    })
+}
+
+async fn import_activity(
+    settings: Settings,
+    file: &std::path::Path,
+    progress: bool,
+) -> Result<(), String> {
+    let services = cli_services(settings).await?;
+    let s = crate::app::import::import_activity(&services, file, progress)
+        .await
+        .map_err(|e| e.to_string())?;
+    let rejects = if s.rejected > 0 {
+        format!(
+            " (reasons in {})",
+            crate::app::import::rejects_path(file).display()
+        )
+    } else {
+        String::new()
     };
-    let changes = tiers::evaluate(&services, None, !dry_run)
+    println!(
+        "{}{} lines: {} stored, {} duplicates, {} rejected{rejects}",
+        if s.resumed { "resumed; " } else { "" },
+        s.lines,
+        s.stored,
+        s.duplicates,
+        s.rejected,
+    );
+    Ok(())
+}
+
+async fn evaluate_tiers(settings: Settings, dry_run: bool) -> Result<(), String> {
+    let services = cli_services(settings).await?;
+    let changes = crate::app::tiers::evaluate(&services, None, !dry_run)
         .await
         .map_err(|e| e.to_string())?;
     for c in &changes {

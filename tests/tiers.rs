@@ -424,3 +424,70 @@ async fn a_pin_wins_over_the_rules_until_it_expires() {
     );
     w.app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_import_in_chunks_with_rejects_and_resume_after_an_interruption() {
+    use siyu::app::import::{checkpoint_path, import_activity, rejects_path};
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+
+    let csv = dir.path().join("orders.csv");
+    std::fs::write(
+        &csv,
+        "kind,customer,amount,count,at,id\n\
+         order,shop-1,100.50,,2026-11-20T10:00:00+08:00,c-1\n\
+         order,shop-2,12.345,,2026-11-20T10:00:00+08:00,c-2\n\
+         \n\
+         referral,shop-1,,2,2026-11-21T10:00:00+08:00,c-3\n\
+         order,shop-1,100.50,,2026-11-20T10:00:00+08:00,c-1\n",
+    )
+    .unwrap();
+    let s = import_activity(w.app.services(), &csv, false)
+        .await
+        .unwrap();
+    assert_eq!((s.lines, s.stored, s.duplicates, s.rejected), (4, 2, 1, 1));
+    let rejects = std::fs::read_to_string(rejects_path(&csv)).unwrap();
+    assert!(
+        rejects.contains("\"line\":3") && rejects.contains("two decimals"),
+        "{rejects}"
+    );
+    assert!(
+        !checkpoint_path(&csv).exists(),
+        "a finished import leaves no checkpoint"
+    );
+
+    let jsonl = dir.path().join("more.jsonl");
+    let lines = [
+        r#"{"kind": "order", "customer": "shop-9", "amount": 5, "at": "2026-11-20T10:00:00+08:00", "id": "j-1"}"#,
+        r#"{"kind": "order", "customer": "shop-9", "amount": 6, "at": "2026-11-20T10:00:00+08:00", "id": "j-2"}"#,
+        r#"{"kind": "order", "customer": "shop-9", "amount": 7, "at": "2026-11-20T10:00:00+08:00", "id": "j-3"}"#,
+        r#"not json"#,
+    ];
+    let text = lines.join("\n") + "\n";
+    std::fs::write(&jsonl, &text).unwrap();
+    // An earlier run stopped after committing the first two lines.
+    let offset = lines[0].len() + lines[1].len() + 2;
+    let checkpoint = json!({"offset": offset, "size": text.len(),
+        "summary": {"lines": 2, "stored": 2, "duplicates": 0, "rejected": 0}});
+    std::fs::write(checkpoint_path(&jsonl), checkpoint.to_string()).unwrap();
+    let s = import_activity(w.app.services(), &jsonl, false)
+        .await
+        .unwrap();
+    assert!(s.resumed);
+    assert_eq!((s.lines, s.stored, s.rejected), (4, 3, 1));
+    // The resumed run read on from the checkpoint: the first two lines were not read again.
+    let (_, again) = activity(
+        &w,
+        json!([{"kind": "order", "customer": "shop-9", "amount": 5, "at": "2026-11-20T10:00:00+08:00", "id": "j-1"}]),
+    )
+    .await;
+    assert_eq!(
+        again["stored"], 1,
+        "j-1 was skipped by the resume, so it is new now"
+    );
+    let err = import_activity(w.app.services(), &dir.path().join("x.txt"), false)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains(".csv or .jsonl"), "{err}");
+    w.app.shutdown().await;
+}

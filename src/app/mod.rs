@@ -4,6 +4,7 @@
 pub mod channels;
 pub mod contacts;
 pub mod dispatch;
+pub mod import;
 pub mod ingest;
 pub mod staff;
 pub mod tags;
