@@ -77,6 +77,38 @@ pub struct Settings {
     pub tiers: Vec<TierSettings>,
     /// Channels declared in the file (created or updated at start, like the API does).
     pub channels: Vec<ChannelSettings>,
+    pub rfm: RfmSettings,
+}
+
+/// Value segments (RFM): recency, frequency and monetary value scored 1 to 5 and mapped to the
+/// eight classic segments, kept as a third siyu tag group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RfmSettings {
+    pub group_name: String,
+    /// Orders within this window count for frequency and monetary value.
+    pub window_days: u32,
+    /// `quintiles` of the current population, or fixed `thresholds` below.
+    pub mode: String,
+    /// Days since the last order for scores 5, 4, 3, 2 (at most that many days); older is 1.
+    pub recency_days: Vec<i64>,
+    /// Orders for scores 2, 3, 4, 5 (at least that many).
+    pub frequency: Vec<i64>,
+    /// Spend in yuan for scores 2, 3, 4, 5 (at least that much).
+    pub monetary: Vec<i64>,
+}
+
+impl Default for RfmSettings {
+    fn default() -> Self {
+        Self {
+            group_name: "价值分层".into(),
+            window_days: 365,
+            mode: "quintiles".into(),
+            recency_days: vec![7, 30, 90, 180],
+            frequency: vec![2, 3, 5, 10],
+            monetary: vec![500, 1000, 3000, 10_000],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -287,6 +319,7 @@ impl Default for Settings {
                 ),
             ],
             channels: Vec::new(),
+            rfm: RfmSettings::default(),
         }
     }
 }
@@ -513,6 +546,24 @@ impl Settings {
                     format!("tier code {:?} appears twice", t.code),
                 ));
             }
+        }
+        if !matches!(self.rfm.mode.as_str(), "quintiles" | "thresholds") {
+            return Err(invalid(
+                "rfm.mode",
+                "must be \"quintiles\" or \"thresholds\"",
+            ));
+        }
+        for (key, cuts) in [
+            ("rfm.recency_days", &self.rfm.recency_days),
+            ("rfm.frequency", &self.rfm.frequency),
+            ("rfm.monetary", &self.rfm.monetary),
+        ] {
+            if cuts.len() != 4 || cuts.windows(2).any(|w| w[0] > w[1]) {
+                return Err(invalid(key, "needs 4 cut points in increasing order"));
+            }
+        }
+        if self.rfm.window_days == 0 {
+            return Err(invalid("rfm.window_days", "must be at least 1"));
         }
         if self.tags.channel_group.trim().is_empty() || self.tags.tier_group.trim().is_empty() {
             return Err(invalid(

@@ -491,3 +491,72 @@ async fn files_import_in_chunks_with_rejects_and_resume_after_an_interruption() 
     assert!(err.to_string().contains(".csv or .jsonl"), "{err}");
     w.app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn value_segments_on_a_known_population() {
+    let w = world().await;
+    w.channels().await;
+    let a = customer(&w, "王小明").await;
+    let b = customer(&w, "陈静").await;
+    let c = customer(&w, "路人甲").await;
+    let mut items = vec![
+        json!({"kind": "order", "customer": b, "amount": 600, "at": at(&w, 200), "id": "b-1"}),
+    ];
+    for i in 0..10 {
+        items.push(json!({"kind": "order", "customer": a, "amount": 1200, "at": at(&w, 3 + i), "id": format!("a-{i}")}));
+    }
+    activity(&w, json!(items)).await;
+
+    // Fixed thresholds: a is recent, frequent and big; b ordered once, long ago; c never.
+    let mut settings = common::world::settings(&w.db, w.fake_addr());
+    settings.rfm.mode = "thresholds".into();
+    w.app.shutdown().await;
+    let app = common::start(settings).await;
+    w.fake
+        .set_callback_url(&format!("http://{}/wecom/callback", app.addr()));
+    let w = World { app, ..w };
+    let changes = siyu::app::segments::evaluate(w.app.services(), true)
+        .await
+        .unwrap();
+    let of = |id: &str| {
+        changes
+            .iter()
+            .find(|c| c.external_userid == id)
+            .map(|c| (c.to.clone(), c.rfm.clone()))
+            .unwrap()
+    };
+    assert_eq!(of(&a), ("重要价值".into(), "R5F5M5".into()));
+    assert_eq!(of(&b), ("一般挽留".into(), "R1F1M2".into()));
+    assert_eq!(of(&c), ("一般挽留".into(), "R1F1M1".into()));
+    assert!(
+        siyu::app::segments::evaluate(w.app.services(), true)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing changes twice"
+    );
+    let tagged = eventually(Duration::from_secs(10), || async {
+        w.tag_names(&w.follow("zhangsan", &a).tags)
+            .contains(&"重要价值".to_string())
+    })
+    .await;
+    assert!(
+        tagged,
+        "the segment tag is at the fake: {:?}",
+        w.follow("zhangsan", &a)
+    );
+    let detail = w.get(&format!("/customers/{a}")).await;
+    assert_eq!(
+        detail["segment"],
+        json!({"segment": "重要价值", "rfm": "R5F5M5"})
+    );
+    let summary = w.get("/tiers/summary").await;
+    assert!(
+        summary["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["segment"] == "一般挽留" && s["customers"] == 2)
+    );
+    w.app.shutdown().await;
+}

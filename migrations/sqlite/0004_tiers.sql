@@ -28,6 +28,9 @@ CREATE INDEX customer_refs_customer ON customer_refs (external_userid);
 
 -- Since when the customer has failed their tier's keep rules (NULL: they meet them).
 ALTER TABLE customers ADD COLUMN keep_failing_since BIGINT;
+-- The value segment (RFM) and its scores, e.g. 重要价值 and R5F4M5; NULL until evaluated.
+ALTER TABLE customers ADD COLUMN segment TEXT;
+ALTER TABLE customers ADD COLUMN rfm TEXT;
 
 CREATE TABLE tier_history (
     id INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -6,6 +6,7 @@ pub mod contacts;
 pub mod dispatch;
 pub mod import;
 pub mod ingest;
+pub mod segments;
 pub mod staff;
 pub mod tags;
 pub mod templates;

@@ -16,6 +16,7 @@ pub const UNATTRIBUTED_NAME: &str = "未归因";
 pub const CHANNEL: &str = "channel";
 pub const EXTRA: &str = "extra";
 pub const TIER: &str = "tier";
+pub const SEGMENT: &str = "segment";
 
 /// Job: put a recreated tag back on one relation.
 pub const RETAG_JOB: &str = "tags.reapply";
@@ -54,6 +55,9 @@ fn wanted(services: &Services, channels: &[Channel]) -> Vec<SiyuTag> {
     }
     for t in &s.tiers {
         out.push(tag(TIER, &t.code, &t.name, &s.tags.tier_group));
+    }
+    for name in super::segments::SEGMENTS {
+        out.push(tag(SEGMENT, name, name, &s.rfm.group_name));
     }
     out
 }

@@ -315,8 +315,12 @@ pub async fn evaluate(
     Ok(changes.into_iter().map(|(d, _)| d).collect())
 }
 
+/// A tag swap on one relation: the tag of `to` on, that of `from` off, among siyu's tags of
+/// `kind` (tier or segment).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Retag {
+    #[serde(default = "tier_kind")]
+    pub kind: String,
     pub userid: String,
     pub external_userid: String,
     pub from: String,
@@ -358,6 +362,7 @@ async fn apply_changes(
             .filter(|f| f.external_userid == d.external_userid)
         {
             let retag = Retag {
+                kind: TIER.into(),
                 userid: f.userid.clone(),
                 external_userid: f.external_userid.clone(),
                 from: d.from.clone(),
@@ -405,17 +410,24 @@ async fn apply_changes(
     Ok(())
 }
 
-/// The tier tag swap: the new tag on, the old one off, in one call.
+fn tier_kind() -> String {
+    TIER.into()
+}
+
+/// The tag swap: the new tag on, the old one off, in one call.
 async fn retag(services: &Services, r: &Retag) -> Result<(), JobError> {
-    let mut new = tags::tag_id(services, TIER, &r.to).await?;
+    let mut new = tags::tag_id(services, &r.kind, &r.to).await?;
     if new.is_none() {
         tags::ensure(services).await?;
-        new = tags::tag_id(services, TIER, &r.to).await?;
+        new = tags::tag_id(services, &r.kind, &r.to).await?;
     }
     let Some(new) = new else {
-        return Err(JobError::Retry(format!("no tag for tier {} yet", r.to)));
+        return Err(JobError::Retry(format!(
+            "no tag for {} {} yet",
+            r.kind, r.to
+        )));
     };
-    let old = tags::tag_id(services, TIER, &r.from).await?;
+    let old = tags::tag_id(services, &r.kind, &r.from).await?;
     let request = MarkTagRequest {
         userid: r.userid.clone(),
         external_userid: r.external_userid.clone(),
@@ -486,7 +498,14 @@ pub async fn summary(services: &Services) -> Result<serde_json::Value, AppError>
             serde_json::json!({ "promoted": up, "demoted": down, "moves": detail }),
         );
     }
-    Ok(serde_json::json!({ "tiers": tiers, "moves": moves }))
+    let segments: Vec<serde_json::Value> = services
+        .store
+        .customers_per_segment()
+        .await?
+        .into_iter()
+        .map(|(segment, n)| serde_json::json!({ "segment": segment, "customers": n }))
+        .collect();
+    Ok(serde_json::json!({ "tiers": tiers, "segments": segments, "moves": moves }))
 }
 
 /// What an operator sends to pin a customer's tier.
@@ -594,10 +613,12 @@ pub fn register(services: &Services, registry: &mut Registry) {
         let s = s.clone();
         async move {
             let job: EvaluateJob = ctx.payload()?;
-            evaluate(&s, job.customers.as_deref(), true)
-                .await
-                .map(drop)
-                .map_err(JobError::from)
+            evaluate(&s, job.customers.as_deref(), true).await?;
+            // Segments rank customers against everyone: only a full evaluation updates them.
+            if job.customers.is_none() {
+                super::segments::evaluate(&s, true).await?;
+            }
+            Ok(())
         }
     });
     let s = services.clone();

@@ -264,7 +264,10 @@ async fn get_customer(
         .await
         .map_err(ApiError::internal)?;
     let pin = store.pin(&id).await.map_err(ApiError::internal)?;
-    let body = json!({ "customer": customer, "pin": pin, "follows": follows, "tier_history": history, "events": events });
+    let segment = store.segment_of(&id).await.map_err(ApiError::internal)?;
+    let segment = segment.map(|(segment, rfm)| json!({ "segment": segment, "rfm": rfm }));
+    let body = json!({ "customer": customer, "pin": pin, "segment": segment, "follows": follows,
+                       "tier_history": history, "events": events });
     Ok(Json(body).into_response())
 }
 

@@ -504,3 +504,96 @@ impl Store {
         Ok(rows)
     }
 }
+
+/// One customer's RFM inputs.
+#[derive(Debug, Clone)]
+pub struct RfmInput {
+    pub external_userid: String,
+    pub segment: Option<String>,
+    /// Unix ms of the last order in the window.
+    pub last_order: Option<i64>,
+    pub orders: i64,
+    pub spend_fen: i64,
+}
+
+impl Store {
+    /// Every customer's last order, order count and spend since `since`.
+    pub async fn rfm_inputs(&self, since: i64) -> Result<Vec<RfmInput>> {
+        // who, last order, orders, spend
+        type Sums = (String, Option<i64>, Option<i64>, Option<i64>);
+        let sums: Vec<Sums> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT who, MAX(CASE WHEN kind = 'order' THEN at ELSE NULL END),
+                        CAST(SUM(CASE WHEN kind = 'order' THEN count ELSE 0 END) AS BIGINT),
+                        CAST(SUM(CASE WHEN kind = 'order' THEN amount_fen WHEN kind = 'refund' THEN -amount_fen ELSE 0 END) AS BIGINT)
+                 FROM activity WHERE at >= $1 GROUP BY who",
+            )
+            .bind(since)
+            .fetch_all(pool)
+            .await?
+        });
+        let by_who: HashMap<String, (Option<i64>, i64, i64)> = sums
+            .into_iter()
+            .map(|(w, l, o, s)| (w, (l, o.unwrap_or(0), s.unwrap_or(0))))
+            .collect();
+        let customers: Vec<(String, Option<String>)> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT external_userid, segment FROM customers ORDER BY external_userid",
+            )
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(customers
+            .into_iter()
+            .map(|(id, segment)| {
+                let (last_order, orders, spend_fen) =
+                    by_who.get(&id).copied().unwrap_or((None, 0, 0));
+                RfmInput {
+                    external_userid: id,
+                    segment,
+                    last_order,
+                    orders,
+                    spend_fen,
+                }
+            })
+            .collect())
+    }
+
+    pub async fn set_segments(&self, changes: &[(String, String, String)]) -> Result<()> {
+        let mut tx = self.begin().await?;
+        for (id, segment, rfm) in changes {
+            with_tx!(tx, |conn| {
+                sqlx::query(
+                    "UPDATE customers SET segment = $1, rfm = $2 WHERE external_userid = $3",
+                )
+                .bind(segment)
+                .bind(rfm)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            });
+        }
+        tx.commit().await
+    }
+
+    /// A customer's value segment and scores.
+    pub async fn segment_of(&self, external_userid: &str) -> Result<Option<(String, String)>> {
+        let row: Option<(Option<String>, Option<String>)> = with_pool!(self, |pool| {
+            sqlx::query_as("SELECT segment, rfm FROM customers WHERE external_userid = $1")
+                .bind(external_userid)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(row.and_then(|(s, r)| Some((s?, r.unwrap_or_default()))))
+    }
+
+    /// Customers per value segment.
+    pub async fn customers_per_segment(&self) -> Result<Vec<(String, i64)>> {
+        let rows: Vec<(String, i64)> = with_pool!(self, |pool| {
+            sqlx::query_as("SELECT segment, COUNT(*) FROM customers WHERE segment IS NOT NULL GROUP BY segment ORDER BY segment")
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows)
+    }
+}
