@@ -560,3 +560,58 @@ async fn value_segments_on_a_known_population() {
     );
     w.app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_changed_through_the_api_are_validated_kept_with_who_and_used_next_time() {
+    let w = world().await;
+    w.channels().await;
+    let a = customer(&w, "王小明").await;
+    activity(
+        &w,
+        json!([{"kind": "order", "customer": a, "amount": 600, "at": at(&w, 1), "id": "o-1"}]),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(tier_of(&w, &a).await, "member");
+    let put = |body: Value| {
+        let w = &w;
+        async move {
+            let r = w
+                .http
+                .put(w.api("/tiers"))
+                .bearer_auth(siyu::testkit::API_TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let mut tiers = w.get("/tiers").await["tiers"].clone();
+    tiers[1]["promote"]["any"][0]["min"] = json!("12.345");
+    let (status, body) = put(json!({"tiers": tiers, "by": "ops-li"})).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("tiers[1].promote.any[0]"),
+        "{body}"
+    );
+    let (status, body) =
+        put(json!({"tiers": [w.get("/tiers").await["tiers"][1]], "by": "ops-li"})).await;
+    assert_eq!(status, 409, "the member tier still holds customers: {body}");
+
+    tiers[1]["promote"]["any"][0]["min"] = json!(500);
+    let (status, body) = put(json!({"tiers": tiers, "by": "ops-li"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["changes"][0]["changed_by"], "ops-li");
+    assert_eq!(
+        tier_of(&w, &a).await,
+        "member",
+        "in force from the next evaluation"
+    );
+    tiers::evaluate(w.app.services(), None, true).await.unwrap();
+    assert_eq!(tier_of(&w, &a).await, "partner");
+    w.app.shutdown().await;
+}

@@ -54,3 +54,11 @@ CREATE TABLE tier_pins (
     expires_at BIGINT,
     created_at BIGINT NOT NULL
 );
+
+-- Tier rules changed through the API (the latest is in force; none: the config's), with who.
+CREATE TABLE tier_rules (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    rules TEXT NOT NULL,
+    changed_by TEXT NOT NULL,
+    at BIGINT NOT NULL
+);

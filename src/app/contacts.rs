@@ -376,8 +376,9 @@ async fn sync(s: &Services, job: &SyncJob) -> Result<(), JobError> {
         .map_err(JobError::from)?;
     let now = s.clock.now_ms();
     let entry_tier = s
-        .settings
-        .tiers
+        .tiers()
+        .await
+        .map_err(JobError::from)?
         .first()
         .map(|t| t.code.clone())
         .unwrap_or_default();
@@ -602,8 +603,9 @@ async fn note(s: &Services, job: &RelationJob) -> Result<(), JobError> {
         .await
         .map_err(JobError::from)?;
     let tier = s
-        .settings
-        .tiers
+        .tiers()
+        .await
+        .map_err(JobError::from)?
         .iter()
         .find(|t| t.code == customer.tier)
         .map_or(customer.tier.clone(), |t| t.name.clone());
@@ -692,9 +694,9 @@ async fn member_notice(s: &Services, job: &MemberNoticeJob) -> Result<(), JobErr
     if untold.is_empty() {
         return Ok(());
     }
+    let tiers_in_force = s.tiers().await.map_err(JobError::from)?;
     let tier_name = |code: &str| {
-        s.settings
-            .tiers
+        tiers_in_force
             .iter()
             .find(|t| t.code == code)
             .map_or(code.to_string(), |t| t.name.clone())

@@ -32,6 +32,18 @@ pub struct Services {
     pub tag_sync: Arc<tokio::sync::Mutex<()>>,
 }
 
+impl Services {
+    /// The tiers in force: the latest change made through the API, else the config's. Read at
+    /// each use, so every replica follows a change at once.
+    pub async fn tiers(&self) -> Result<Vec<crate::config::TierSettings>, AppError> {
+        match self.store.current_tier_rules().await? {
+            Some(json) => serde_json::from_str(&json)
+                .map_err(|e| AppError::Invalid(format!("stored tier rules do not parse: {e}"))),
+            None => Ok(self.settings.tiers.clone()),
+        }
+    }
+}
+
 /// Formats Unix ms as `YYYY-MM-DD HH:MM` in the configured time zone (for notes and answers).
 pub fn local_time(settings: &Settings, ms: i64) -> String {
     use chrono::TimeZone;

@@ -41,10 +41,11 @@ pub async fn answer(s: &Services, userid: &str, content: &str) -> Result<String,
             if exact.len() == 1 {
                 return detail(s, userid, &exact[0].external_userid).await;
             }
+            let tiers = s.tiers().await?;
             let mut matches = Vec::new();
             for c in found.iter().take(LIST_MAX as usize) {
                 let channel = attribute(s, Some(&c.channel)).await?;
-                matches.push(context! { name => c.name, tier => tier_name(s, &c.tier), channel => channel.name, id => c.external_userid });
+                matches.push(context! { name => c.name, tier => tier_name(&tiers, &c.tier), channel => channel.name, id => c.external_userid });
             }
             let total = found.len();
             Ok(s.templates.render(
@@ -55,9 +56,8 @@ pub async fn answer(s: &Services, userid: &str, content: &str) -> Result<String,
     }
 }
 
-fn tier_name(s: &Services, code: &str) -> String {
-    s.settings
-        .tiers
+fn tier_name(tiers: &[crate::config::TierSettings], code: &str) -> String {
+    tiers
         .iter()
         .find(|t| t.code == code)
         .map_or(code.to_string(), |t| t.name.clone())
@@ -81,6 +81,7 @@ async fn detail(s: &Services, userid: &str, external_userid: &str) -> Result<Str
             .render("staff_help.j2", context! { query => external_userid })?);
     };
     let channel = attribute(s, Some(&follow.channel)).await?;
+    let tiers = s.tiers().await?;
     let siyu_tags = s.store.siyu_tags().await?;
     let tags: Vec<String> = follow
         .tag_ids
@@ -98,7 +99,7 @@ async fn detail(s: &Services, userid: &str, external_userid: &str) -> Result<Str
         context! {
             name => customer.name,
             corp_name => customer.corp_name,
-            tier => tier_name(s, &customer.tier),
+            tier => tier_name(&tiers, &customer.tier),
             channel => channel.name,
             tags => tags,
             remark => follow.remark,

@@ -29,7 +29,11 @@ pub struct Reapply {
     pub new_tag_id: String,
 }
 
-fn wanted(services: &Services, channels: &[Channel]) -> Vec<SiyuTag> {
+fn wanted(
+    services: &Services,
+    channels: &[Channel],
+    tiers: &[crate::config::TierSettings],
+) -> Vec<SiyuTag> {
     let s = &services.settings;
     let tag = |kind: &str, code: &str, name: &str, group: &str| SiyuTag {
         kind: kind.into(),
@@ -53,7 +57,7 @@ fn wanted(services: &Services, channels: &[Channel]) -> Vec<SiyuTag> {
             }
         }
     }
-    for t in &s.tiers {
+    for t in tiers {
         out.push(tag(TIER, &t.code, &t.name, &s.tags.tier_group));
     }
     for name in super::segments::SEGMENTS {
@@ -71,7 +75,7 @@ pub async fn ensure(services: &Services) -> Result<Vec<SiyuTag>, AppError> {
     let stored = services.store.siyu_tags().await?;
     let now = services.clock.now_ms();
     let mut result = Vec::new();
-    for mut want in wanted(services, &channels) {
+    for mut want in wanted(services, &channels, &services.tiers().await?) {
         let known = stored
             .iter()
             .find(|t| t.kind == want.kind && t.code == want.code);

@@ -138,7 +138,58 @@ fn compile(tiers: &[TierSettings]) -> Result<Vec<Tier>, String> {
 
 /// Checks the tier rules of `settings` (at start, and before a change takes effect).
 pub fn validate(settings: &Settings) -> Result<(), String> {
-    compile(&settings.tiers).map(drop)
+    check_tiers(&settings.tiers)
+}
+
+fn check_tiers(tiers: &[TierSettings]) -> Result<(), String> {
+    if tiers.is_empty() {
+        return Err("tiers: at least one tier is needed (the entry tier)".into());
+    }
+    for (i, t) in tiers.iter().enumerate() {
+        if t.code.trim().is_empty() || t.name.trim().is_empty() || t.name.chars().count() > 30 {
+            return Err(format!(
+                "tiers[{i}]: needs a code and a name of at most 30 characters"
+            ));
+        }
+        if tiers[..i].iter().any(|o| o.code == t.code) {
+            return Err(format!("tiers[{i}]: code {:?} appears twice", t.code));
+        }
+    }
+    compile(tiers).map(drop)
+}
+
+/// Replaces the tier rules, validated first; they take effect at the next evaluation. Every
+/// change is kept with who made it. A tier that still holds customers cannot be removed.
+pub async fn change_rules(
+    services: &Services,
+    tiers: Vec<TierSettings>,
+    by: &str,
+) -> Result<(), AppError> {
+    check_tiers(&tiers).map_err(AppError::Invalid)?;
+    if by.trim().is_empty() {
+        return Err(AppError::Invalid("by: say who makes the change".into()));
+    }
+    for (code, n) in services.store.customers_per_tier().await? {
+        if n > 0 && !tiers.iter().any(|t| t.code == code) {
+            return Err(AppError::Conflict(format!(
+                "tiers: {code:?} still holds {n} customers; keep it or move them first"
+            )));
+        }
+    }
+    let json = serde_json::to_string(&tiers).map_err(|e| AppError::Invalid(e.to_string()))?;
+    services
+        .store
+        .save_tier_rules(&json, by, services.clock.now_ms())
+        .await?;
+    // A new tier needs its tag.
+    let ensuring = services.clone();
+    tokio::spawn(async move {
+        if let Err(e) = tags::ensure(&ensuring).await {
+            tracing::warn!(error = %e, "could not make sure the tags of the new tiers exist");
+        }
+    });
+    tracing::info!(by, tiers = tiers.len(), "tier rules changed");
+    Ok(())
 }
 
 /// A customer's value of every `(metric, window)` term the rules use.
@@ -272,7 +323,7 @@ pub async fn evaluate(
     customers: Option<&[String]>,
     apply: bool,
 ) -> Result<Vec<Decision>, AppError> {
-    let tiers = compile(&services.settings.tiers).map_err(AppError::Invalid)?;
+    let tiers = compile(&services.tiers().await?).map_err(AppError::Invalid)?;
     let now = services.clock.now_ms();
     let terms: Vec<(String, i64)> = tiers
         .iter()
@@ -464,9 +515,8 @@ async fn retag(services: &Services, r: &Retag) -> Result<(), JobError> {
 /// Customers per tier and the moves of the last day, week and month.
 pub async fn summary(services: &Services) -> Result<serde_json::Value, AppError> {
     let counts = services.store.customers_per_tier().await?;
-    let tiers: Vec<serde_json::Value> = services
-        .settings
-        .tiers
+    let in_force = services.tiers().await?;
+    let tiers: Vec<serde_json::Value> = in_force
         .iter()
         .map(|t| {
             let n = counts
@@ -476,7 +526,7 @@ pub async fn summary(services: &Services) -> Result<serde_json::Value, AppError>
             serde_json::json!({ "code": t.code, "name": t.name, "customers": n })
         })
         .collect();
-    let rank = |code: &str| services.settings.tiers.iter().position(|t| t.code == code);
+    let rank = |code: &str| in_force.iter().position(|t| t.code == code);
     let now = services.clock.now_ms();
     let mut moves = serde_json::Map::new();
     for (label, days) in [("day", 1), ("week", 7), ("month", 30)] {
@@ -537,13 +587,9 @@ pub async fn pin(
     let pin = match input {
         None => None,
         Some(p) => {
-            if !services.settings.tiers.iter().any(|t| t.code == p.tier) {
-                let codes: Vec<&str> = services
-                    .settings
-                    .tiers
-                    .iter()
-                    .map(|t| t.code.as_str())
-                    .collect();
+            let in_force = services.tiers().await?;
+            if !in_force.iter().any(|t| t.code == p.tier) {
+                let codes: Vec<&str> = in_force.iter().map(|t| t.code.as_str()).collect();
                 return Err(AppError::Invalid(format!(
                     "tier: {:?} is not one of {}",
                     p.tier,

@@ -31,6 +31,7 @@ pub(super) fn router(state: AppState) -> Router<AppState> {
         .route("/customers/{id}/refs", put(put_refs))
         .route("/customers/{id}/pin", put(put_pin).delete(delete_pin))
         .route("/tiers/summary", get(tier_summary))
+        .route("/tiers", get(get_tiers).put(put_tiers))
         .route_layer(axum::middleware::from_fn_with_state(state, require_token))
         // The API description is public: it holds no data.
         .route("/openapi.json", get(openapi))
@@ -290,4 +291,32 @@ async fn delete_pin(
 
 async fn tier_summary(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok(Json(tiers::summary(&state.services).await?).into_response())
+}
+
+async fn get_tiers(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let services = &state.services;
+    let tiers = services.tiers().await?;
+    let history = services
+        .store
+        .tier_rules_history()
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!({ "tiers": tiers, "changes": history })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TiersBody {
+    tiers: Vec<crate::config::TierSettings>,
+    by: String,
+}
+
+/// Replaces the tier rules (validated; in force from the next evaluation).
+async fn put_tiers(
+    State(state): State<AppState>,
+    payload: Result<Json<TiersBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let b = body(payload)?;
+    tiers::change_rules(&state.services, b.tiers, &b.by).await?;
+    get_tiers(State(state)).await
 }

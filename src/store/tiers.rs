@@ -597,3 +597,53 @@ impl Store {
         Ok(rows)
     }
 }
+
+/// A change of the tier rules made through the API.
+#[derive(Debug, Clone, Serialize)]
+pub struct RulesChange {
+    pub id: i64,
+    pub changed_by: String,
+    pub at: i64,
+}
+
+impl Store {
+    /// The tier rules (JSON) of the latest change made through the API, if any.
+    pub async fn current_tier_rules(&self) -> Result<Option<String>> {
+        let rules: Option<String> = with_pool!(self, |pool| {
+            sqlx::query_scalar("SELECT rules FROM tier_rules ORDER BY id DESC LIMIT 1")
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(rules)
+    }
+
+    pub async fn save_tier_rules(
+        &self,
+        rules_json: &str,
+        changed_by: &str,
+        now: i64,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        with_tx!(tx, |conn| {
+            sqlx::query("INSERT INTO tier_rules (rules, changed_by, at) VALUES ($1, $2, $3)")
+                .bind(rules_json)
+                .bind(changed_by)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+        });
+        tx.commit().await
+    }
+
+    pub async fn tier_rules_history(&self) -> Result<Vec<RulesChange>> {
+        let rows: Vec<(i64, String, i64)> = with_pool!(self, |pool| {
+            sqlx::query_as("SELECT id, changed_by, at FROM tier_rules ORDER BY id DESC LIMIT 100")
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(id, changed_by, at)| RulesChange { id, changed_by, at })
+            .collect())
+    }
+}
