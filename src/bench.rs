@@ -455,18 +455,19 @@ pub async fn tiers(args: TiersArgs) -> Result<(), BenchError> {
     let scan_started = Instant::now();
     let scanned = store.scan_activity().await.map_err(|e| setup(&e))?;
     let scan = scan_started.elapsed();
+    use crate::app::tiers::evaluate_with;
     let pass_started = Instant::now();
-    let would = crate::app::tiers::evaluate(&services, None, false)
+    let would = evaluate_with(&services, None, false, |_| {})
         .await
         .map_err(|e| setup(&e))?;
     let pass = pass_started.elapsed();
     println!(
         "evaluation pass alone (dry run): {:.2} s, {} changes decided",
         pass.as_secs_f64(),
-        would.len()
+        would.changes
     );
     let eval_started = Instant::now();
-    let changes = crate::app::tiers::evaluate(&services, None, true)
+    let done = evaluate_with(&services, None, true, |_| {})
         .await
         .map_err(|e| setup(&e))?;
     let eval = eval_started.elapsed();
@@ -481,7 +482,7 @@ pub async fn tiers(args: TiersArgs) -> Result<(), BenchError> {
         args.customers,
         eval.as_secs_f64(),
         args.customers as f64 / eval.as_secs_f64(),
-        changes.len()
+        done.changes
     );
     println!("peak_rss_mib={:.1}", peak_rss_kib() as f64 / 1024.0);
     println!(

@@ -321,18 +321,18 @@ async fn import_activity(
 
 async fn evaluate_tiers(settings: Settings, dry_run: bool) -> Result<(), String> {
     let services = cli_services(settings).await?;
-    let changes = crate::app::tiers::evaluate(&services, None, !dry_run)
-        .await
-        .map_err(|e| e.to_string())?;
-    for c in &changes {
+    let report = crate::app::tiers::evaluate_with(&services, None, !dry_run, |c| {
         println!(
             "{}  {} → {}  ({})",
             c.external_userid, c.from, c.to, c.reason
         );
-    }
+    })
+    .await
+    .map_err(|e| e.to_string())?;
     println!(
-        "{} change(s){}",
-        changes.len(),
+        "{} customers evaluated, {} change(s){}",
+        report.customers,
+        report.changes,
         if dry_run {
             " would be made (dry run: nothing changed)"
         } else {

@@ -96,6 +96,14 @@ async fn promotion_at_the_threshold_swaps_the_tag_and_rewrites_the_note_and_not_
     );
     let detail = w.get(&format!("/customers/{a}")).await;
     assert_eq!(detail["customer"]["tier"], "partner");
+    assert!(
+        detail["metrics"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"metric": "spend", "window_days": 90, "value": "2000.00"})),
+        "{}",
+        detail["metrics"]
+    );
     assert_eq!(detail["tier_history"][0]["to_tier"], "partner");
     // zhangsan, who owns the customer, is told once; the operators are not (no churn).
     let told = eventually(Duration::from_secs(10), || async {

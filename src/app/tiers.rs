@@ -315,14 +315,34 @@ fn decide(tiers: &[Tier], state: &TierState, metrics: &Metrics, now: i64) -> Out
     }
 }
 
-/// Evaluates the given customers (or everyone) against the rules at `now`, in one streaming pass
-/// (memory bounded by the number of changes, not of customers). With `apply`, records the changes
-/// and sets off their effects; either way answers the changes.
+/// Evaluates the given customers (or everyone) and answers the changes (for small sets, tests
+/// and dry runs; the nightly job uses [`evaluate_with`], which keeps nothing).
 pub async fn evaluate(
     services: &Services,
     customers: Option<&[String]>,
     apply: bool,
 ) -> Result<Vec<Decision>, AppError> {
+    let mut decisions = Vec::new();
+    evaluate_with(services, customers, apply, |d| decisions.push(d.clone())).await?;
+    Ok(decisions)
+}
+
+/// How an evaluation went.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Evaluated {
+    pub customers: u64,
+    pub changes: u64,
+}
+
+/// Evaluates the given customers (or everyone) against the rules at `now` in one streaming pass,
+/// applying changes in batches as they are decided (with `apply`): memory stays bounded however
+/// many customers there are and however many change. `on_change` sees every decision.
+pub async fn evaluate_with(
+    services: &Services,
+    customers: Option<&[String]>,
+    apply: bool,
+    mut on_change: impl FnMut(&Decision),
+) -> Result<Evaluated, AppError> {
     let tiers = compile(&services.tiers().await?).map_err(AppError::Invalid)?;
     let now = services.clock.now_ms();
     let terms: Vec<(String, i64)> = tiers
@@ -339,31 +359,53 @@ pub async fn evaluate(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let mut changes: Vec<(Decision, Option<i64>)> = Vec::new();
-    let mut failing: Vec<(String, Option<i64>)> = Vec::new();
-    services
+    let (rows_tx, mut rows) = tokio::sync::mpsc::channel(1024);
+    let read = services
         .store
-        .for_each_customer_metrics(now, &terms, customers, |state, values| {
+        .for_each_customer_metrics(now, &terms, customers, rows_tx);
+    let decide_and_apply = async {
+        let mut report = Evaluated::default();
+        let mut changes: Vec<(Decision, Option<i64>)> = Vec::new();
+        let mut failing: Vec<(String, Option<i64>)> = Vec::new();
+        while let Some((state, values)) = rows.recv().await {
+            report.customers += 1;
             let metrics = Metrics {
                 terms: &terms,
                 values: &values,
             };
             match decide(&tiers, &state, &metrics, now) {
-                Outcome::Change(d, since) => changes.push((d, since)),
+                Outcome::Change(d, since) => {
+                    on_change(&d);
+                    report.changes += 1;
+                    changes.push((d, since));
+                }
                 Outcome::Failing(since) => failing.push((state.external_userid, since)),
                 Outcome::Same => {}
             }
-        })
-        .await?;
-    if apply {
-        for chunk in changes.chunks(500) {
-            apply_changes(services, chunk, now).await?;
+            if changes.len() >= 500 {
+                if apply {
+                    apply_changes(services, &changes, now).await?;
+                }
+                changes.clear();
+            }
+            if failing.len() >= 1000 {
+                if apply {
+                    services.store.set_keep_failing_since(&failing).await?;
+                }
+                failing.clear();
+            }
         }
-        for chunk in failing.chunks(1000) {
-            services.store.set_keep_failing_since(chunk).await?;
+        if apply {
+            apply_changes(services, &changes, now).await?;
+            services.store.set_keep_failing_since(&failing).await?;
         }
-    }
-    Ok(changes.into_iter().map(|(d, _)| d).collect())
+        Ok::<_, AppError>(report)
+    };
+    let (read, report) = tokio::join!(read, decide_and_apply);
+    // The consumer's failure explains a stopped read; report it first.
+    let report = report?;
+    read?;
+    Ok(report)
 }
 
 /// A tag swap on one relation: the tag of `to` on, that of `from` off, among siyu's tags of
@@ -384,8 +426,12 @@ pub struct EvaluateJob {
     pub customers: Option<Vec<String>>,
 }
 
-/// Records changes and, in the same transaction, the jobs that tell WeCom: the tag swap and the
-/// new note for every member who follows each customer.
+/// Records changes and, in the same transaction, what each sets off for every member who follows
+/// the customer: the tier tag swap, the new note, and the member's notice.
+///
+/// This is the seam for the group side of a tier change: inviting the customer to the new
+/// tier's group (its join way) and asking the old group's owner to remove them are decided here,
+/// as further jobs in the same transaction, when customer groups arrive.
 async fn apply_changes(
     services: &Services,
     changes: &[(Decision, Option<i64>)],
@@ -510,6 +556,49 @@ async fn retag(services: &Services, r: &Retag) -> Result<(), JobError> {
             .map_err(AppError::from)?;
     }
     Ok(())
+}
+
+/// The metric values the rules look at, for one customer (the customer view).
+pub async fn metrics_of(
+    services: &Services,
+    external_userid: &str,
+) -> Result<Vec<serde_json::Value>, AppError> {
+    let tiers = compile(&services.tiers().await?).map_err(AppError::Invalid)?;
+    let terms: Vec<(String, i64)> = tiers
+        .iter()
+        .flat_map(|t| {
+            t.promote
+                .all
+                .iter()
+                .chain(&t.promote.any)
+                .chain(&t.keep.all)
+                .chain(&t.keep.any)
+        })
+        .map(|c| (c.metric.clone(), c.window_ms))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let who = [external_userid.to_string()];
+    let read =
+        services
+            .store
+            .for_each_customer_metrics(services.clock.now_ms(), &terms, Some(&who), tx);
+    let (read, values) = tokio::join!(read, async { rx.recv().await.map(|(_, v)| v) });
+    read?;
+    let values = values.unwrap_or_else(|| vec![0; terms.len()]);
+    Ok(terms
+        .iter()
+        .zip(values)
+        .map(|((metric, window), v)| {
+            let value = if metric == "spend" {
+                serde_json::json!(yuan(v))
+            } else {
+                serde_json::json!(v)
+            };
+            serde_json::json!({ "metric": metric, "window_days": window / DAY_MS, "value": value })
+        })
+        .collect())
 }
 
 /// Customers per tier and the moves of the last day, week and month.
@@ -659,7 +748,12 @@ pub fn register(services: &Services, registry: &mut Registry) {
         let s = s.clone();
         async move {
             let job: EvaluateJob = ctx.payload()?;
-            evaluate(&s, job.customers.as_deref(), true).await?;
+            let report = evaluate_with(&s, job.customers.as_deref(), true, |_| {}).await?;
+            tracing::info!(
+                customers = report.customers,
+                changes = report.changes,
+                "tiers evaluated"
+            );
             // Segments rank customers against everyone: only a full evaluation updates them.
             if job.customers.is_none() {
                 super::segments::evaluate(&s, true).await?;

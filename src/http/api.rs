@@ -267,7 +267,8 @@ async fn get_customer(
     let pin = store.pin(&id).await.map_err(ApiError::internal)?;
     let segment = store.segment_of(&id).await.map_err(ApiError::internal)?;
     let segment = segment.map(|(segment, rfm)| json!({ "segment": segment, "rfm": rfm }));
-    let body = json!({ "customer": customer, "pin": pin, "segment": segment, "follows": follows,
+    let metrics = tiers::metrics_of(&state.services, &id).await?;
+    let body = json!({ "customer": customer, "pin": pin, "segment": segment, "metrics": metrics, "follows": follows,
                        "tier_history": history, "events": events });
     Ok(Json(body).into_response())
 }

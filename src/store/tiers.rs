@@ -183,13 +183,14 @@ impl Store {
     /// are `spend` (order amounts minus refunds, fen), `orders` (order count) or an activity kind
     /// (its count). Two ordered streams (customers; activity grouped by whom it counts for, read
     /// along the covering index, one row per customer) merged as they come: memory stays bounded
-    /// however many customers there are, and `each` sees one at a time.
+    /// however many customers there are; each customer goes to `each` as it is read, and a slow
+    /// consumer slows the read down.
     pub async fn for_each_customer_metrics(
         &self,
         now: i64,
         terms: &[(String, i64)],
         customers: Option<&[String]>,
-        mut each: impl FnMut(TierState, Vec<i64>),
+        each: tokio::sync::mpsc::Sender<(TierState, Vec<i64>)>,
     ) -> Result<u64> {
         use futures_util::TryStreamExt;
         if customers.is_some_and(|c| c.is_empty()) {
@@ -284,7 +285,10 @@ impl Store {
                     pending = sum_rows.try_next().await?;
                 }
                 seen += 1;
-                each(state, values);
+                if each.send((state, values)).await.is_err() {
+                    // The consumer stopped (it failed): stop reading.
+                    break;
+                }
             }
         });
         Ok(seen)
