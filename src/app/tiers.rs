@@ -315,6 +315,24 @@ fn decide(tiers: &[Tier], state: &TierState, metrics: &Metrics, now: i64) -> Out
     }
 }
 
+/// Every `(metric, window)` the rules look at, once.
+fn terms_of(tiers: &[Tier]) -> Vec<(String, i64)> {
+    tiers
+        .iter()
+        .flat_map(|t| {
+            t.promote
+                .all
+                .iter()
+                .chain(&t.promote.any)
+                .chain(&t.keep.all)
+                .chain(&t.keep.any)
+        })
+        .map(|c| (c.metric.clone(), c.window_ms))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
 /// Evaluates the given customers (or everyone) and answers the changes (for small sets, tests
 /// and dry runs; the nightly job uses [`evaluate_with`], which keeps nothing).
 pub async fn evaluate(
@@ -345,20 +363,7 @@ pub async fn evaluate_with(
 ) -> Result<Evaluated, AppError> {
     let tiers = compile(&services.tiers().await?).map_err(AppError::Invalid)?;
     let now = services.clock.now_ms();
-    let terms: Vec<(String, i64)> = tiers
-        .iter()
-        .flat_map(|t| {
-            t.promote
-                .all
-                .iter()
-                .chain(&t.promote.any)
-                .chain(&t.keep.all)
-                .chain(&t.keep.any)
-        })
-        .map(|c| (c.metric.clone(), c.window_ms))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let terms = terms_of(&tiers);
     let (rows_tx, mut rows) = tokio::sync::mpsc::channel(1024);
     let read = services
         .store
@@ -564,20 +569,7 @@ pub async fn metrics_of(
     external_userid: &str,
 ) -> Result<Vec<serde_json::Value>, AppError> {
     let tiers = compile(&services.tiers().await?).map_err(AppError::Invalid)?;
-    let terms: Vec<(String, i64)> = tiers
-        .iter()
-        .flat_map(|t| {
-            t.promote
-                .all
-                .iter()
-                .chain(&t.promote.any)
-                .chain(&t.keep.all)
-                .chain(&t.keep.any)
-        })
-        .map(|c| (c.metric.clone(), c.window_ms))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let terms = terms_of(&tiers);
     let (tx, mut rx) = tokio::sync::mpsc::channel(1);
     let who = [external_userid.to_string()];
     let read =
