@@ -178,13 +178,12 @@ impl Store {
         Ok(out)
     }
 
-    /// One set-based pass over customers and their activity: for each customer (in id order),
-    /// its tier state and the value of every `(metric, window ms)` term ending at `now`. Metrics
-    /// are `spend` (order amounts minus refunds, fen), `orders` (order count) or an activity kind
-    /// (its count). Two ordered streams (customers; activity grouped by whom it counts for, read
-    /// along the covering index, one row per customer) merged as they come: memory stays bounded
-    /// however many customers there are; each customer goes to `each` as it is read, and a slow
-    /// consumer slows the read down.
+    /// One set-based pass over customers in id order: for each, its tier state (and pin) and the
+    /// value of every `(metric, window ms)` term ending at `now`. Metrics are `spend` (order
+    /// amounts minus refunds, fen), `orders` (order count) or an activity kind (its count); each
+    /// term is a correlated sum read along the covering index `activity_who` (one seek per
+    /// customer and term). The rows stream to `each` as they are read, so memory stays bounded
+    /// however many customers there are, and a slow consumer slows the read down.
     pub async fn for_each_customer_metrics(
         &self,
         now: i64,
@@ -196,10 +195,8 @@ impl Store {
         if customers.is_some_and(|c| c.is_empty()) {
             return Ok(0);
         }
-        let oldest = terms.iter().map(|(_, w)| *w).max().unwrap_or(0);
         let mut seen = 0u64;
-        // The merge compares ids as Rust does (bytes): both streams must be ordered that way,
-        // which PostgreSQL does only under the "C" collation.
+        // Ids in byte order (as Rust and SQLite compare them) on PostgreSQL too: the "C" collation.
         let bytewise = match self.pool {
             super::Pool::Sqlite(_) => "",
             super::Pool::Postgres(_) => " COLLATE \"C\"",
@@ -215,44 +212,47 @@ impl Store {
                     q.push(")");
                 }
             };
+            // One row per customer: each term is a correlated sum read along the covering
+            // index (a seek per customer), so no aggregate of the whole table is materialised.
             let mut people = sqlx::QueryBuilder::new(
                 "SELECT c.external_userid, c.tier, c.keep_failing_since, p.tier AS pin_tier, p.reason AS pin_reason,
-                        p.pinned_by AS pin_by, p.expires_at AS pin_expires_at
-                 FROM customers c LEFT JOIN tier_pins p ON p.external_userid = c.external_userid WHERE 1 = 1",
+                        p.pinned_by AS pin_by, p.expires_at AS pin_expires_at",
             );
-            only(&mut people, "c.external_userid");
-            people.push(format!(" ORDER BY c.external_userid{bytewise}"));
-            let mut sums = sqlx::QueryBuilder::new("SELECT who");
             for (i, (metric, window)) in terms.iter().enumerate() {
                 let since = now - window;
-                sums.push(", CAST(SUM(CASE WHEN at >= ").push_bind(since);
+                people.push(", (SELECT CAST(SUM(");
                 match metric.as_str() {
                     "spend" => {
-                        sums.push(" AND kind = 'order' THEN amount_fen WHEN at >= ")
-                            .push_bind(since);
-                        sums.push(" AND kind = 'refund' THEN -amount_fen");
+                        people.push("CASE WHEN a.kind = 'order' THEN a.amount_fen WHEN a.kind = 'refund' THEN -a.amount_fen ELSE 0 END");
                     }
-                    "orders" => {
-                        sums.push(" AND kind = 'order' THEN count");
-                    }
-                    kind => {
-                        sums.push(" AND kind = ")
-                            .push_bind(kind.to_string())
-                            .push(" THEN count");
+                    _ => {
+                        people.push("a.count");
                     }
                 }
-                sums.push(format!(" ELSE 0 END) AS BIGINT) AS t{i}"));
+                people.push(") AS BIGINT) FROM activity a WHERE a.who = c.external_userid");
+                match metric.as_str() {
+                    "spend" => {
+                        people.push(" AND a.kind IN ('order', 'refund')");
+                    }
+                    "orders" => {
+                        people.push(" AND a.kind = 'order'");
+                    }
+                    kind => {
+                        people.push(" AND a.kind = ").push_bind(kind.to_string());
+                    }
+                }
+                people
+                    .push(" AND a.at >= ")
+                    .push_bind(since)
+                    .push(" AND a.at <= ")
+                    .push_bind(now);
+                people.push(format!(") AS t{i}"));
             }
-            sums.push(" FROM activity WHERE at >= ")
-                .push_bind(now - oldest)
-                .push(" AND at <= ")
-                .push_bind(now);
-            only(&mut sums, "who");
-            sums.push(format!(" GROUP BY who ORDER BY who{bytewise}"));
+            people.push(" FROM customers c LEFT JOIN tier_pins p ON p.external_userid = c.external_userid WHERE 1 = 1");
+            only(&mut people, "c.external_userid");
+            people.push(format!(" ORDER BY c.external_userid{bytewise}"));
 
             let mut people_rows = people.build().fetch(pool);
-            let mut sum_rows = sums.build().fetch(pool);
-            let mut pending = sum_rows.try_next().await?;
             while let Some(p) = people_rows.try_next().await? {
                 let pin_tier: Option<String> = p.try_get("pin_tier")?;
                 let state = TierState {
@@ -270,19 +270,9 @@ impl Store {
                     },
                 };
                 let mut values = vec![0; terms.len()];
-                // Skip activity of ids that are no customer (yet); take this customer's.
-                while let Some(r) = &pending {
-                    let who: String = r.try_get("who")?;
-                    if who > state.external_userid {
-                        break;
-                    }
-                    if who == state.external_userid {
-                        for (i, v) in values.iter_mut().enumerate() {
-                            let t: Option<i64> = r.try_get(i + 1)?;
-                            *v = t.unwrap_or(0);
-                        }
-                    }
-                    pending = sum_rows.try_next().await?;
+                for (i, v) in values.iter_mut().enumerate() {
+                    let t: Option<i64> = p.try_get(format!("t{i}").as_str())?;
+                    *v = t.unwrap_or(0);
                 }
                 seen += 1;
                 if each.send((state, values)).await.is_err() {
