@@ -184,7 +184,6 @@ impl App {
         let dispatcher = Dispatcher {
             store: store.clone(),
             clock: clock.clone(),
-            jobs: settings.jobs.clone(),
             inbox: settings.inbox.clone(),
             poll,
             handlers: components.events,

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use crate::clock::Clock;
-use crate::config::{InboxSettings, JobSettings};
+use crate::config::InboxSettings;
 use crate::jobs::BoxFuture;
 use crate::store::Store;
 use crate::store::inbox::{ClaimedEvent, EventOutcome, InboxStatus};
@@ -24,12 +24,11 @@ pub const UNPARSED_KIND: &str = "unparsed";
 /// Pending events claimed at once from the database.
 const CLAIM_BATCH: i64 = 256;
 
-/// What an event handler gets besides the event.
-#[derive(Clone)]
+/// What an event handler gets besides the event. Handlers bring their own services (they
+/// capture them when registered); the context says which stored event this is, the key of the
+/// work it decides.
+#[derive(Clone, Copy)]
 pub struct EventContext {
-    pub store: Store,
-    pub clock: Clock,
-    pub jobs: JobSettings,
     pub inbox_id: i64,
 }
 
@@ -63,7 +62,6 @@ impl EventHandlers {
 pub struct Dispatcher {
     pub store: Store,
     pub clock: Clock,
-    pub jobs: JobSettings,
     pub inbox: InboxSettings,
     pub poll: Duration,
     pub handlers: EventHandlers,
@@ -167,9 +165,6 @@ impl Dispatcher {
             Err(e) => return (InboxStatus::Failed, Some(e.to_string())),
         };
         let ctx = EventContext {
-            store: self.store.clone(),
-            clock: self.clock.clone(),
-            jobs: self.jobs.clone(),
             inbox_id: claimed.id,
         };
         match tokio::spawn(handler(ctx, event)).await {
