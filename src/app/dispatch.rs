@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
+use crate::app::ingest::Handed;
 use crate::clock::Clock;
 use crate::config::InboxSettings;
 use crate::jobs::BoxFuture;
@@ -73,7 +74,7 @@ impl Dispatcher {
     /// keeps taking handed-over events until the writer has stopped, so none is left leased.
     pub async fn run(
         self,
-        mut handoff: mpsc::Receiver<Vec<ClaimedEvent>>,
+        mut handoff: mpsc::Receiver<Vec<Handed>>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let signals = self.store.signals().clone();
@@ -82,14 +83,14 @@ impl Dispatcher {
             if *shutdown.borrow() {
                 match handoff.recv().await {
                     Some(batch) => {
-                        self.handle_batch(&batch).await;
+                        self.handle_batch(batch).await;
                         continue;
                     }
                     None => return,
                 }
             }
             if let Ok(batch) = handoff.try_recv() {
-                self.handle_batch(&batch).await;
+                self.handle_batch(batch).await;
                 continue;
             }
             // Registered before the claim, so a commit between the claim and the wait still wakes us.
@@ -102,7 +103,14 @@ impl Dispatcher {
                 .await
             {
                 Ok(events) if !events.is_empty() => {
-                    self.handle_batch(&events).await;
+                    let claimed = events
+                        .into_iter()
+                        .map(|claimed| Handed {
+                            claimed,
+                            event: None,
+                        })
+                        .collect();
+                    self.handle_batch(claimed).await;
                     continue;
                 }
                 Ok(_) => {}
@@ -118,7 +126,7 @@ impl Dispatcher {
                 Err(e) => tracing::warn!(error = %e, "reclaiming expired events failed"),
             }
             tokio::select! {
-                Some(batch) = handoff.recv() => self.handle_batch(&batch).await,
+                Some(batch) = handoff.recv() => self.handle_batch(batch).await,
                 _ = notified => {}
                 _ = tokio::time::sleep(self.poll) => {}
                 _ = shutdown.changed() => {}
@@ -128,10 +136,10 @@ impl Dispatcher {
 
     /// Handles a claimed batch in order and records the outcomes together. The batch is finished
     /// even during shutdown: each event is quick, and an abandoned lease only delays it.
-    async fn handle_batch(&self, events: &[ClaimedEvent]) {
+    async fn handle_batch(&self, events: Vec<Handed>) {
         let mut outcomes = Vec::with_capacity(events.len());
         for event in events {
-            outcomes.push(self.handle(event).await);
+            outcomes.push(self.handle(event.claimed, event.event).await);
         }
         if let Err(e) = self
             .store
@@ -142,9 +150,9 @@ impl Dispatcher {
         }
     }
 
-    async fn handle(&self, claimed: &ClaimedEvent) -> EventOutcome {
+    async fn handle(&self, claimed: ClaimedEvent, parsed: Option<Event>) -> EventOutcome {
         let span = tracing::info_span!("event", id = claimed.id, kind = %claimed.kind);
-        let (status, error) = self.outcome(claimed).instrument(span).await;
+        let (status, error) = self.outcome(&claimed, parsed).instrument(span).await;
         EventOutcome {
             id: claimed.id,
             status,
@@ -152,7 +160,11 @@ impl Dispatcher {
         }
     }
 
-    async fn outcome(&self, claimed: &ClaimedEvent) -> (InboxStatus, Option<String>) {
+    async fn outcome(
+        &self,
+        claimed: &ClaimedEvent,
+        parsed: Option<Event>,
+    ) -> (InboxStatus, Option<String>) {
         let Some(handler) = self.handlers.handlers.get(&claimed.kind) else {
             if claimed.kind == UNPARSED_KIND {
                 let why = event::parse(&claimed.xml).err().map(|e| e.to_string());
@@ -160,7 +172,8 @@ impl Dispatcher {
             }
             return (InboxStatus::Unhandled, None);
         };
-        let event = match event::parse(&claimed.xml) {
+        // Handed over by the callback already parsed; from the database, parsed here.
+        let event = match parsed.map_or_else(|| event::parse(&claimed.xml), Ok) {
             Ok(event) => event,
             Err(e) => return (InboxStatus::Failed, Some(e.to_string())),
         };

@@ -57,6 +57,8 @@ pub fn dedupe_key_of_xml(receive_id: &str, xml: &str) -> String {
 
 struct Pending {
     event: NewInboxEvent,
+    /// The event as the callback parsed it, so the dispatcher need not parse the XML again.
+    parsed: Option<Event>,
     reply: oneshot::Sender<Result<InsertOutcome, IngestError>>,
 }
 
@@ -69,7 +71,13 @@ pub struct Ingest {
 
 /// Events this process stored and claimed in the same transaction, handed to its dispatcher
 /// without a second trip through the database.
-pub type Handoff = mpsc::Sender<Vec<ClaimedEvent>>;
+pub type Handoff = mpsc::Sender<Vec<Handed>>;
+
+/// A stored event handed to the dispatcher, with its parsed form when the callback had it.
+pub struct Handed {
+    pub claimed: ClaimedEvent,
+    pub event: Option<Event>,
+}
 
 impl Ingest {
     /// Starts the writer. New events are stored already leased to this process and sent to
@@ -94,10 +102,20 @@ impl Ingest {
     }
 
     /// Returns once the event is committed (or known to be a duplicate of a committed one).
-    pub async fn submit(&self, event: NewInboxEvent) -> Result<InsertOutcome, IngestError> {
+    /// `parsed` is the event the XML holds, when the caller parsed it (it travels on to the
+    /// dispatcher).
+    pub async fn submit(
+        &self,
+        event: NewInboxEvent,
+        parsed: Option<Event>,
+    ) -> Result<InsertOutcome, IngestError> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(Pending { event, reply })
+            .send(Pending {
+                event,
+                parsed,
+                reply,
+            })
             .await
             .map_err(|_| IngestError::Stopped)?;
         answer.await.map_err(|_| IngestError::Stopped)?
@@ -121,25 +139,30 @@ impl Writer {
             // leased to us and handed over; without one they are stored pending.
             let permit = self.handoff.clone().try_reserve_owned().ok();
             let lease_until = permit.as_ref().map(|_| self.clock.now_ms() + self.lease_ms);
-            match inbox::insert_batch(&self.store, &events, lease_until).await {
+            let stored = inbox::insert_batch(&self.store, &events, lease_until).await;
+            drop(events);
+            match stored {
                 Ok(outcomes) => {
                     if let Some(permit) = permit {
-                        let claimed: Vec<ClaimedEvent> = events
-                            .iter()
+                        let handed: Vec<Handed> = batch
+                            .iter_mut()
                             .zip(&outcomes)
-                            .filter_map(|(e, o)| match o {
-                                InsertOutcome::Stored(id) => Some(ClaimedEvent {
-                                    id: *id,
-                                    kind: e.kind.clone(),
-                                    xml: e.xml.clone(),
-                                    received_at: e.received_at,
-                                    attempts: 1,
+                            .filter_map(|(p, o)| match o {
+                                InsertOutcome::Stored(id) => Some(Handed {
+                                    claimed: ClaimedEvent {
+                                        id: *id,
+                                        kind: p.event.kind.clone(),
+                                        xml: p.event.xml.clone(),
+                                        received_at: p.event.received_at,
+                                        attempts: 1,
+                                    },
+                                    event: p.parsed.take(),
                                 }),
                                 InsertOutcome::Duplicate(_) => None,
                             })
                             .collect();
-                        if !claimed.is_empty() {
-                            permit.send(claimed);
+                        if !handed.is_empty() {
+                            permit.send(handed);
                         }
                     }
                     for (pending, outcome) in batch.drain(..).zip(outcomes) {

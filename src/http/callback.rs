@@ -159,7 +159,14 @@ async fn receive(
         xml,
         received_at: state.clock.now_ms(),
     };
-    match state.ingest.submit(event).await {
+    // A member's question is answered here; the event itself goes on to the dispatcher.
+    let question = match &parsed {
+        Ok(event::Event::Text {
+            header, content, ..
+        }) => Some((header.clone(), content.clone())),
+        _ => None,
+    };
+    match state.ingest.submit(event, parsed.ok()).await {
         Ok(outcome) => {
             match outcome {
                 InsertOutcome::Stored(_) => state.metrics.stored(),
@@ -170,13 +177,9 @@ async fn receive(
             }
             // A member asking the app about a customer gets the answer in the reply itself
             // (answered again on a redelivery: WeCom retried because it saw no answer).
-            match parsed {
-                Ok(event::Event::Text {
-                    header: head,
-                    content,
-                    ..
-                }) => staff_reply(&state, &signed, head, &content).await,
-                _ => StatusCode::OK.into_response(),
+            match question {
+                Some((head, content)) => staff_reply(&state, &signed, head, &content).await,
+                None => StatusCode::OK.into_response(),
             }
         }
         Err(e) => {
