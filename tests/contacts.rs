@@ -292,13 +292,7 @@ async fn used_welcome_codes_busy_and_rate_limited_answers_are_handled() {
 async fn a_tag_deleted_in_the_console_is_recreated_and_put_back() {
     let w = world().await;
     w.channels().await;
-    let a = w
-        .fake
-        .driver()
-        .customer_adds_via_contact_way("douyin", NewCustomer::wechat("王小明"))
-        .await
-        .unwrap();
-    assert!(w.settled("zhangsan", &a.external_userid, 3).await);
+    let a = w.add("douyin", "王小明").await;
     let douyin_id = w
         .fake
         .tag_library()
@@ -331,13 +325,7 @@ async fn a_tag_deleted_in_the_console_is_recreated_and_put_back() {
 async fn a_churned_customer_shows_as_lost_and_the_member_and_operators_are_told_once() {
     let w = world().await;
     w.channels().await;
-    let a = w
-        .fake
-        .driver()
-        .customer_adds_via_contact_way("douyin", NewCustomer::wechat("王小明"))
-        .await
-        .unwrap();
-    assert!(w.settled("zhangsan", &a.external_userid, 3).await);
+    let a = w.add("douyin", "王小明").await;
     w.fake
         .driver()
         .customer_deletes_staff("zhangsan", &a.external_userid)
@@ -388,13 +376,7 @@ async fn a_churned_customer_shows_as_lost_and_the_member_and_operators_are_told_
 async fn a_member_asking_about_a_customer_gets_an_encrypted_answer() {
     let w = world().await;
     w.channels().await;
-    let a = w
-        .fake
-        .driver()
-        .customer_adds_via_contact_way("douyin", NewCustomer::wechat("王小明"))
-        .await
-        .unwrap();
-    assert!(w.settled("zhangsan", &a.external_userid, 3).await);
+    w.add("douyin", "王小明").await;
 
     let body = w
         .fake
@@ -445,13 +427,7 @@ fn open_reply(body: &str) -> String {
 async fn a_tag_a_member_takes_off_is_recorded_and_put_back() {
     let w = world().await;
     w.channels().await;
-    let a = w
-        .fake
-        .driver()
-        .customer_adds_via_contact_way("douyin", NewCustomer::wechat("王小明"))
-        .await
-        .unwrap();
-    assert!(w.settled("zhangsan", &a.external_userid, 3).await);
+    let a = w.add("douyin", "王小明").await;
     let before = w.follow("zhangsan", &a.external_userid);
     let douyin = before
         .tags
@@ -488,7 +464,8 @@ async fn a_tag_a_member_takes_off_is_recorded_and_put_back() {
             .any(|e| e.kind == "tag_removed" && e.detail.as_deref() == Some(douyin.as_str())),
         "{events:?}"
     );
-    // The member's own remark stays: siyu's note never overwrites a remark typed by hand.
+    // Putting the tag back leaves the remark the member typed alone (a rewritten note keeps it
+    // too: see a_remark_typed_by_hand_is_kept_unless_configured_otherwise).
     assert_eq!(w.follow("zhangsan", &a.external_userid).remark, "小明");
     w.app.shutdown().await;
 }
@@ -498,16 +475,8 @@ async fn deletions_handovers_and_failed_transfers_are_recorded_apart_from_churn(
     let w = world().await;
     w.channels().await;
     let driver = w.fake.driver();
-    let a = driver
-        .customer_adds_via_contact_way("douyin", NewCustomer::wechat("王小明"))
-        .await
-        .unwrap();
-    let b = driver
-        .customer_adds_via_contact_way("xiaohongshu", NewCustomer::wechat("陈静"))
-        .await
-        .unwrap();
-    assert!(w.settled("zhangsan", &a.external_userid, 3).await);
-    assert!(w.settled("lisi", &b.external_userid, 2).await);
+    let a = w.add("douyin", "王小明").await;
+    let b = w.add("xiaohongshu", "陈静").await;
     driver
         .staff_deletes_customer("zhangsan", &a.external_userid, true)
         .await
@@ -578,16 +547,8 @@ async fn several_matches_get_a_short_list_and_nonsense_gets_help() {
     let w = world().await;
     w.channels().await;
     let driver = w.fake.driver();
-    let a = driver
-        .customer_adds_via_contact_way("douyin", NewCustomer::wechat("王小明"))
-        .await
-        .unwrap();
-    let b = driver
-        .customer_adds_via_contact_way("douyin", NewCustomer::wechat("王小红"))
-        .await
-        .unwrap();
-    assert!(w.settled("zhangsan", &a.external_userid, 3).await);
-    assert!(w.settled("zhangsan", &b.external_userid, 3).await);
+    w.add("douyin", "王小明").await;
+    let b = w.add("douyin", "王小红").await;
     let list = open_reply(&driver.staff_sends_text("zhangsan", "查 王").await.unwrap());
     assert!(
         list.contains("找到 2 位客户") && list.contains("王小明") && list.contains("王小红"),
@@ -660,13 +621,7 @@ async fn a_remark_typed_by_hand_is_kept_unless_configured_otherwise() {
             http: reqwest::Client::new(),
         };
         w.channels().await;
-        let a = w
-            .fake
-            .driver()
-            .customer_adds_via_contact_way("douyin", NewCustomer::wechat("王小明"))
-            .await
-            .unwrap();
-        assert!(w.settled("zhangsan", &a.external_userid, 3).await);
+        let a = w.add("douyin", "王小明").await;
         // The member types a remark of their own; siyu hears of it through the edit event.
         w.fake
             .driver()

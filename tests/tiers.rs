@@ -22,14 +22,7 @@ fn at(w: &World, days_ago: i64) -> String {
 }
 
 async fn customer(w: &World, name: &str) -> String {
-    let added = w
-        .fake
-        .driver()
-        .customer_adds_via_contact_way("douyin", NewCustomer::wechat(name))
-        .await
-        .unwrap();
-    assert!(w.settled("zhangsan", &added.external_userid, 3).await);
-    added.external_userid
+    w.add("douyin", name).await.external_userid
 }
 
 async fn activity(w: &World, items: Value) -> (u16, Value) {

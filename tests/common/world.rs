@@ -128,6 +128,24 @@ impl World {
         names
     }
 
+    /// A customer adds through one of the channels of [`World::channels`], and siyu has tagged
+    /// (channel, its extra tags, tier) and noted them at the fake.
+    pub async fn add(&self, channel: &str, name: &str) -> siyu::wecom::fake::AddedCustomer {
+        let added = self
+            .fake
+            .driver()
+            .customer_adds_via_contact_way(channel, siyu::wecom::fake::NewCustomer::wechat(name))
+            .await
+            .unwrap();
+        let tags = if channel == "douyin" { 3 } else { 2 };
+        assert!(
+            self.settled(&added.userid, &added.external_userid, tags)
+                .await,
+            "{name} was not tagged and noted"
+        );
+        added
+    }
+
     /// Waits until the relation at the fake has a note and `tags` tags.
     pub async fn settled(&self, userid: &str, external_userid: &str, tags: usize) -> bool {
         eventually(Duration::from_secs(10), || async {
