@@ -14,9 +14,9 @@ use axum::body::Bytes;
 use axum::routing::post;
 
 use crate::app::ingest::dedupe_key_of_xml;
+use crate::fake::sender::{CallbackSender, Sealed};
 use crate::server::App;
 use crate::testkit::{CallbackSecrets, add_contact_xml, local_settings};
-use crate::wecom::sender::{CallbackSender, Sealed};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct IngestArgs {
@@ -288,8 +288,8 @@ pub fn peak_rss_kib() -> u64 {
 /// p99 / 20 s.
 pub async fn welcome(args: WelcomeArgs) -> Result<(), BenchError> {
     use crate::app::channels::{self, ChannelInput};
+    use crate::fake::{FakeConfig, FakeWecom, NewCustomer};
     use crate::store::contacts::Welcome;
-    use crate::wecom::fake::{FakeConfig, FakeWecom, NewCustomer};
     use std::time::SystemTime;
 
     let setup = |e: &dyn std::fmt::Display| BenchError::Setup(e.to_string());

@@ -61,9 +61,9 @@ pub struct FakeWecomArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9090")]
     pub listen: std::net::SocketAddr,
-    #[arg(long, default_value = crate::wecom::fake::DEFAULT_CORP_ID)]
+    #[arg(long, default_value = crate::fake::DEFAULT_CORP_ID)]
     pub corp_id: String,
-    #[arg(long, default_value_t = crate::wecom::fake::DEFAULT_AGENT_ID)]
+    #[arg(long, default_value_t = crate::fake::DEFAULT_AGENT_ID)]
     pub agent_id: i64,
     /// The app secret accepted by gettoken.
     #[arg(long, default_value = "app-secret")]
@@ -72,10 +72,10 @@ pub struct FakeWecomArgs {
     #[arg(long, default_value = "contact-secret")]
     pub contact_secret: String,
     /// Callback token (the official vector V1's by default).
-    #[arg(long, default_value = crate::wecom::fake::DEFAULT_CALLBACK_TOKEN)]
+    #[arg(long, default_value = crate::fake::DEFAULT_CALLBACK_TOKEN)]
     pub token: String,
     /// Callback EncodingAESKey (the official vector V1's by default).
-    #[arg(long, default_value = crate::wecom::fake::DEFAULT_ENCODING_AES_KEY)]
+    #[arg(long, default_value = crate::fake::DEFAULT_ENCODING_AES_KEY)]
     pub aes_key: String,
     /// Where driver actions post callbacks, e.g. http://127.0.0.1:8080/wecom/callback.
     #[arg(long)]
@@ -223,7 +223,7 @@ async fn run(cli: Cli) -> Result<(), String> {
 }
 
 async fn fake_wecom(args: FakeWecomArgs) -> Result<(), String> {
-    use crate::wecom::fake::{FakeConfig, FakeWecom};
+    use crate::fake::{FakeConfig, FakeWecom};
     // Refuse bad callback settings now rather than at the first driver action.
     crate::wecom::crypto::Crypto::new(&args.token, &args.aes_key, &args.corp_id)
         .map_err(|e| format!("--token/--aes-key/--corp-id: {e}"))?;

@@ -12,6 +12,25 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+/// The database backend, from the URL's scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    Sqlite,
+    Postgres,
+}
+
+impl DbKind {
+    pub fn from_url(url: &str) -> Result<DbKind, String> {
+        if url.starts_with("sqlite:") {
+            Ok(DbKind::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(DbKind::Postgres)
+        } else {
+            Err("must start with sqlite: or postgres://".into())
+        }
+    }
+}
+
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "config/siyu.toml";
 
@@ -497,7 +516,7 @@ impl Settings {
 
     /// Checks every command needs: the database and the job settings.
     pub fn validate_common(&self) -> Result<(), ConfigError> {
-        crate::store::DbKind::from_url(self.database.url.expose())
+        DbKind::from_url(self.database.url.expose())
             .map_err(|reason| invalid("database.url", reason))?;
         if !matches!(self.database.sqlite_synchronous.as_str(), "full" | "normal") {
             return Err(invalid(

@@ -9,10 +9,10 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::config::Secret;
+use crate::fake::{FakeWecom, FollowView, NewCustomer, TagEdit};
 use crate::server::App;
 use crate::testkit::{API_TOKEN, CallbackSecrets, local_settings};
 use crate::wecom::crypto::Crypto;
-use crate::wecom::fake::{FakeWecom, FollowView, NewCustomer, TagEdit};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
@@ -177,7 +177,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     let dir = std::env::temp_dir().join(format!("siyu-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| DemoError::Setup(e.to_string()))?;
     let secrets = CallbackSecrets::generate();
-    let fake = FakeWecom::new(crate::wecom::fake::FakeConfig {
+    let fake = FakeWecom::new(crate::fake::FakeConfig {
         corp_id: secrets.corp_id.clone(),
         agent_id: 1_000_002,
         app_secret: "demo-app-secret".into(),

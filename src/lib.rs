@@ -1,6 +1,7 @@
 //! siyu (私域): a WeCom (企业微信) operations bot. See `DESIGN.md` in the shared folder for the
 //! architecture; modules go from the edge (`cli`, `http`) inwards (`app`, `jobs`, `wecom`,
-//! `store`, `config`), and a module uses only those below it.
+//! `store`, `config`), and a module uses only those below it. `fake` is the fake WeCom (tests, the
+//! demo, the benches); it shares only `wecom::crypto` with siyu.
 
 pub mod app;
 pub mod bench;
@@ -8,6 +9,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod fake;
 pub mod http;
 pub mod jobs;
 pub mod metrics;

@@ -9,8 +9,8 @@ use common::world::{World, fake, settings, world};
 use common::{TestDb, eventually};
 use serde_json::json;
 use siyu::App;
+use siyu::fake::{Failure, NewCustomer, TagEdit};
 use siyu::wecom::client::code;
-use siyu::wecom::fake::{Failure, NewCustomer, TagEdit};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn customers_through_two_channels_and_an_unknown_state_are_tagged_noted_and_welcomed() {

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use common::{CORP_ID, TestDb, eventually, secrets};
 use siyu::app::ingest::dedupe_key_of_xml;
+use siyu::fake::sender::CallbackSender;
 use siyu::store::Store;
 use siyu::store::inbox::InboxStatus;
 use siyu::testkit::add_contact_xml;
-use siyu::wecom::sender::CallbackSender;
 use tokio::process::{Child, Command};
 
 fn free_port() -> u16 {

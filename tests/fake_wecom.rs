@@ -8,11 +8,9 @@ use std::time::Duration;
 
 use common::{CORP_ID, TestDb, start};
 use serde_json::{Value, json};
+use siyu::fake::{DriverError, Failure, FakeConfig, FakeWecom, MassCap, NewCustomer, TagEdit};
 use siyu::store::inbox::EventFilter;
 use siyu::wecom::event::{self, Event};
-use siyu::wecom::fake::{
-    DriverError, Failure, FakeConfig, FakeWecom, MassCap, NewCustomer, TagEdit,
-};
 
 /// The fake on a random port and a raw HTTP client for it.
 struct Wecom {

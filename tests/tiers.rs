@@ -9,7 +9,7 @@ use common::eventually;
 use common::world::{World, world};
 use serde_json::{Value, json};
 use siyu::app::tiers;
-use siyu::wecom::fake::NewCustomer;
+use siyu::fake::NewCustomer;
 
 const DAY_MS: i64 = 86_400_000;
 

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use siyu::clock::Clock;
 use siyu::config::{Secret, WecomSettings};
+use siyu::fake::{AddedCustomer, Failure, FakeConfig, FakeWecom, NewCustomer};
 use siyu::wecom::client::types::{MarkTagRequest, RemarkRequest, Text, WelcomeRequest};
 use siyu::wecom::client::{WecomClient, WecomError, code};
-use siyu::wecom::fake::{AddedCustomer, Failure, FakeConfig, FakeWecom, NewCustomer};
 
 const GETTOKEN: &str = "/cgi-bin/gettoken";
 const GET_CUSTOMER: &str = "/cgi-bin/externalcontact/get";

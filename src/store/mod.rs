@@ -28,6 +28,7 @@ use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
 use sqlx::{PgPool, SqlitePool};
 
 use crate::config::DatabaseSettings;
+pub use crate::config::DbKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -46,24 +47,6 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DbKind {
-    Sqlite,
-    Postgres,
-}
-
-impl DbKind {
-    pub fn from_url(url: &str) -> Result<DbKind, String> {
-        if url.starts_with("sqlite:") {
-            Ok(DbKind::Sqlite)
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(DbKind::Postgres)
-        } else {
-            Err("must start with sqlite: or postgres://".into())
-        }
-    }
-}
 
 #[derive(Clone)]
 pub(crate) enum Pool {

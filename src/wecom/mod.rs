@@ -3,5 +3,3 @@
 pub mod client;
 pub mod crypto;
 pub mod event;
-pub mod fake;
-pub mod sender;

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use siyu::config::Settings;
+use siyu::fake::sender::CallbackSender;
 use siyu::testkit::{CallbackSecrets, local_settings};
 use siyu::wecom::crypto::Crypto;
-use siyu::wecom::sender::CallbackSender;
 use siyu::{App, Components};
 
 /// The corp of the official vectors and of every sample in callback.md §3.

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::json;
 use siyu::App;
 use siyu::config::{Secret, Settings};
-use siyu::wecom::fake::{FakeConfig, FakeWecom};
+use siyu::fake::{FakeConfig, FakeWecom};
 
 use super::{TestDb, eventually};
 
@@ -130,11 +130,11 @@ impl World {
 
     /// A customer adds through one of the channels of [`World::channels`], and siyu has tagged
     /// (channel, its extra tags, tier) and noted them at the fake.
-    pub async fn add(&self, channel: &str, name: &str) -> siyu::wecom::fake::AddedCustomer {
+    pub async fn add(&self, channel: &str, name: &str) -> siyu::fake::AddedCustomer {
         let added = self
             .fake
             .driver()
-            .customer_adds_via_contact_way(channel, siyu::wecom::fake::NewCustomer::wechat(name))
+            .customer_adds_via_contact_way(channel, siyu::fake::NewCustomer::wechat(name))
             .await
             .unwrap();
         let tags = if channel == "douyin" { 3 } else { 2 };
@@ -158,7 +158,7 @@ impl World {
         .await
     }
 
-    pub fn follow(&self, userid: &str, external_userid: &str) -> siyu::wecom::fake::FollowView {
+    pub fn follow(&self, userid: &str, external_userid: &str) -> siyu::fake::FollowView {
         self.fake
             .customer(external_userid)
             .unwrap()

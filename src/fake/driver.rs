@@ -13,8 +13,8 @@ use super::contacts::delete_tags;
 use super::state::{
     CustomerView, GroupChatView, GroupMemberView, State, TagView, new_id, random_hex,
 };
+use crate::fake::sender::{ANSWER_TIMEOUT, CallbackSender, SendError, TRIES};
 use crate::wecom::crypto::Crypto;
-use crate::wecom::sender::{ANSWER_TIMEOUT, CallbackSender, SendError, TRIES};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {

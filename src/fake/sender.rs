@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use super::crypto::Crypto;
+use crate::wecom::crypto::Crypto;
 
 /// How WeCom waits for an answer before it gives up on a try.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);

@@ -16,6 +16,7 @@ mod driver;
 mod faults;
 mod groups;
 mod rules;
+pub mod sender;
 mod state;
 
 use std::net::SocketAddr;
@@ -104,7 +105,7 @@ impl FakeWecom {
         .map(Arc::new)
         .map_err(|e| e.to_string());
         let http = reqwest::Client::builder()
-            .timeout(crate::wecom::sender::ANSWER_TIMEOUT)
+            .timeout(sender::ANSWER_TIMEOUT)
             .build()
             .unwrap_or_default();
         let state = State::new(config.mass_cap, config.callback_url.clone());
