@@ -443,15 +443,14 @@ pub async fn tiers(args: TiersArgs) -> Result<(), BenchError> {
         .map_err(|e| setup(&e))?;
     println!("generated in {:.1} s", started.elapsed().as_secs_f64());
 
-    let services = Services {
-        wecom: crate::wecom::client::WecomClient::new(&settings.wecom, None, clock.clone())
+    let services = Services::new(
+        store.clone(),
+        crate::wecom::client::WecomClient::new(&settings.wecom, None, clock.clone())
             .map_err(|e| setup(&e))?,
-        store: store.clone(),
         clock,
-        templates: Arc::new(Templates::load("").map_err(|e| setup(&e))?),
-        settings: Arc::new(settings),
-        tag_sync: Arc::default(),
-    };
+        Arc::new(settings),
+        Arc::new(Templates::load("").map_err(|e| setup(&e))?),
+    );
     let scan_started = Instant::now();
     let scanned = store.scan_activity().await.map_err(|e| setup(&e))?;
     let scan = scan_started.elapsed();

@@ -272,23 +272,21 @@ async fn fake_wecom(args: FakeWecomArgs) -> Result<(), String> {
 async fn cli_services(settings: Settings) -> Result<crate::app::Services, String> {
     use crate::app::templates::Templates;
     use std::sync::Arc;
-    crate::app::tiers::validate(&settings).map_err(|e| format!("config: {e}"))?;
+    crate::app::validate_settings(&settings).map_err(|e| format!("config: {e}"))?;
     let store = open_store(&settings).await?;
     store.migrate().await.map_err(|e| e.to_string())?;
     let clock = crate::clock::Clock::default();
-    Ok(crate::app::Services {
-        wecom: crate::wecom::client::WecomClient::new(
-            &settings.wecom,
-            Some(store.clone()),
-            clock.clone(),
-        )
-        .map_err(|e| e.to_string())?,
+    let wecom =
+        crate::wecom::client::WecomClient::new(&settings.wecom, Some(store.clone()), clock.clone())
+            .map_err(|e| e.to_string())?;
+    let templates = Templates::load(&settings.templates.dir).map_err(|e| e.to_string())?;
+    Ok(crate::app::Services::new(
         store,
+        wecom,
         clock,
-        templates: Arc::new(Templates::load(&settings.templates.dir).map_err(|e| e.to_string())?),
-        settings: Arc::new(settings),
-        tag_sync: Arc::default(),
-    })
+        Arc::new(settings),
+        Arc::new(templates),
+    ))
 }
 
 async fn import_activity(

@@ -255,6 +255,9 @@ pub struct ApiSettings {
 pub struct JobSettings {
     /// Jobs run at once by this process.
     pub workers: usize,
+    /// Further workers that take only urgent jobs (welcome messages, whose code lives 20 s), so
+    /// an urgent job never waits for a worker busy with a slow ordinary one.
+    pub urgent_workers: usize,
     /// A claimed job's lease; a job whose lease ran out (dead worker) is taken again.
     pub lease_secs: u64,
     pub max_attempts: i64,
@@ -270,6 +273,7 @@ impl Default for JobSettings {
     fn default() -> Self {
         Self {
             workers: 8,
+            urgent_workers: 2,
             lease_secs: 60,
             max_attempts: 8,
             backoff_base_ms: 1000,

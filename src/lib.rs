@@ -9,6 +9,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod failpoint;
 pub mod fake;
 pub mod http;
 pub mod jobs;

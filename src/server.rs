@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use crate::app::dispatch::{Dispatcher, EventHandlers};
 use crate::app::ingest::Ingest;
 use crate::app::templates::Templates;
-use crate::app::{Services, channels, contacts, tags, tiers};
+use crate::app::{self, Registrar, Services};
 use crate::clock::Clock;
 use crate::config::{ConfigError, Settings};
 use crate::http::{self, AppState};
@@ -83,7 +83,7 @@ impl App {
     ) -> Result<App, AppError> {
         settings.validate_common()?;
         settings.validate_serve()?;
-        tiers::validate(&settings)
+        app::validate_settings(&settings)
             .map_err(|reason| AppError::Startup(format!("config: {reason}")))?;
         let crypto = Crypto::new(
             settings.wecom.callback_token.expose(),
@@ -95,39 +95,27 @@ impl App {
         let clock = components.clock.clone();
         let wecom = WecomClient::new(&settings.wecom, Some(store.clone()), clock.clone())?;
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let services = Services {
-            store: store.clone(),
-            wecom: wecom.clone(),
-            clock: clock.clone(),
-            templates: Arc::new(Templates::load(&settings.templates.dir)?),
-            settings: Arc::new(settings.clone()),
-            tag_sync: Arc::default(),
-        };
-        let mut events = EventHandlers::default();
-        let mut registry = Registry::default();
-        contacts::register(&services, &mut events, &mut registry);
-        tiers::register(&services, &mut registry);
-        components.recurring.push(tiers::nightly());
-        // Staff messages are answered in the callback itself; entering the app needs nothing.
-        for kind in ["message.text", "event.enter_agent"] {
-            events.register(kind, |_ctx, _event| async { Ok(()) });
-        }
+        let services = Services::new(
+            store.clone(),
+            wecom.clone(),
+            clock.clone(),
+            Arc::new(settings.clone()),
+            Arc::new(Templates::load(&settings.templates.dir)?),
+        );
+        let mut features = Registrar::default();
+        app::register_features(&services, &mut features);
         // What the caller brings goes last, so a test can stand in for a built-in handler.
-        events.extend(std::mem::take(&mut components.events));
-        registry.extend(std::mem::take(&mut components.jobs));
-        components.events = events;
-        components.jobs = registry;
-        channels::declare(&services, &settings.channels)
+        features
+            .events
+            .extend(std::mem::take(&mut components.events));
+        features.jobs.extend(std::mem::take(&mut components.jobs));
+        features.recurring.append(&mut components.recurring);
+        components.events = features.events;
+        components.jobs = features.jobs;
+        components.recurring = features.recurring;
+        app::start_features(&services)
             .await
-            .map_err(|e| AppError::Startup(format!("channels declared in the config: {e}")))?;
-        // In the background: siyu starts (and takes callbacks) even while WeCom is slow or
-        // unreachable; tagging makes sure again before it tags.
-        let ensuring = services.clone();
-        tokio::spawn(async move {
-            if let Err(e) = tags::ensure(&ensuring).await {
-                tracing::warn!(error = %e, "could not make sure siyu's corp tags exist at start");
-            }
-        });
+            .map_err(AppError::Startup)?;
 
         let scheduler = Scheduler::declare(
             store.clone(),

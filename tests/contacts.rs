@@ -282,7 +282,7 @@ async fn used_welcome_codes_busy_and_rate_limited_answers_are_handled() {
             .len(),
         1
     );
-    let tag = w.app.store().jobs_of_kind("contact.tag").await.unwrap();
+    let tag = w.app.store().jobs_of_kind("tags.sync").await.unwrap();
     assert_eq!(tag[0].state, "done");
     assert_eq!(tag[0].attempts, 2);
     w.app.shutdown().await;

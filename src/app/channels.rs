@@ -8,7 +8,7 @@ use super::tags::{self, UNATTRIBUTED, UNATTRIBUTED_NAME};
 use super::{AppError, Services};
 use crate::config::ChannelSettings;
 use crate::store::contacts::{self, Channel, ChannelStats, Welcome};
-use crate::wecom::client::types::{ContactWayRequest, UpdateContactWayRequest};
+use crate::wecom::client::types::{Attachment, ContactWayRequest, UpdateContactWayRequest};
 
 /// A channel as an operator describes it (the API body, or `[[channels]]` in the config).
 #[derive(Debug, Clone, Deserialize)]
@@ -93,6 +93,10 @@ pub fn validate(services: &Services, input: &ChannelInput) -> Result<(), AppErro
         }
         if w.attachments.len() > 9 {
             return Err(invalid("welcome.attachments", "at most 9"));
+        }
+        for (i, a) in w.attachments.iter().enumerate() {
+            serde_json::from_value::<Attachment>(a.clone())
+                .map_err(|e| invalid(&format!("welcome.attachments[{i}]"), e))?;
         }
     }
     Ok(())

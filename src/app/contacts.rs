@@ -1,29 +1,28 @@
 //! The contact pipeline. A customer adds a member: the event handler decides, in one
-//! transaction, the jobs that follow (welcome, sync); the sync job fetches the customer and
-//! decides the tagging and the note. Every step is a job keyed by the event it came from, so a
-//! redelivered event, a crash or a retry never tags, notes or welcomes twice.
+//! transaction, what follows. When the channel has a welcome message, one urgent job reads the
+//! customer, sends the welcome (its code lives 20 s) and then records the customer and the
+//! relation; otherwise an ordinary sync job reads and records. Recording decides the tag sync,
+//! the note and the tier evaluation in the same transaction. Every step is a job keyed by the
+//! event it came from, so a redelivered event, a crash or a retry never tags, notes or welcomes
+//! twice; the customer is read from WeCom once per add.
 
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
 use super::channels::attribute;
-use super::tags::{self, CHANNEL, EXTRA, TIER};
-use super::templates::truncate_chars;
-use super::{AppError, Services, local_time};
-use crate::app::dispatch::{EventContext, EventHandlers};
-use crate::jobs::{self, JobError, Registry};
+use super::notes::{self, enqueue_member_notice};
+use super::{AppError, Registrar, Services, tags, tiers};
+use crate::app::dispatch::EventContext;
+use crate::jobs::send::{Look, Outcome};
+use crate::jobs::{JobContext, JobError};
 use crate::store::Tx;
 use crate::store::contacts::{self, ContactEvent, Customer, Follow};
-use crate::wecom::client::types::{MarkTagRequest, RemarkRequest, Text, WelcomeRequest};
+use crate::wecom::client::types::{Attachment, CustomerDetail, Text, WelcomeRequest};
 use crate::wecom::client::{WecomError, code};
 use crate::wecom::event::{ContactChange, Event};
 
 pub const WELCOME_JOB: &str = "contact.welcome";
 pub const SYNC_JOB: &str = "contact.sync";
-pub const TAG_JOB: &str = "contact.tag";
-pub const NOTE_JOB: &str = "contact.note";
-pub const MEMBER_NOTICE_JOB: &str = "contact.member_notice";
-pub const TAG_RESYNC_JOB: &str = "tags.resync";
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct WelcomeJob {
@@ -31,6 +30,10 @@ pub struct WelcomeJob {
     pub userid: String,
     pub external_userid: String,
     pub state: Option<String>,
+    /// The inbox event it came from (the key of what recording decides); absent in jobs queued
+    /// by earlier versions, which then key by the welcome code.
+    #[serde(default)]
+    pub event_id: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,21 +51,14 @@ pub struct SyncJob {
     pub reason: SyncReason,
     /// The inbox event it came from: the key of every job it decides.
     pub event_id: i64,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct RelationJob {
-    pub userid: String,
-    pub external_userid: String,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct MemberNoticeJob {
-    pub userid: String,
+    /// Keys the jobs it decides instead of `event_id` (set by a welcome job that could not read
+    /// the customer and was queued by an earlier version, without an event id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// Registers the contact event handlers and jobs.
-pub fn register(services: &Services, events: &mut EventHandlers, registry: &mut Registry) {
+pub fn register(services: &Services, r: &mut Registrar) {
     for change in [
         "add_external_contact",
         "add_half_external_contact",
@@ -72,7 +68,7 @@ pub fn register(services: &Services, events: &mut EventHandlers, registry: &mut 
         "transfer_fail",
     ] {
         let s = services.clone();
-        events.register(
+        r.events.register(
             &format!("change_external_contact.{change}"),
             move |ctx, event| {
                 let s = s.clone();
@@ -84,74 +80,22 @@ pub fn register(services: &Services, events: &mut EventHandlers, registry: &mut 
             },
         );
     }
-    for change in ["create", "update", "delete", "shuffle"] {
-        let s = services.clone();
-        events.register(
-            &format!("change_external_tag.{change}"),
-            move |ctx, _event| {
-                let s = s.clone();
-                async move {
-                    let key = format!("tagsync:{}", ctx.inbox_id);
-                    enqueue_one(&s, TAG_RESYNC_JOB, &serde_json::json!({}), &key, None)
-                        .await
-                        .map_err(|e| e.to_string())
-                }
-            },
-        );
-    }
-
-    macro_rules! job {
-        ($kind:expr, $ty:ty, $f:path) => {{
-            let s = services.clone();
-            registry.register($kind, move |ctx| {
-                let s = s.clone();
-                async move {
-                    let payload: $ty = ctx.payload()?;
-                    $f(&s, &payload).await
-                }
-            });
-        }};
-    }
-    job!(WELCOME_JOB, WelcomeJob, welcome);
-    job!(SYNC_JOB, SyncJob, sync);
-    job!(TAG_JOB, RelationJob, tag);
-    job!(NOTE_JOB, RelationJob, note);
-    job!(MEMBER_NOTICE_JOB, MemberNoticeJob, member_notice);
-    job!(tags::RETAG_JOB, tags::Reapply, reapply);
     let s = services.clone();
-    registry.register(TAG_RESYNC_JOB, move |_ctx| {
+    r.jobs.register(WELCOME_JOB, move |ctx| {
         let s = s.clone();
-        async move { tags::ensure(&s).await.map(drop).map_err(JobError::from) }
+        async move {
+            let job: WelcomeJob = ctx.payload()?;
+            welcome(&s, &ctx, &job).await
+        }
     });
-}
-
-async fn reapply(services: &Services, r: &tags::Reapply) -> Result<(), JobError> {
-    tags::reapply(services, r).await.map_err(JobError::from)
-}
-
-async fn enqueue(
-    tx: &mut Tx,
-    s: &Services,
-    kind: &str,
-    payload: &impl Serialize,
-    key: &str,
-    run_at: Option<i64>,
-) -> Result<(), AppError> {
-    jobs::enqueue(tx, &s.settings.jobs, &s.clock, kind, payload, key, run_at).await?;
-    Ok(())
-}
-
-async fn enqueue_one(
-    s: &Services,
-    kind: &str,
-    payload: &impl Serialize,
-    key: &str,
-    run_at: Option<i64>,
-) -> Result<(), AppError> {
-    let mut tx = s.store.begin().await?;
-    enqueue(&mut tx, s, kind, payload, key, run_at).await?;
-    tx.commit().await?;
-    Ok(())
+    let s = services.clone();
+    r.jobs.register(SYNC_JOB, move |ctx| {
+        let s = s.clone();
+        async move {
+            let job: SyncJob = ctx.payload()?;
+            sync(&s, &job).await
+        }
+    });
 }
 
 async fn on_contact_event(s: &Services, ctx: &EventContext, event: Event) -> Result<(), AppError> {
@@ -177,34 +121,35 @@ async fn on_contact_event(s: &Services, ctx: &EventContext, event: Event) -> Res
     let mut tx = s.store.begin().await?;
     match change {
         ContactChange::Add | ContactChange::AddHalf => {
-            // The welcome first: its code lives 20 seconds.
-            if let Some(code) = welcome_code.filter(|c| !c.is_empty()) {
+            let welcome_code = welcome_code.filter(|c| !c.is_empty());
+            let welcomed = match &welcome_code {
+                Some(_) => attribute(s, state.as_deref()).await?.welcome.is_some(),
+                None => false,
+            };
+            if let (Some(code), true) = (welcome_code, welcomed) {
+                // The welcome first, urgently: its code lives 20 seconds. The same job reads the
+                // customer once and records them after sending.
                 let job = WelcomeJob {
                     welcome_code: code.clone(),
-                    userid: userid.clone(),
-                    external_userid: external_userid.clone(),
-                    state: state.clone(),
+                    userid,
+                    external_userid,
+                    state,
+                    event_id: Some(ctx.inbox_id),
                 };
-                enqueue(
+                s.enqueue_urgent(&mut tx, WELCOME_JOB, &job, &format!("welcome:{code}"))
+                    .await?;
+            } else {
+                sync_job(
                     &mut tx,
                     s,
-                    WELCOME_JOB,
-                    &job,
-                    &format!("welcome:{code}"),
-                    None,
+                    ctx,
+                    userid,
+                    external_userid,
+                    state,
+                    SyncReason::Add,
                 )
                 .await?;
             }
-            sync_job(
-                &mut tx,
-                s,
-                ctx,
-                userid,
-                external_userid,
-                state,
-                SyncReason::Add,
-            )
-            .await?;
         }
         ContactChange::Edit => {
             sync_job(
@@ -229,7 +174,7 @@ async fn on_contact_event(s: &Services, ctx: &EventContext, event: Event) -> Res
                     at: now,
                 };
                 contacts::record_contact_event(&mut tx, &event).await?;
-                enqueue_member_notice(&mut tx, s, &userid, now).await?;
+                enqueue_member_notice(s, &mut tx, &userid, now).await?;
             }
         }
         ContactChange::Del => {
@@ -281,72 +226,134 @@ async fn sync_job(
         state,
         reason,
         event_id: ctx.inbox_id,
+        key: None,
     };
-    enqueue(
-        tx,
-        s,
-        SYNC_JOB,
-        &job,
-        &format!("sync:{}", ctx.inbox_id),
-        None,
-    )
+    s.enqueue(tx, SYNC_JOB, &job, &format!("sync:{}", ctx.inbox_id), None)
+        .await
+}
+
+/// Reads the customer, sends the channel's welcome message with the event's code, and records the
+/// customer and the relation — all at urgent priority, with the client serving these calls before
+/// ordinary ones. The send goes through the job's ledger ([`JobContext::send_once`]): after an
+/// unknown outcome the same request is sent again, and WeCom's single-use code makes that safe —
+/// 41051 then means the first one went out, recorded as probably sent. A used or expired code
+/// otherwise (41051, 41050) fails the job, not retried; the customer is recorded all the same.
+async fn welcome(s: &Services, ctx: &JobContext, job: &WelcomeJob) -> Result<(), JobError> {
+    crate::wecom::client::urgent(async {
+        let detail = s.wecom.get_customer_all(&job.external_userid).await;
+        let sent = send_welcome(s, ctx, job, detail.as_ref().ok()).await;
+        let event_key = job
+            .event_id
+            .map_or_else(|| format!("welcome:{}", job.welcome_code), |id| id.to_string());
+        let relation = Relation {
+            userid: &job.userid,
+            external_userid: &job.external_userid,
+            state: job.state.as_deref(),
+            reason: SyncReason::Add,
+            event_key: &event_key,
+        };
+        match detail {
+            Ok(detail) => record(s, &relation, detail).await?,
+            Err(e) => {
+                // Not read now: an ordinary sync reads and records the customer later.
+                tracing::warn!(error = %e, "customer not read for the welcome; a sync will read it");
+                let mut tx = s.store.begin().await.map_err(AppError::from)?;
+                let sync = SyncJob {
+                    userid: job.userid.clone(),
+                    external_userid: job.external_userid.clone(),
+                    state: job.state.clone(),
+                    reason: SyncReason::Add,
+                    event_id: job.event_id.unwrap_or_default(),
+                    key: job.event_id.is_none().then(|| event_key.clone()),
+                };
+                s.enqueue(&mut tx, SYNC_JOB, &sync, &format!("sync:{event_key}"), None)
+                    .await?;
+                tx.commit().await.map_err(AppError::from)?;
+            }
+        }
+        sent
+    })
     .await
 }
 
-/// Sends the channel's welcome message with the event's code. A used or expired code (41051,
-/// 41050) is recorded as the job's failure and not retried. An unknown outcome may be retried:
-/// the code is single-use, so a welcome that did go out makes the retry answer 41051.
-async fn welcome(s: &Services, job: &WelcomeJob) -> Result<(), JobError> {
-    let channel = attribute(s, job.state.as_deref())
-        .await
-        .map_err(JobError::from)?;
+async fn send_welcome(
+    s: &Services,
+    ctx: &JobContext,
+    job: &WelcomeJob,
+    detail: Option<&CustomerDetail>,
+) -> Result<(), JobError> {
+    let channel = attribute(s, job.state.as_deref()).await?;
     let Some(w) = channel.welcome.as_ref() else {
         return Ok(());
     };
-    let name = match s.wecom.get_customer(&job.external_userid).await {
-        Ok(detail) => detail.external_contact.name,
-        Err(e) => {
-            // The welcome matters more than the name in it.
-            tracing::warn!(error = %e, "customer not fetched for the welcome; sending it without the name");
-            String::new()
-        }
+    let render = || async {
+        let name = detail.map_or(String::new(), |d| d.external_contact.name.clone());
+        let text = match &w.text {
+            Some(t) => Some(Text {
+                content: s
+                    .templates
+                    .render_str(
+                        "welcome",
+                        t,
+                        context! { name => name, channel => channel.name, staff => job.userid },
+                    )
+                    .map_err(|e| JobError::Permanent(e.to_string()))?,
+            }),
+            None => None,
+        };
+        let attachments = w
+            .attachments
+            .iter()
+            .map(|a| serde_json::from_value::<Attachment>(a.clone()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| JobError::Permanent(format!("the channel's welcome attachments: {e}")))?;
+        Ok(WelcomeRequest {
+            welcome_code: job.welcome_code.clone(),
+            text,
+            attachments,
+        })
     };
-    let text = match &w.text {
-        Some(t) => Some(Text {
-            content: s
-                .templates
-                .render_str(
-                    "welcome",
-                    t,
-                    context! { name => name, channel => channel.name, staff => job.userid },
-                )
-                .map_err(|e| JobError::Permanent(e.to_string()))?,
-        }),
-        None => None,
-    };
-    let request = WelcomeRequest {
-        welcome_code: job.welcome_code.clone(),
-        text,
-        attachments: w.attachments.clone(),
-    };
-    match s.wecom.send_welcome(&request).await {
-        Ok(()) => Ok(()),
-        Err(WecomError::OutcomeUnknown { reason, .. }) => Err(JobError::Retry(format!(
-            "welcome outcome unknown ({reason})"
-        ))),
-        Err(
-            e @ WecomError::Api {
-                code:
-                    code::WELCOME_CODE_USED | code::WELCOME_CODE_EXPIRED | code::WELCOME_CODE_MISSING,
-                ..
+    let (body, outcome) = ctx
+        .send_once(
+            render,
+            // The code is single-use: sending the same request again is the look.
+            |_| async { Ok(Look::SendAgain) },
+            |request: &WelcomeRequest| {
+                let request = request.clone();
+                let wecom = s.wecom.clone();
+                async move { wecom.send_welcome(&request).await }
             },
-        ) => Err(JobError::Permanent(e.to_string())),
-        Err(e) => Err(AppError::from(e).into()),
+        )
+        .await?;
+    match outcome {
+        Outcome::Sent(()) | Outcome::SentBefore => Ok(()),
+        Outcome::Refused {
+            error:
+                WecomError::Api {
+                    code: code::WELCOME_CODE_USED,
+                    ..
+                },
+            after_unknown: true,
+        } => {
+            tracing::info!("welcome code used after an unknown outcome: the welcome went out");
+            ctx.record_probably_sent(&body).await
+        }
+        Outcome::Refused {
+            error:
+                e @ WecomError::Api {
+                    code:
+                        code::WELCOME_CODE_USED
+                        | code::WELCOME_CODE_EXPIRED
+                        | code::WELCOME_CODE_MISSING,
+                    ..
+                },
+            ..
+        } => Err(JobError::Permanent(e.to_string())),
+        Outcome::Refused { error, .. } => Err(AppError::from(error).into()),
     }
 }
 
-/// Fetches the customer and records it and the relation. For an add, decides the tagging and
-/// the note; for an edit, notices siyu's tags taken off and puts them back if configured.
+/// Reads the customer and records it and the relation (an add without a welcome, or an edit).
 async fn sync(s: &Services, job: &SyncJob) -> Result<(), JobError> {
     let detail = match s.wecom.get_customer_all(&job.external_userid).await {
         Ok(d) => d,
@@ -361,29 +368,51 @@ async fn sync(s: &Services, job: &SyncJob) -> Result<(), JobError> {
         }
         Err(e) => return Err(AppError::from(e).into()),
     };
-    let Some(info) = detail.follow_user.iter().find(|f| f.userid == job.userid) else {
+    let event_key = job.key.clone().unwrap_or_else(|| job.event_id.to_string());
+    let relation = Relation {
+        userid: &job.userid,
+        external_userid: &job.external_userid,
+        state: job.state.as_deref(),
+        reason: job.reason,
+        event_key: &event_key,
+    };
+    record(s, &relation, detail).await
+}
+
+/// One relation to record, and why.
+struct Relation<'a> {
+    userid: &'a str,
+    external_userid: &'a str,
+    state: Option<&'a str>,
+    reason: SyncReason,
+    /// What keys the jobs recording decides (the inbox event).
+    event_key: &'a str,
+}
+
+/// Records the customer and the relation as WeCom has them. For an add, decides the tag sync,
+/// the note and the tier evaluation; for an edit, notices siyu's tags taken off and has them put
+/// back if configured — all in the transaction that records.
+async fn record(s: &Services, r: &Relation<'_>, detail: CustomerDetail) -> Result<(), JobError> {
+    let Some(info) = detail.follow_user.iter().find(|f| f.userid == r.userid) else {
         return Err(JobError::Permanent(format!(
             "{} no longer follows the customer",
-            job.userid
+            r.userid
         )));
     };
-    let state = job
+    let state = r
         .state
-        .clone()
+        .map(str::to_string)
         .or_else(|| Some(info.state.clone()).filter(|s| !s.is_empty()));
-    let channel = attribute(s, state.as_deref())
-        .await
-        .map_err(JobError::from)?;
+    let channel = attribute(s, state.as_deref()).await?;
     let now = s.clock.now_ms();
     let entry_tier = s
         .tiers()
-        .await
-        .map_err(JobError::from)?
+        .await?
         .first()
         .map(|t| t.code.clone())
         .unwrap_or_default();
     let customer = Customer {
-        external_userid: job.external_userid.clone(),
+        external_userid: r.external_userid.to_string(),
         name: detail.external_contact.name.clone(),
         kind: detail.external_contact.kind,
         corp_name: detail.external_contact.corp_name.clone(),
@@ -397,12 +426,12 @@ async fn sync(s: &Services, job: &SyncJob) -> Result<(), JobError> {
     };
     let known = s
         .store
-        .follow(&job.userid, &job.external_userid)
+        .follow(r.userid, r.external_userid)
         .await
         .map_err(AppError::from)?;
     let follow = Follow {
-        userid: job.userid.clone(),
-        external_userid: job.external_userid.clone(),
+        userid: r.userid.to_string(),
+        external_userid: r.external_userid.to_string(),
         // A relation keeps the channel it was first attributed to.
         channel: known
             .as_ref()
@@ -422,10 +451,17 @@ async fn sync(s: &Services, job: &SyncJob) -> Result<(), JobError> {
         ended_at: None,
         siyu_remark: known.as_ref().and_then(|k| k.siyu_remark.clone()),
     };
-    let relation = RelationJob {
-        userid: job.userid.clone(),
-        external_userid: job.external_userid.clone(),
+    // Read before the transaction: on SQLite the transaction holds the process's write turn.
+    let removed: Vec<String> = match r.reason {
+        SyncReason::Add => Vec::new(),
+        SyncReason::Edit => tags::wanted_ids(s, &follow)
+            .await?
+            .into_iter()
+            .filter(|t| !follow.tag_ids.contains(t))
+            .filter(|t| known.as_ref().is_some_and(|k| k.tag_ids.contains(t)))
+            .collect(),
     };
+    let key = r.event_key;
     let mut tx = s.store.begin().await.map_err(AppError::from)?;
     contacts::upsert_customer(&mut tx, &customer, now)
         .await
@@ -433,345 +469,52 @@ async fn sync(s: &Services, job: &SyncJob) -> Result<(), JobError> {
     contacts::upsert_follow(&mut tx, &follow, now)
         .await
         .map_err(AppError::from)?;
-    match job.reason {
+    match r.reason {
         SyncReason::Add => {
-            enqueue(
-                &mut tx,
+            tags::enqueue_sync(
                 s,
-                TAG_JOB,
-                &relation,
-                &format!("tag:{}", job.event_id),
-                None,
+                &mut tx,
+                r.userid,
+                r.external_userid,
+                &format!("tag:{key}"),
             )
             .await?;
-            enqueue(
-                &mut tx,
+            notes::enqueue_note(
                 s,
-                NOTE_JOB,
-                &relation,
-                &format!("note:{}", job.event_id),
-                None,
+                &mut tx,
+                r.userid,
+                r.external_userid,
+                &format!("note:{key}"),
             )
             .await?;
             // Activity the shop sent before the customer arrived now counts.
-            let evaluation = super::tiers::EvaluateJob {
-                customers: Some(vec![job.external_userid.clone()]),
-            };
-            let key = format!("evaluate:add:{}", job.event_id);
-            enqueue(
-                &mut tx,
+            tiers::enqueue_evaluation(
                 s,
-                super::tiers::EVALUATE_JOB,
-                &evaluation,
-                &key,
-                None,
+                &mut tx,
+                Some(vec![r.external_userid.to_string()]),
+                &format!("evaluate:add:{key}"),
             )
             .await?;
         }
-        SyncReason::Edit => {
-            let expected = expected_tags(s, &follow).await.map_err(JobError::from)?;
-            let removed: Vec<&String> = expected
-                .iter()
-                .filter(|t| !follow.tag_ids.contains(t))
-                .collect();
-            if known.is_some_and(|k| removed.iter().any(|t| k.tag_ids.contains(t))) {
-                let event = ContactEvent {
-                    external_userid: job.external_userid.clone(),
-                    userid: job.userid.clone(),
-                    kind: "tag_removed".into(),
-                    detail: Some(
-                        removed
-                            .iter()
-                            .map(|t| t.as_str())
-                            .collect::<Vec<_>>()
-                            .join(","),
-                    ),
-                    at: now,
-                };
-                contacts::record_contact_event(&mut tx, &event)
-                    .await
-                    .map_err(AppError::from)?;
-                if s.settings.tags.reapply_removed {
-                    enqueue(
-                        &mut tx,
-                        s,
-                        TAG_JOB,
-                        &relation,
-                        &format!("retag:{}", job.event_id),
-                        None,
-                    )
-                    .await?;
-                }
+        SyncReason::Edit if !removed.is_empty() => {
+            // A member took one of siyu's tags off by hand.
+            let event = ContactEvent {
+                external_userid: r.external_userid.to_string(),
+                userid: r.userid.to_string(),
+                kind: "tag_removed".into(),
+                detail: Some(removed.join(",")),
+                at: now,
+            };
+            contacts::record_contact_event(&mut tx, &event)
+                .await
+                .map_err(AppError::from)?;
+            if s.settings.tags.reapply_removed {
+                let key = format!("retag:{key}");
+                tags::enqueue_sync(s, &mut tx, r.userid, r.external_userid, &key).await?;
             }
         }
+        SyncReason::Edit => {}
     }
     tx.commit().await.map_err(AppError::from)?;
     Ok(())
-}
-
-/// The tag ids siyu keeps on a relation: its channel, the channel's extra tags, the customer's tier.
-async fn expected_tags(s: &Services, follow: &Follow) -> Result<Vec<String>, AppError> {
-    let channel = attribute(s, Some(&follow.channel)).await?;
-    let tier = s
-        .store
-        .customer(&follow.external_userid)
-        .await?
-        .map(|c| c.tier);
-    let all = s.store.siyu_tags().await?;
-    let mut ids = Vec::new();
-    let mut want = |kind: &str, code: &str| {
-        if let Some(id) = all
-            .iter()
-            .find(|t| t.kind == kind && t.code == code)
-            .and_then(|t| t.tag_id.clone())
-        {
-            ids.push(id);
-        }
-    };
-    want(CHANNEL, &channel.code);
-    for extra in &channel.tags {
-        want(EXTRA, extra);
-    }
-    if let Some(tier) = &tier {
-        want(TIER, tier);
-    }
-    Ok(ids)
-}
-
-/// Puts the channel tag, the channel's extra tags and the tier tag on the relation, in one call.
-async fn tag(s: &Services, job: &RelationJob) -> Result<(), JobError> {
-    let Some(follow) = s
-        .store
-        .follow(&job.userid, &job.external_userid)
-        .await
-        .map_err(AppError::from)?
-    else {
-        return Err(JobError::Permanent("relation not recorded".into()));
-    };
-    let mut ids = expected_tags(s, &follow).await.map_err(JobError::from)?;
-    let channel = attribute(s, Some(&follow.channel))
-        .await
-        .map_err(JobError::from)?;
-    if ids.len() < 2 + channel.tags.len() {
-        // A tag is missing (new channel or tier, or never created): make sure, then look again.
-        tags::ensure(s).await.map_err(JobError::from)?;
-        ids = expected_tags(s, &follow).await.map_err(JobError::from)?;
-    }
-    if ids.is_empty() {
-        return Err(JobError::Retry("siyu's tags are not in WeCom yet".into()));
-    }
-    let request = MarkTagRequest {
-        userid: job.userid.clone(),
-        external_userid: job.external_userid.clone(),
-        add_tag: ids.clone(),
-        remove_tag: vec![],
-    };
-    match s.wecom.mark_tag(&request).await {
-        Ok(()) => {}
-        Err(
-            e @ WecomError::Api {
-                code: code::NO_RELATIONSHIP,
-                ..
-            },
-        ) => return Err(JobError::Permanent(e.to_string())),
-        Err(e) => return Err(AppError::from(e).into()),
-    }
-    s.store
-        .add_follow_tags(&job.userid, &job.external_userid, &ids, s.clock.now_ms())
-        .await
-        .map_err(AppError::from)?;
-    Ok(())
-}
-
-/// Writes the note (remark and description) from the templates. A remark the member typed by
-/// hand is kept unless `notes.overwrite_manual_remark`.
-async fn note(s: &Services, job: &RelationJob) -> Result<(), JobError> {
-    let store = &s.store;
-    let (Some(follow), Some(customer)) = (
-        store
-            .follow(&job.userid, &job.external_userid)
-            .await
-            .map_err(AppError::from)?,
-        store
-            .customer(&job.external_userid)
-            .await
-            .map_err(AppError::from)?,
-    ) else {
-        return Err(JobError::Permanent("relation not recorded".into()));
-    };
-    let channel = attribute(s, Some(&follow.channel))
-        .await
-        .map_err(JobError::from)?;
-    let tier = s
-        .tiers()
-        .await
-        .map_err(JobError::from)?
-        .iter()
-        .find(|t| t.code == customer.tier)
-        .map_or(customer.tier.clone(), |t| t.name.clone());
-    let ctx = context! {
-        name => customer.name,
-        channel => channel.name,
-        tier => tier,
-        staff => follow.userid,
-        added_at => local_time(&s.settings, follow.added_at),
-    };
-    let render = |name: &str, max: usize| {
-        s.templates
-            .render(name, &ctx)
-            .map(|t| truncate_chars(&t, max))
-            .map_err(|e| JobError::Permanent(e.to_string()))
-    };
-    let remark = render("note_remark.j2", 20)?;
-    let description = render("note_description.j2", 150)?;
-    let typed_by_hand =
-        !follow.remark.is_empty() && Some(&follow.remark) != follow.siyu_remark.as_ref();
-    let remark = (!typed_by_hand || s.settings.notes.overwrite_manual_remark).then_some(remark);
-    let request = RemarkRequest {
-        userid: job.userid.clone(),
-        external_userid: job.external_userid.clone(),
-        remark: remark.clone(),
-        description: Some(description.clone()),
-        ..Default::default()
-    };
-    match s.wecom.remark(&request).await {
-        Ok(()) => {}
-        Err(
-            e @ WecomError::Api {
-                code: code::NO_RELATIONSHIP,
-                ..
-            },
-        ) => return Err(JobError::Permanent(e.to_string())),
-        Err(e) => return Err(AppError::from(e).into()),
-    }
-    store
-        .set_siyu_note(
-            &job.userid,
-            &job.external_userid,
-            remark.as_deref(),
-            &description,
-            s.clock.now_ms(),
-        )
-        .await
-        .map_err(AppError::from)?;
-    Ok(())
-}
-
-/// Schedules the member's notice for the current window (one per member per window, sent when
-/// the window closes, so a burst of news is one message within WeCom's per-member caps).
-pub(crate) async fn enqueue_member_notice(
-    tx: &mut Tx,
-    s: &Services,
-    userid: &str,
-    now: i64,
-) -> Result<(), AppError> {
-    let batch_ms = (s.settings.notify.batch_secs.max(1) * 1000) as i64;
-    let window = now - now.rem_euclid(batch_ms);
-    let key = format!("member-notice:{userid}:{window}");
-    let job = MemberNoticeJob {
-        userid: userid.to_string(),
-    };
-    enqueue(
-        tx,
-        s,
-        MEMBER_NOTICE_JOB,
-        &job,
-        &key,
-        Some(window + batch_ms),
-    )
-    .await
-}
-
-/// Tells the member which customers deleted them and whose tier changed in the last window, in
-/// one message; the operators are told of the churn too. WeCom's duplicate check (same message
-/// within 30 minutes) makes a retry after an unknown outcome safe.
-async fn member_notice(s: &Services, job: &MemberNoticeJob) -> Result<(), JobError> {
-    let untold = s
-        .store
-        .untold_notices(&job.userid)
-        .await
-        .map_err(AppError::from)?;
-    if untold.is_empty() {
-        return Ok(());
-    }
-    let tiers_in_force = s.tiers().await.map_err(JobError::from)?;
-    let tier_name = |code: &str| {
-        tiers_in_force
-            .iter()
-            .find(|t| t.code == code)
-            .map_or(code.to_string(), |t| t.name.clone())
-    };
-    let mut churned = Vec::new();
-    let mut tiers = Vec::new();
-    for (_, e) in &untold {
-        let c = s
-            .store
-            .customer(&e.external_userid)
-            .await
-            .map_err(AppError::from)?;
-        let follow = s
-            .store
-            .follow(&e.userid, &e.external_userid)
-            .await
-            .map_err(AppError::from)?;
-        let channel = attribute(s, follow.as_ref().map(|f| f.channel.as_str()))
-            .await
-            .map_err(JobError::from)?;
-        let name = c.map_or(e.external_userid.clone(), |c| c.name);
-        if e.kind == "tier" {
-            let (from, to) = e
-                .detail
-                .as_deref()
-                .and_then(|d| d.split_once('→'))
-                .unwrap_or(("", ""));
-            tiers.push(context! { name => name, from => tier_name(from), to => tier_name(to) });
-        } else {
-            churned.push(context! { name => name, channel => channel.name });
-        }
-    }
-    let text = s
-        .templates
-        .render(
-            "member_notice.j2",
-            context! { staff => job.userid, churned => churned, tiers => tiers },
-        )
-        .map_err(|e| JobError::Permanent(e.to_string()))?;
-    let mut to: Vec<&str> = vec![job.userid.as_str()];
-    if !churned.is_empty() {
-        for op in &s.settings.notify.operators {
-            if !to.contains(&op.as_str()) {
-                to.push(op);
-            }
-        }
-    }
-    match s
-        .wecom
-        .send_text_to_members(&to, &truncate_bytes(&text, 2000))
-        .await
-    {
-        Ok(_) => {}
-        Err(WecomError::OutcomeUnknown { reason, .. }) => {
-            return Err(JobError::Retry(format!(
-                "notice outcome unknown ({reason})"
-            )));
-        }
-        Err(e) => return Err(AppError::from(e).into()),
-    }
-    let ids: Vec<i64> = untold.iter().map(|(id, _)| *id).collect();
-    s.store
-        .mark_told(&ids, s.clock.now_ms())
-        .await
-        .map_err(AppError::from)?;
-    Ok(())
-}
-
-fn truncate_bytes(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut end = max.saturating_sub(3);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
 }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::tiers::{ActivityItem, check_item};
+use super::activity::{ActivityItem, Problem, check_item};
 use super::{AppError, Services};
 use crate::store::tiers::{NewActivity, insert_activity};
 
@@ -230,7 +230,7 @@ pub async fn import_activity(
                     }
                 };
                 match item.map_err(|reason| {
-                    vec![super::tiers::Problem {
+                    vec![Problem {
                         line: line_no as usize,
                         field: "record".into(),
                         reason,
@@ -281,7 +281,9 @@ pub async fn import_activity(
     let _ = std::fs::remove_file(&checkpoint_file);
     if summary.stored > 0 {
         let key = format!("evaluate:import:{}", services.clock.now_ms());
-        super::tiers::enqueue_evaluation(services, None, &key).await?;
+        let mut tx = services.store.begin().await.map_err(AppError::from)?;
+        super::tiers::enqueue_evaluation(services, &mut tx, None, &key).await?;
+        tx.commit().await.map_err(AppError::from)?;
     }
     Ok(summary)
 }
@@ -289,7 +291,7 @@ pub async fn import_activity(
 fn reject(
     out: &mut File,
     summary: &mut ImportSummary,
-    problems: &[super::tiers::Problem],
+    problems: &[Problem],
     path: &Path,
 ) -> Result<(), ImportError> {
     summary.rejected += 1;

@@ -1,11 +1,23 @@
-//! The use-cases: getting callbacks into the inbox and out to their handlers, channels, siyu's
-//! corp tags, the contact pipeline, and answering staff.
+//! The use-cases, one module per feature. Each effect siyu has on WeCom has one owner:
+//! `tags` writes every siyu tag on a relation, `notes` every remark, description and member
+//! notice, `contacts` the welcome message. Features meet through hooks ([`hooks`]), not by calling
+//! each other's jobs: a tier change calls, in its own transaction, what tags and notes (and next,
+//! groups) registered for it. Each feature registers its own event handlers, jobs, schedules and
+//! hooks in [`register_features`]; the composition root names none of them.
+//!
+//! The modules depend on each other in one direction only (no circle), from the edge inwards:
+//! `staff`, `customers`, `import`, `activity` → `contacts` → `tiers` → `segments` → `notes`,
+//! `channels` → `tags` → `hooks`, `templates`.
 
+pub mod activity;
 pub mod channels;
 pub mod contacts;
+pub mod customers;
 pub mod dispatch;
+pub mod hooks;
 pub mod import;
 pub mod ingest;
+pub mod notes;
 pub mod segments;
 pub mod staff;
 pub mod tags;
@@ -14,10 +26,16 @@ pub mod tiers;
 
 use std::sync::Arc;
 
+use serde::Serialize;
+
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::store::Store;
-use crate::wecom::client::WecomClient;
+use crate::jobs::scheduler::Recurring;
+use crate::jobs::{self, Registry};
+use crate::store::{Store, Tx};
+use crate::wecom::client::{WecomClient, WecomError};
+use dispatch::EventHandlers;
+use hooks::Hooks;
 use templates::Templates;
 
 /// What the use-cases work with; cheap to clone.
@@ -30,17 +48,168 @@ pub struct Services {
     pub templates: Arc<Templates>,
     /// One tag-library sync at a time in this process (two would create the same tag twice).
     pub tag_sync: Arc<tokio::sync::Mutex<()>>,
+    /// What the features registered for each other's decisions (see [`Services::new`]).
+    hooks: Arc<Hooks>,
 }
 
 impl Services {
+    /// The services, with every feature's hooks in place (a decision made through them sets off
+    /// what the features registered for it, in a server or in a one-shot command alike).
+    pub fn new(
+        store: Store,
+        wecom: WecomClient,
+        clock: Clock,
+        settings: Arc<Settings>,
+        templates: Arc<Templates>,
+    ) -> Services {
+        let mut hooks = Hooks::default();
+        tags::hooks(&mut hooks);
+        notes::hooks(&mut hooks);
+        Services {
+            store,
+            wecom,
+            clock,
+            settings,
+            templates,
+            tag_sync: Arc::default(),
+            hooks: Arc::new(hooks),
+        }
+    }
+
+    /// What the features registered for each other's decisions.
+    pub fn hooks(&self) -> &Hooks {
+        &self.hooks
+    }
+
+    /// Enqueues a job inside `tx` (the transaction that decided it), keyed so that the same
+    /// decision never makes two jobs; `run_at` defaults to now.
+    pub async fn enqueue(
+        &self,
+        tx: &mut Tx,
+        kind: &str,
+        payload: &impl Serialize,
+        key: &str,
+        run_at: Option<i64>,
+    ) -> Result<(), AppError> {
+        let settings = &self.settings.jobs;
+        jobs::enqueue(tx, settings, &self.clock, kind, payload, key, run_at).await?;
+        Ok(())
+    }
+
+    /// [`Services::enqueue`] at urgent priority: claimed before every other due job.
+    pub async fn enqueue_urgent(
+        &self,
+        tx: &mut Tx,
+        kind: &str,
+        payload: &impl Serialize,
+        key: &str,
+    ) -> Result<(), AppError> {
+        let settings = &self.settings.jobs;
+        jobs::enqueue_with_priority(
+            tx,
+            settings,
+            &self.clock,
+            kind,
+            payload,
+            key,
+            None,
+            jobs::URGENT,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// One job in a transaction of its own (when the decision has no other row to write).
+    pub async fn enqueue_one(
+        &self,
+        kind: &str,
+        payload: &impl Serialize,
+        key: &str,
+    ) -> Result<(), AppError> {
+        let mut tx = self.store.begin().await?;
+        self.enqueue(&mut tx, kind, payload, key, None).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// The tiers in force: the latest change made through the API, else the config's. Read at
     /// each use, so every replica follows a change at once.
     pub async fn tiers(&self) -> Result<Vec<crate::config::TierSettings>, AppError> {
+        Ok(self.tiers_in_force().await?.0)
+    }
+
+    /// The tiers in force and where they come from: `"api"` or `"config"`.
+    pub async fn tiers_in_force(
+        &self,
+    ) -> Result<(Vec<crate::config::TierSettings>, &'static str), AppError> {
         match self.store.current_tier_rules().await? {
             Some(json) => serde_json::from_str(&json)
+                .map(|t| (t, "api"))
                 .map_err(|e| AppError::Invalid(format!("stored tier rules do not parse: {e}"))),
-            None => Ok(self.settings.tiers.clone()),
+            None => Ok((self.settings.tiers.clone(), "config")),
         }
+    }
+}
+
+/// The payload of a job about one relation (a member following a customer): its tags, its note.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct RelationJob {
+    pub userid: String,
+    pub external_userid: String,
+}
+
+/// What the features register to run: event handlers, job kinds and recurring jobs. (Their
+/// hooks are in place from [`Services::new`].)
+#[derive(Default)]
+pub struct Registrar {
+    pub events: EventHandlers,
+    pub jobs: Registry,
+    pub recurring: Vec<Recurring>,
+}
+
+/// Every feature registers itself here; the caller (the composition root) names none of them.
+pub fn register_features(services: &Services, r: &mut Registrar) {
+    tags::register(services, r);
+    notes::register(services, r);
+    contacts::register(services, r);
+    tiers::register(services, r);
+    staff::register(r);
+}
+
+/// What the features check in the settings before siyu starts (one line naming the problem).
+pub fn validate_settings(settings: &Settings) -> Result<(), String> {
+    tiers::validate(settings)
+}
+
+/// What the features do once at start: the channels declared in the config are created or
+/// updated (an error stops the start, naming the channel), and siyu's corp tags are made sure of
+/// in the background (siyu takes callbacks even while WeCom is slow; tagging makes sure again).
+pub async fn start_features(services: &Services) -> Result<(), String> {
+    channels::declare(services, &services.settings.channels)
+        .await
+        .map_err(|e| format!("channels declared in the config: {e}"))?;
+    let in_force = services.tiers().await.map_err(|e| e.to_string())?;
+    let unknown = tiers::unknown_metrics(services, &in_force)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !unknown.is_empty() {
+        tracing::warn!(
+            conditions = %unknown.join("; "),
+            "tier rules name metrics that are not spend, orders or a received activity kind; they read 0 until such activity arrives"
+        );
+    }
+    let ensuring = services.clone();
+    tokio::spawn(async move {
+        if let Err(e) = tags::ensure(&ensuring).await {
+            tracing::warn!(error = %e, "could not make sure siyu's corp tags exist at start");
+        }
+    });
+    Ok(())
+}
+
+impl jobs::send::SendError for WecomError {
+    fn outcome_unknown(&self) -> bool {
+        matches!(self, WecomError::OutcomeUnknown { .. })
     }
 }
 

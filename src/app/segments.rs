@@ -7,11 +7,8 @@
 
 use serde::Serialize;
 
-use super::tags::SEGMENT;
-use super::tiers::{RETAG_JOB, Retag};
 use super::{AppError, Services};
-use crate::jobs;
-use crate::store::tiers::RfmInput;
+use crate::store::tiers::{self as store_tiers, RfmInput};
 
 /// The eight segments, by (R high, F high, M high).
 pub const SEGMENTS: [&str; 8] = [
@@ -129,42 +126,31 @@ pub async fn evaluate(services: &Services, apply: bool) -> Result<Vec<SegmentCha
     Ok(changes)
 }
 
+/// Records the new segments and, in the same transaction, calls what the features registered for
+/// a segment change (the tags feature syncs each relation's tags) with the customers' connected
+/// relations.
 async fn apply_changes(services: &Services, changes: &[SegmentChange]) -> Result<(), AppError> {
     let rows: Vec<(String, String, String)> = changes
         .iter()
         .map(|c| (c.external_userid.clone(), c.to.clone(), c.rfm.clone()))
         .collect();
-    services.store.set_segments(&rows).await?;
     let ids: Vec<String> = changes.iter().map(|c| c.external_userid.clone()).collect();
-    let follows = services.store.connected_follows_of(&ids).await?;
-    let mut tx = services.store.begin().await?;
+    let relations: Vec<(String, String)> = services
+        .store
+        .connected_follows_of(&ids)
+        .await?
+        .into_iter()
+        .map(|f| (f.userid, f.external_userid))
+        .collect();
     let now = services.clock.now_ms();
-    for c in changes {
-        for f in follows
-            .iter()
-            .filter(|f| f.external_userid == c.external_userid)
-        {
-            let retag = Retag {
-                kind: SEGMENT.into(),
-                userid: f.userid.clone(),
-                external_userid: f.external_userid.clone(),
-                from: c.from.clone().unwrap_or_default(),
-                to: c.to.clone(),
-            };
-            let key = format!("segment-tag:{now}:{}:{}", f.userid, f.external_userid);
-            jobs::enqueue(
-                &mut tx,
-                &services.settings.jobs,
-                &services.clock,
-                RETAG_JOB,
-                &retag,
-                &key,
-                None,
-            )
-            .await?;
-        }
-    }
+    let mut tx = services.store.begin().await?;
+    store_tiers::set_segments(&mut tx, &rows).await?;
+    services
+        .hooks()
+        .segment_changed(services, &mut tx, &relations, now)
+        .await?;
     tx.commit().await?;
+    crate::failpoint::hit("segments.recorded");
     Ok(())
 }
 

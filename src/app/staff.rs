@@ -5,7 +5,15 @@
 use minijinja::context;
 
 use super::channels::attribute;
-use super::{AppError, Services, local_time};
+use super::{AppError, Registrar, Services, local_time};
+
+/// Staff messages are answered in the callback itself (a passive reply); entering the app needs
+/// nothing. Registered so the inbox marks them done rather than unhandled.
+pub fn register(r: &mut Registrar) {
+    for kind in ["message.text", "event.enter_agent"] {
+        r.events.register(kind, |_ctx, _event| async { Ok(()) });
+    }
+}
 
 /// Most matches listed before asking to narrow down.
 const LIST_MAX: i64 = 10;

@@ -1,13 +1,23 @@
-//! siyu's corp tags: one per channel (and each channel's extra tags) in the channel group, one per
-//! tier in the tier group. siyu makes sure they exist and keeps their ids; when an admin renames
-//! one it follows the id, when an admin deletes one it recreates it and puts it back on the
-//! customers who had it.
+//! siyu's corp tags, and every write of them on a relation. siyu owns three tag groups: one
+//! tag per channel (and each channel's extra tags) in the channel group, one per tier in the
+//! tier group, one per value segment in the segment group. It makes sure they exist and keeps
+//! their ids; when an admin renames one it follows the id, when an admin deletes one it recreates
+//! it and puts it back on the customers who had it.
+//!
+//! One job writes them: [`SYNC_JOB`] brings a relation's siyu tags to what they should be, computed
+//! from the state when the job runs (the relation's channel, the customer's tier and segment), in
+//! one `mark_tag` that adds the wanted tags and removes siyu's other tier and segment tags. Any
+//! number of such jobs for one relation, in any order, end in the right tags; features that change
+//! what a relation should carry (an add, a tier change, a segment change, a tag put back) only
+//! enqueue one.
 
-use serde::{Deserialize, Serialize};
-
-use super::{AppError, Services};
-use crate::store::contacts::{Channel, SiyuTag};
-use crate::wecom::client::types::{AddTagsRequest, NewTag, TagGroup};
+use super::hooks::{Hooks, TierChanged};
+use super::{AppError, Registrar, RelationJob, Services};
+use crate::jobs::{BoxFuture, JobError};
+use crate::store::Tx;
+use crate::store::contacts::{self, Channel, Follow, SiyuTag};
+use crate::wecom::client::types::{AddTagsRequest, MarkTagRequest, NewTag, TagGroup};
+use crate::wecom::client::{WecomError, code};
 
 /// The channel of customers whose `State` matches no channel.
 pub const UNATTRIBUTED: &str = "unattributed";
@@ -18,18 +28,244 @@ pub const EXTRA: &str = "extra";
 pub const TIER: &str = "tier";
 pub const SEGMENT: &str = "segment";
 
-/// Job: put a recreated tag back on one relation.
-pub const RETAG_JOB: &str = "tags.reapply";
+/// Job: bring one relation's siyu tags to what they should be now.
+pub const SYNC_JOB: &str = "tags.sync";
+/// Job: make sure siyu's tags exist in WeCom's tag library (after an admin edited it).
+pub const LIBRARY_JOB: &str = "tags.resync";
+/// Kinds of tag jobs queued by earlier versions (a snapshot of one change each); they run as a
+/// [`SYNC_JOB`] of their relation, which is what they meant.
+const LEGACY_JOBS: [&str; 3] = ["contact.tag", "tiers.retag", "tags.reapply"];
 
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Reapply {
-    pub userid: String,
-    pub external_userid: String,
-    pub old_tag_id: String,
-    pub new_tag_id: String,
+/// Tag kinds of which a relation carries exactly one: siyu takes the others off.
+const EXCLUSIVE: [&str; 2] = [TIER, SEGMENT];
+
+pub fn register(services: &Services, r: &mut Registrar) {
+    for kind in std::iter::once(SYNC_JOB).chain(LEGACY_JOBS) {
+        let s = services.clone();
+        r.jobs.register(kind, move |ctx| {
+            let s = s.clone();
+            async move {
+                let job: RelationJob = ctx.payload()?;
+                sync(&s, &job).await
+            }
+        });
+    }
+    let s = services.clone();
+    r.jobs.register(LIBRARY_JOB, move |_ctx| {
+        let s = s.clone();
+        async move { ensure(&s).await.map(drop).map_err(JobError::from) }
+    });
+    for change in ["create", "update", "delete", "shuffle"] {
+        let s = services.clone();
+        r.events.register(
+            &format!("change_external_tag.{change}"),
+            move |ctx, _event| {
+                let s = s.clone();
+                async move {
+                    let key = format!("tagsync:{}", ctx.inbox_id);
+                    s.enqueue_one(LIBRARY_JOB, &serde_json::json!({}), &key)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+            },
+        );
+    }
 }
 
-fn wanted(
+/// A tier or segment change syncs the tags of every relation of the customer.
+pub fn hooks(h: &mut Hooks) {
+    h.on_tier_change("tags", on_tier_change);
+    h.on_segment_change("tags", on_segment_change);
+}
+
+/// Enqueues the sync of one relation's tags in `tx`, keyed by its cause.
+pub async fn enqueue_sync(
+    s: &Services,
+    tx: &mut Tx,
+    userid: &str,
+    external_userid: &str,
+    key: &str,
+) -> Result<(), AppError> {
+    let job = RelationJob {
+        userid: userid.to_string(),
+        external_userid: external_userid.to_string(),
+    };
+    s.enqueue(tx, SYNC_JOB, &job, key, None).await
+}
+
+fn on_tier_change<'a>(
+    s: &'a Services,
+    tx: &'a mut Tx,
+    changes: &'a [TierChanged],
+) -> BoxFuture<'a, Result<(), AppError>> {
+    Box::pin(async move {
+        for c in changes {
+            for member in &c.members {
+                let key = format!("tier-tag:{}:{member}", c.change_id);
+                enqueue_sync(s, tx, member, &c.external_userid, &key).await?;
+            }
+        }
+        Ok(())
+    })
+}
+
+fn on_segment_change<'a>(
+    s: &'a Services,
+    tx: &'a mut Tx,
+    relations: &'a [(String, String)],
+    at: i64,
+) -> BoxFuture<'a, Result<(), AppError>> {
+    Box::pin(async move {
+        for (userid, external_userid) in relations {
+            let key = format!("segment-tag:{at}:{userid}:{external_userid}");
+            enqueue_sync(s, tx, userid, external_userid, &key).await?;
+        }
+        Ok(())
+    })
+}
+
+/// siyu's tags as they bear on one relation: each wanted one (its channel's tag and extra tags,
+/// the customer's tier and segment) and every other tag of an exclusive kind (to take off).
+struct Plan {
+    add: Vec<String>,
+    remove: Vec<String>,
+    /// A wanted tag siyu has no id for yet (a new channel, tier or segment).
+    missing: bool,
+}
+
+async fn plan(s: &Services, follow: &Follow) -> Result<Plan, AppError> {
+    let extras = match s.store.channel(&follow.channel).await? {
+        Some(c) => c.tags,
+        None => Vec::new(),
+    };
+    let customer = s.store.customer(&follow.external_userid).await?;
+    let segment = s.store.segment_of(&follow.external_userid).await?;
+    let mut want: Vec<(&str, String)> = vec![(CHANNEL, follow.channel.clone())];
+    want.extend(extras.into_iter().map(|e| (EXTRA, e)));
+    if let Some(c) = customer {
+        want.push((TIER, c.tier));
+    }
+    if let Some((segment, _)) = segment {
+        want.push((SEGMENT, segment));
+    }
+    let all = s.store.siyu_tags().await?;
+    let id_of = |kind: &str, code: &str| {
+        all.iter()
+            .find(|t| t.kind == kind && t.code == code)
+            .and_then(|t| t.tag_id.clone())
+    };
+    let add: Vec<String> = want.iter().filter_map(|(k, c)| id_of(k, c)).collect();
+    let remove = all
+        .iter()
+        .filter(|t| EXCLUSIVE.contains(&t.kind.as_str()))
+        .filter_map(|t| t.tag_id.clone())
+        .filter(|id| !add.contains(id))
+        .collect();
+    Ok(Plan {
+        missing: add.len() < want.len(),
+        add,
+        remove,
+    })
+}
+
+/// The ids of the tags siyu keeps on a relation now (those it has ids for).
+pub async fn wanted_ids(s: &Services, follow: &Follow) -> Result<Vec<String>, AppError> {
+    Ok(plan(s, follow).await?.add)
+}
+
+/// The job: siyu's tags on the relation, as they should be now, in one `mark_tag`. When the
+/// state changed while the call was on its way (a tier change committed meanwhile), it goes again
+/// with the new state, so the last call to land is never an older state's.
+async fn sync(s: &Services, job: &RelationJob) -> Result<(), JobError> {
+    let mut ensured = false;
+    for _ in 0..5 {
+        let Some(follow) = s
+            .store
+            .follow(&job.userid, &job.external_userid)
+            .await
+            .map_err(AppError::from)?
+        else {
+            return Err(JobError::Permanent("relation not recorded".into()));
+        };
+        if follow.status != "connected" {
+            // The relation ended: there is nothing to tag.
+            return Ok(());
+        }
+        let Plan {
+            add,
+            remove,
+            missing,
+        } = plan(s, &follow).await?;
+        if missing && !ensured {
+            // Make sure the tag library has them, then plan again.
+            ensure(s).await?;
+            ensured = true;
+            continue;
+        }
+        if add.is_empty() {
+            return Err(JobError::Retry("siyu's tags are not in WeCom yet".into()));
+        }
+        let request = MarkTagRequest {
+            userid: job.userid.clone(),
+            external_userid: job.external_userid.clone(),
+            add_tag: add.clone(),
+            remove_tag: remove.clone(),
+        };
+        match s.wecom.mark_tag(&request).await {
+            Ok(()) => {}
+            Err(
+                e @ WecomError::Api {
+                    code: code::NO_RELATIONSHIP,
+                    ..
+                },
+            ) => return Err(JobError::Permanent(e.to_string())),
+            Err(WecomError::Api {
+                code: code::INVALID_TAG,
+                ..
+            }) if !ensured => {
+                // An admin deleted one of them: recreate, then go again with the new ids.
+                ensure(s).await?;
+                ensured = true;
+                continue;
+            }
+            Err(e) => return Err(AppError::from(e).into()),
+        }
+        s.store
+            .edit_follow_tags(
+                &job.userid,
+                &job.external_userid,
+                s.clock.now_ms(),
+                |tags| {
+                    tags.retain(|t| !remove.contains(t));
+                    for t in &add {
+                        if !tags.contains(t) {
+                            tags.push(t.clone());
+                        }
+                    }
+                },
+            )
+            .await
+            .map_err(AppError::from)?;
+        // Converged when the state now asks for what was just sent.
+        let Some(after) = s
+            .store
+            .follow(&job.userid, &job.external_userid)
+            .await
+            .map_err(AppError::from)?
+        else {
+            return Ok(());
+        };
+        if plan(s, &after).await?.add == add {
+            return Ok(());
+        }
+    }
+    Err(JobError::Retry(
+        "the relation's state kept changing while its tags were written".into(),
+    ))
+}
+
+/// Every tag siyu needs in WeCom's library, by kind and code.
+fn needed(
     services: &Services,
     channels: &[Channel],
     tiers: &[crate::config::TierSettings],
@@ -75,7 +311,7 @@ pub async fn ensure(services: &Services) -> Result<Vec<SiyuTag>, AppError> {
     let stored = services.store.siyu_tags().await?;
     let now = services.clock.now_ms();
     let mut result = Vec::new();
-    for mut want in wanted(services, &channels, &services.tiers().await?) {
+    for mut want in needed(services, &channels, &services.tiers().await?) {
         let known = stored
             .iter()
             .find(|t| t.kind == want.kind && t.code == want.code);
@@ -182,74 +418,22 @@ fn merge(library: &mut Vec<TagGroup>, created: TagGroup) {
     }
 }
 
-/// One job per relation that carried the deleted tag, paced by the client's limiter.
+/// A deleted tag was recreated under a new id: the relations that had it forget the old id and
+/// get their tags synced (which puts the new one on), paced by the client's limiter.
 async fn enqueue_reapply(services: &Services, old: &str, new: &str) -> Result<(), AppError> {
-    let follows = services.store.follows_with_tag(old).await?;
+    let now = services.clock.now_ms();
     let mut tx = services.store.begin().await?;
-    for f in &follows {
-        let payload = Reapply {
-            userid: f.userid.clone(),
-            external_userid: f.external_userid.clone(),
-            old_tag_id: old.into(),
-            new_tag_id: new.into(),
-        };
-        let key = format!("reapply:{new}:{}:{}", f.userid, f.external_userid);
-        crate::jobs::enqueue(
-            &mut tx,
-            &services.settings.jobs,
-            &services.clock,
-            RETAG_JOB,
-            &payload,
-            &key,
-            None,
-        )
-        .await?;
+    let had = contacts::drop_tag_from_follows(&mut tx, old, now).await?;
+    for (userid, external_userid) in &had {
+        let key = format!("reapply:{new}:{userid}:{external_userid}");
+        enqueue_sync(services, &mut tx, userid, external_userid, &key).await?;
     }
     tx.commit().await?;
     tracing::info!(
         old,
         new,
-        relations = follows.len(),
+        relations = had.len(),
         "putting a recreated tag back"
     );
     Ok(())
-}
-
-/// The job: mark the new tag on the relation and record it in place of the old one.
-pub async fn reapply(services: &Services, r: &Reapply) -> Result<(), AppError> {
-    services
-        .wecom
-        .mark_tag(&crate::wecom::client::types::MarkTagRequest {
-            userid: r.userid.clone(),
-            external_userid: r.external_userid.clone(),
-            add_tag: vec![r.new_tag_id.clone()],
-            remove_tag: vec![],
-        })
-        .await?;
-    services
-        .store
-        .replace_follow_tag(
-            &r.userid,
-            &r.external_userid,
-            &r.old_tag_id,
-            &r.new_tag_id,
-            services.clock.now_ms(),
-        )
-        .await?;
-    Ok(())
-}
-
-/// The tag id siyu uses for `kind`/`code`, if it has one.
-pub async fn tag_id(
-    services: &Services,
-    kind: &str,
-    code: &str,
-) -> Result<Option<String>, AppError> {
-    Ok(services
-        .store
-        .siyu_tags()
-        .await?
-        .into_iter()
-        .find(|t| t.kind == kind && t.code == code)
-        .and_then(|t| t.tag_id))
 }

@@ -1,31 +1,27 @@
-//! Tiers: activity in from the shop, rules over windowed metrics, promotion and demotion (after a
-//! grace period), and what a change sets off: a history row, the tier tag swapped in WeCom for
-//! every member who follows the customer, and the note rewritten.
+//! Tiers: rules over windowed activity metrics, promotion and demotion (after a grace period),
+//! operators' pins, and the record of every change. What a change sets off (the tier tag, the
+//! note, the member's notice, and next the tier groups) belongs to the features that registered
+//! for it: [`apply_changes`] records each change and calls the tier-change hooks in the same
+//! transaction.
 //!
-//! Evaluation is set-based: one query per distinct rule window sums every customer's activity by
-//! kind; the rules then run over those sums in memory, customer by customer.
+//! Evaluation is one streaming, set-based pass: every customer's row carries its rule terms
+//! summed in SQL; the rules then run over those sums customer by customer.
 
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
-use super::tags::{self, TIER};
-use super::{AppError, Services};
+use super::hooks::TierChanged;
+use super::{AppError, Registrar, Services};
 use crate::config::{Condition, RuleSet, Settings, TierSettings};
-use crate::jobs::{self, JobError, Registry};
-use crate::store::tiers::{self as store_tiers, NewActivity, TierChange, TierState};
-use crate::wecom::client::types::MarkTagRequest;
-use crate::wecom::client::{WecomError, code};
+use crate::store::Tx;
+use crate::store::tiers::{self as store_tiers, TierChange, TierState};
 
 pub const EVALUATE_JOB: &str = "tiers.evaluate";
-pub const RETAG_JOB: &str = "tiers.retag";
 /// The nightly full evaluation: windows slide and grace periods end without any new activity.
 pub const NIGHTLY: &str = "tiers.nightly";
 
 const DAY_MS: i64 = 86_400_000;
-/// Most records in one activity batch.
-pub const BATCH_MAX: usize = 10_000;
 
 // ---- money ----
 
@@ -55,7 +51,7 @@ pub fn parse_yuan(text: &str) -> Result<i64, String> {
     Ok(if neg { -fen } else { fen })
 }
 
-fn yuan(fen: i64) -> String {
+pub(crate) fn yuan(fen: i64) -> String {
     format!("{}.{:02}", fen / 100, (fen % 100).abs())
 }
 
@@ -158,6 +154,36 @@ fn check_tiers(tiers: &[TierSettings]) -> Result<(), String> {
     compile(tiers).map(drop)
 }
 
+/// Metrics every installation has: `spend` (orders − refunds), `orders`, and the shop's
+/// built-in activity kinds.
+const BUILT_IN_METRICS: [&str; 5] = ["spend", "orders", "order", "refund", "referral"];
+
+/// The conditions (by place, e.g. `tiers[1].promote.any[0]: metric "refunds"`) whose metric is
+/// neither built in nor an activity kind siyu has received: a rule over one would read 0 forever.
+pub async fn unknown_metrics(
+    services: &Services,
+    tiers: &[TierSettings],
+) -> Result<Vec<String>, AppError> {
+    let mut unknown = Vec::new();
+    for (i, t) in tiers.iter().enumerate() {
+        for (part, list) in [
+            ("promote.all", &t.promote.all),
+            ("promote.any", &t.promote.any),
+            ("keep.all", &t.keep.all),
+            ("keep.any", &t.keep.any),
+        ] {
+            for (j, c) in list.iter().enumerate() {
+                if !BUILT_IN_METRICS.contains(&c.metric.as_str())
+                    && !services.store.activity_kind_exists(&c.metric).await?
+                {
+                    unknown.push(format!("tiers[{i}].{part}[{j}]: metric {:?}", c.metric));
+                }
+            }
+        }
+    }
+    Ok(unknown)
+}
+
 /// Replaces the tier rules, validated first; they take effect at the next evaluation. Every
 /// change is kept with who made it. A tier that still holds customers cannot be removed.
 pub async fn change_rules(
@@ -166,6 +192,13 @@ pub async fn change_rules(
     by: &str,
 ) -> Result<(), AppError> {
     check_tiers(&tiers).map_err(AppError::Invalid)?;
+    let unknown = unknown_metrics(services, &tiers).await?;
+    if !unknown.is_empty() {
+        return Err(AppError::Invalid(format!(
+            "{}: not spend, orders, or an activity kind siyu has received",
+            unknown.join("; ")
+        )));
+    }
     if by.trim().is_empty() {
         return Err(AppError::Invalid("by: say who makes the change".into()));
     }
@@ -181,13 +214,7 @@ pub async fn change_rules(
         .store
         .save_tier_rules(&json, by, services.clock.now_ms())
         .await?;
-    // A new tier needs its tag.
-    let ensuring = services.clone();
-    tokio::spawn(async move {
-        if let Err(e) = tags::ensure(&ensuring).await {
-            tracing::warn!(error = %e, "could not make sure the tags of the new tiers exist");
-        }
-    });
+    // A new tier's tag is created by the first tag sync that wants it.
     tracing::info!(by, tiers = tiers.len(), "tier rules changed");
     Ok(())
 }
@@ -413,43 +440,30 @@ pub async fn evaluate_with(
     Ok(report)
 }
 
-/// A tag swap on one relation: the tag of `to` on, that of `from` off, among siyu's tags of
-/// `kind` (tier or segment).
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Retag {
-    #[serde(default = "tier_kind")]
-    pub kind: String,
-    pub userid: String,
-    pub external_userid: String,
-    pub from: String,
-    pub to: String,
-}
-
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct EvaluateJob {
     /// None: everyone.
     pub customers: Option<Vec<String>>,
 }
 
-/// Records changes and, in the same transaction, what each sets off for every member who follows
-/// the customer: the tier tag swap, the new note, and the member's notice.
-///
-/// This is the seam for the group side of a tier change: inviting the customer to the new
-/// tier's group (its join way) and asking the old group's owner to remove them are decided here,
-/// as further jobs in the same transaction, when customer groups arrive.
+/// Records changes and, in the same transaction, calls what each feature registered for a tier
+/// change (the tag, the note and the member's notice; next, the groups) with the members who
+/// follow each customer. The change and what it sets off commit together or not at all.
 async fn apply_changes(
     services: &Services,
     changes: &[(Decision, Option<i64>)],
     now: i64,
 ) -> Result<(), AppError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
     let ids: Vec<String> = changes
         .iter()
         .map(|(d, _)| d.external_userid.clone())
         .collect();
     let follows = services.store.connected_follows_of(&ids).await?;
-    let settings = &services.settings.jobs;
-    let clock = &services.clock;
     let mut tx = services.store.begin().await?;
+    let mut recorded = Vec::with_capacity(changes.len());
     for (d, failing) in changes {
         let change = TierChange {
             external_userid: d.external_userid.clone(),
@@ -458,108 +472,26 @@ async fn apply_changes(
             reason: d.reason.clone(),
             at: now,
         };
-        let id = store_tiers::record_tier_change(&mut tx, &change, *failing).await?;
-        for f in follows
-            .iter()
-            .filter(|f| f.external_userid == d.external_userid)
-        {
-            let retag = Retag {
-                kind: TIER.into(),
-                userid: f.userid.clone(),
-                external_userid: f.external_userid.clone(),
-                from: d.from.clone(),
-                to: d.to.clone(),
-            };
-            jobs::enqueue(
-                &mut tx,
-                settings,
-                clock,
-                RETAG_JOB,
-                &retag,
-                &format!("tier-tag:{id}:{}", f.userid),
-                None,
-            )
-            .await?;
-            let relation = super::contacts::RelationJob {
-                userid: f.userid.clone(),
-                external_userid: f.external_userid.clone(),
-            };
-            let key = format!("tier-note:{id}:{}", f.userid);
-            jobs::enqueue(
-                &mut tx,
-                settings,
-                clock,
-                super::contacts::NOTE_JOB,
-                &relation,
-                &key,
-                None,
-            )
-            .await?;
-            // The member who owns the customer hears of it (batched with their other news).
-            let event = crate::store::contacts::ContactEvent {
-                external_userid: f.external_userid.clone(),
-                userid: f.userid.clone(),
-                kind: "tier".into(),
-                detail: Some(format!("{}→{}", d.from, d.to)),
-                at: now,
-            };
-            crate::store::contacts::record_contact_event(&mut tx, &event).await?;
-            super::contacts::enqueue_member_notice(&mut tx, services, &f.userid, now).await?;
-        }
+        let change_id = store_tiers::record_tier_change(&mut tx, &change, *failing).await?;
+        recorded.push(TierChanged {
+            change_id,
+            external_userid: d.external_userid.clone(),
+            from: d.from.clone(),
+            to: d.to.clone(),
+            at: now,
+            members: follows
+                .iter()
+                .filter(|f| f.external_userid == d.external_userid)
+                .map(|f| f.userid.clone())
+                .collect(),
+        });
     }
+    services
+        .hooks()
+        .tier_changed(services, &mut tx, &recorded)
+        .await?;
     tx.commit().await?;
     tracing::info!(changes = changes.len(), "tier changes recorded");
-    Ok(())
-}
-
-fn tier_kind() -> String {
-    TIER.into()
-}
-
-/// The tag swap: the new tag on, the old one off, in one call.
-async fn retag(services: &Services, r: &Retag) -> Result<(), JobError> {
-    let mut new = tags::tag_id(services, &r.kind, &r.to).await?;
-    if new.is_none() {
-        tags::ensure(services).await?;
-        new = tags::tag_id(services, &r.kind, &r.to).await?;
-    }
-    let Some(new) = new else {
-        return Err(JobError::Retry(format!(
-            "no tag for {} {} yet",
-            r.kind, r.to
-        )));
-    };
-    let old = tags::tag_id(services, &r.kind, &r.from).await?;
-    let request = MarkTagRequest {
-        userid: r.userid.clone(),
-        external_userid: r.external_userid.clone(),
-        add_tag: vec![new.clone()],
-        remove_tag: old.iter().cloned().collect(),
-    };
-    match services.wecom.mark_tag(&request).await {
-        Ok(()) => {}
-        Err(
-            e @ WecomError::Api {
-                code: code::NO_RELATIONSHIP,
-                ..
-            },
-        ) => return Err(JobError::Permanent(e.to_string())),
-        Err(e) => return Err(AppError::from(e).into()),
-    }
-    let now = services.clock.now_ms();
-    if let Some(old) = old {
-        services
-            .store
-            .replace_follow_tag(&r.userid, &r.external_userid, &old, &new, now)
-            .await
-            .map_err(AppError::from)?;
-    } else {
-        services
-            .store
-            .add_follow_tags(&r.userid, &r.external_userid, &[new], now)
-            .await
-            .map_err(AppError::from)?;
-    }
     Ok(())
 }
 
@@ -713,30 +645,22 @@ pub async fn pin(
     Ok(())
 }
 
-/// Enqueues the evaluation of some customers (incremental) or everyone (None).
+/// Enqueues, in the transaction that decided it, the evaluation of some customers (incremental)
+/// or everyone (`None`).
 pub async fn enqueue_evaluation(
     services: &Services,
+    tx: &mut Tx,
     customers: Option<Vec<String>>,
     key: &str,
 ) -> Result<(), AppError> {
-    let mut tx = services.store.begin().await?;
-    jobs::enqueue(
-        &mut tx,
-        &services.settings.jobs,
-        &services.clock,
-        EVALUATE_JOB,
-        &EvaluateJob { customers },
-        key,
-        None,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(())
+    services
+        .enqueue(tx, EVALUATE_JOB, &EvaluateJob { customers }, key, None)
+        .await
 }
 
-pub fn register(services: &Services, registry: &mut Registry) {
+pub fn register(services: &Services, r: &mut Registrar) {
     let s = services.clone();
-    registry.register(EVALUATE_JOB, move |ctx| {
+    r.jobs.register(EVALUATE_JOB, move |ctx| {
         let s = s.clone();
         async move {
             let job: EvaluateJob = ctx.payload()?;
@@ -753,14 +677,7 @@ pub fn register(services: &Services, registry: &mut Registry) {
             Ok(())
         }
     });
-    let s = services.clone();
-    registry.register(RETAG_JOB, move |ctx| {
-        let s = s.clone();
-        async move {
-            let job: Retag = ctx.payload()?;
-            retag(&s, &job).await
-        }
-    });
+    r.recurring.push(nightly());
 }
 
 /// The nightly full evaluation, as a recurring job (03:00 in `jobs.timezone`).
@@ -771,219 +688,6 @@ pub fn nightly() -> crate::jobs::scheduler::Recurring {
         job_kind: EVALUATE_JOB.into(),
         payload: serde_json::to_value(EvaluateJob::default()).unwrap_or(serde_json::Value::Null),
     }
-}
-
-// ---- activity in ----
-
-/// One record of a batch as the shop sends it.
-#[derive(Debug, Deserialize)]
-pub struct ActivityItem {
-    pub kind: Option<String>,
-    pub customer: Option<String>,
-    pub amount: Option<Box<RawValue>>,
-    pub count: Option<Box<RawValue>>,
-    pub at: Option<String>,
-    pub id: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct ActivityBatch {
-    pub items: Vec<ActivityItem>,
-}
-
-/// What is wrong with one item of a batch.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Problem {
-    /// 1-based position in the batch (or the file's line number on import).
-    pub line: usize,
-    pub field: String,
-    pub reason: String,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ActivityOutcome {
-    pub stored: u64,
-    pub duplicates: u64,
-    /// Customers re-evaluated because of this batch.
-    pub customers: usize,
-}
-
-/// Checks a record; answers it in storable form, or the problems found.
-pub fn check_item(line: usize, item: &ActivityItem) -> Result<NewActivity, Vec<Problem>> {
-    let mut problems = Vec::new();
-    let mut problem = |field: &str, reason: String| {
-        problems.push(Problem {
-            line,
-            field: field.into(),
-            reason,
-        })
-    };
-    let text = |v: &Option<String>| {
-        v.as_deref()
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-    };
-    let kind = text(&item.kind);
-    if kind.is_none() {
-        problem(
-            "kind",
-            "missing (order, refund, referral or a custom kind)".into(),
-        );
-    }
-    let customer = text(&item.customer);
-    if customer.is_none() {
-        problem(
-            "customer",
-            "missing (an external_userid or the shop's customer id)".into(),
-        );
-    }
-    let id = text(&item.id);
-    if id.is_none() {
-        problem("id", "missing (it makes the record idempotent)".into());
-    }
-    let amount = match &item.amount {
-        None => 0,
-        Some(raw) => match parse_yuan(raw.get()) {
-            Ok(fen) if fen < 0 => {
-                problem(
-                    "amount",
-                    "must not be negative (send a refund instead)".into(),
-                );
-                0
-            }
-            Ok(fen) => fen,
-            Err(e) => {
-                problem("amount", e);
-                0
-            }
-        },
-    };
-    let count = match &item.count {
-        None => 1,
-        Some(raw) => match raw.get().trim().parse::<i64>() {
-            Ok(n) if n >= 0 => n,
-            _ => {
-                problem("count", format!("{} is not a whole number ≥ 0", raw.get()));
-                1
-            }
-        },
-    };
-    let at = match text(&item.at) {
-        None => {
-            problem(
-                "at",
-                "missing (RFC 3339, e.g. 2026-11-20T10:00:00+08:00)".into(),
-            );
-            0
-        }
-        Some(t) => match chrono::DateTime::parse_from_rfc3339(&t) {
-            Ok(dt) => dt.timestamp_millis(),
-            Err(e) => {
-                problem("at", format!("{t:?} is not an RFC 3339 time: {e}"));
-                0
-            }
-        },
-    };
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-    let customer = customer.unwrap_or_default();
-    Ok(NewActivity {
-        id: id.unwrap_or_default(),
-        who: customer.clone(),
-        customer,
-        kind: kind.unwrap_or_default(),
-        amount_fen: amount,
-        count,
-        at,
-    })
-}
-
-/// Stores a batch whole, or nothing with every problem listed; then re-evaluates the customers
-/// it touches (records for customers siyu has not seen yet wait for them).
-pub async fn record_activity(
-    services: &Services,
-    batch: ActivityBatch,
-) -> Result<ActivityOutcome, BatchError> {
-    if batch.items.is_empty() || batch.items.len() > BATCH_MAX {
-        return Err(BatchError::Problems(vec![Problem {
-            line: 0,
-            field: "items".into(),
-            reason: format!(
-                "a batch holds 1 to {BATCH_MAX} records, not {}",
-                batch.items.len()
-            ),
-        }]));
-    }
-    let mut records = Vec::with_capacity(batch.items.len());
-    let mut problems = Vec::new();
-    let mut ids = std::collections::HashSet::new();
-    for (i, item) in batch.items.iter().enumerate() {
-        match check_item(i + 1, item) {
-            Ok(r) if !ids.insert(r.id.clone()) => problems.push(Problem {
-                line: i + 1,
-                field: "id".into(),
-                reason: format!("{} appears twice in the batch", r.id),
-            }),
-            Ok(r) => records.push(r),
-            Err(mut p) => problems.append(&mut p),
-        }
-    }
-    if !problems.is_empty() {
-        return Err(BatchError::Problems(problems));
-    }
-    // Records under a shop reference count for the customer it maps to.
-    let keys: Vec<String> = records
-        .iter()
-        .map(|r| r.customer.clone())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let refs = services
-        .store
-        .refs_of(&keys)
-        .await
-        .map_err(AppError::from)?;
-    for r in &mut records {
-        if let Some(ext) = refs.get(&r.customer) {
-            r.who = ext.clone();
-        }
-    }
-    let now = services.clock.now_ms();
-    let mut tx = services.store.begin().await.map_err(AppError::from)?;
-    let stored = store_tiers::insert_activity(&mut tx, &records, now)
-        .await
-        .map_err(AppError::from)?;
-    tx.commit().await.map_err(AppError::from)?;
-    let keys: Vec<String> = records
-        .iter()
-        .map(|r| r.customer.clone())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let customers = services
-        .store
-        .resolve_customers(&keys)
-        .await
-        .map_err(AppError::from)?;
-    if stored > 0 && !customers.is_empty() {
-        let key = format!("evaluate:activity:{now}:{}", records[0].id);
-        enqueue_evaluation(services, Some(customers.clone()), &key).await?;
-    }
-    Ok(ActivityOutcome {
-        stored,
-        duplicates: records.len() as u64 - stored,
-        customers: customers.len(),
-    })
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum BatchError {
-    #[error("the batch was rejected whole: {} problem(s)", .0.len())]
-    Problems(Vec<Problem>),
-    #[error(transparent)]
-    App(#[from] AppError),
 }
 
 #[cfg(test)]

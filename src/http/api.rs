@@ -13,9 +13,9 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use super::AppState;
-use crate::app::AppError;
+use crate::app::activity::{self, ActivityBatch, BatchError};
 use crate::app::channels::{self, ChannelInput};
-use crate::app::tiers::{self, ActivityBatch, BatchError};
+use crate::app::{AppError, customers, tiers};
 use crate::store::inbox::{EventFilter, InboxStatus};
 
 pub(super) fn router(state: AppState) -> Router<AppState> {
@@ -201,13 +201,14 @@ async fn post_activity(
     State(state): State<AppState>,
     payload: Result<Json<ActivityBatch>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    match tiers::record_activity(&state.services, body(payload)?).await {
+    match activity::record_activity(&state.services, body(payload)?).await {
         Ok(outcome) => Ok(Json(outcome).into_response()),
         Err(BatchError::Problems(problems)) => Ok((
             StatusCode::BAD_REQUEST,
             Json(json!({ "error": "the batch was rejected whole; nothing was stored", "problems": problems })),
         )
             .into_response()),
+        Err(e @ BatchError::Reused(_)) => Err(ApiError::status(StatusCode::CONFLICT, e.to_string())),
         Err(BatchError::App(e)) => Err(e.into()),
     }
 }
@@ -224,25 +225,7 @@ async fn put_refs(
     payload: Result<Json<RefsBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let refs = body(payload)?.refs;
-    if refs.iter().any(|r| r.trim().is_empty()) {
-        return Err(ApiError::bad_request("refs: empty ids are not allowed"));
-    }
-    let services = &state.services;
-    services
-        .store
-        .set_customer_refs(&id, &refs)
-        .await
-        .map_err(ApiError::internal)?;
-    if services
-        .store
-        .customer(&id)
-        .await
-        .map_err(ApiError::internal)?
-        .is_some()
-    {
-        let key = format!("evaluate:refs:{id}:{}", services.clock.now_ms());
-        tiers::enqueue_evaluation(services, Some(vec![id.clone()]), &key).await?;
-    }
+    customers::set_refs(&state.services, &id, &refs).await?;
     Ok(Json(json!({ "external_userid": id, "refs": refs })).into_response())
 }
 
@@ -251,26 +234,7 @@ async fn get_customer(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let store = &state.services.store;
-    let Some(customer) = store.customer(&id).await.map_err(ApiError::internal)? else {
-        return Err(ApiError::status(
-            StatusCode::NOT_FOUND,
-            format!("no customer {id:?}"),
-        ));
-    };
-    let follows = store.follows_of(&id).await.map_err(ApiError::internal)?;
-    let history = store.tier_history(&id).await.map_err(ApiError::internal)?;
-    let events = store
-        .contact_events_of(&id)
-        .await
-        .map_err(ApiError::internal)?;
-    let pin = store.pin(&id).await.map_err(ApiError::internal)?;
-    let segment = store.segment_of(&id).await.map_err(ApiError::internal)?;
-    let segment = segment.map(|(segment, rfm)| json!({ "segment": segment, "rfm": rfm }));
-    let metrics = tiers::metrics_of(&state.services, &id).await?;
-    let body = json!({ "customer": customer, "pin": pin, "segment": segment, "metrics": metrics, "follows": follows,
-                       "tier_history": history, "events": events });
-    Ok(Json(body).into_response())
+    Ok(Json(customers::view(&state.services, &id).await?).into_response())
 }
 
 async fn put_pin(
@@ -296,13 +260,13 @@ async fn tier_summary(State(state): State<AppState>) -> Result<Response, ApiErro
 
 async fn get_tiers(State(state): State<AppState>) -> Result<Response, ApiError> {
     let services = &state.services;
-    let tiers = services.tiers().await?;
+    let (tiers, source) = services.tiers_in_force().await?;
     let history = services
         .store
         .tier_rules_history()
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(json!({ "tiers": tiers, "changes": history })).into_response())
+    Ok(Json(json!({ "tiers": tiers, "source": source, "changes": history })).into_response())
 }
 
 #[derive(Debug, Deserialize)]

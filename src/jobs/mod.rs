@@ -6,6 +6,7 @@
 //! and `LISTEN/NOTIFY` across PostgreSQL replicas); a slow poll is only the fallback.
 
 pub mod scheduler;
+pub mod send;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -52,6 +53,8 @@ pub struct JobContext {
     pub store: Store,
     pub clock: Clock,
     pub job: Arc<ClaimedJob>,
+    /// The worker that holds the job's lease (a ledger write checks it still does).
+    pub worker: Arc<str>,
 }
 
 impl JobContext {
@@ -115,7 +118,8 @@ pub async fn enqueue(
     .await
 }
 
-/// Priority of jobs whose deadline is seconds away (a welcome message's code lives 20 s).
+/// Priority of jobs whose deadline is seconds away (a welcome message's code lives 20 s): they
+/// are claimed before every other due job, and `jobs.urgent_workers` take nothing else.
 pub const URGENT: i64 = 10;
 
 /// [`enqueue`] with a priority: among due jobs, higher ones are claimed first.
@@ -186,9 +190,12 @@ impl WorkerPool {
     /// hands back whatever is still leased.
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
         let mut workers = JoinSet::new();
-        for i in 0..self.settings.workers {
+        let ordinary = (0..self.settings.workers).map(|i| (format!("{i}"), i64::MIN));
+        let urgent = (0..self.settings.urgent_workers).map(|i| (format!("u{i}"), URGENT));
+        for (name, min_priority) in ordinary.chain(urgent) {
             let worker = Worker {
-                id: format!("{}-{i}", self.process_id),
+                id: format!("{}-{name}", self.process_id),
+                min_priority,
                 store: self.store.clone(),
                 clock: self.clock.clone(),
                 settings: self.settings.clone(),
@@ -247,6 +254,8 @@ pub async fn release_leases(store: &Store, clock: &Clock, process_id: &str) {
 
 struct Worker {
     id: String,
+    /// Claims only jobs of at least this priority (an urgent-only worker: [`URGENT`]).
+    min_priority: i64,
     store: Store,
     clock: Clock,
     settings: JobSettings,
@@ -268,7 +277,13 @@ impl Worker {
             notified.as_mut().enable();
             let claimed = self
                 .store
-                .claim_jobs(&self.id, self.clock.now_ms(), lease_ms, 1)
+                .claim_jobs(
+                    &self.id,
+                    self.clock.now_ms(),
+                    lease_ms,
+                    1,
+                    self.min_priority,
+                )
                 .await;
             match claimed {
                 Ok(mut jobs) if !jobs.is_empty() => {
@@ -304,6 +319,7 @@ impl Worker {
                 store: self.store.clone(),
                 clock: self.clock.clone(),
                 job: job.clone(),
+                worker: Arc::from(self.id.as_str()),
             };
             self.with_heartbeat(job.id, tokio::spawn(handler(ctx)))
                 .await

@@ -4,15 +4,16 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use super::{Result, Store, StoreError, Tx, with_pool, with_tx};
-use crate::wecom::client::types::Attachment;
 
-/// A channel's welcome message: a template text and attachments.
+/// A channel's welcome message: a template text and attachments. The attachments are kept as the
+/// JSON WeCom takes (`{"msgtype": "link", "link": {...}}`); the channels feature checks their
+/// shape before it stores them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Welcome {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub attachments: Vec<Attachment>,
+    pub attachments: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -590,7 +591,8 @@ impl Store {
         .await
     }
 
-    async fn edit_follow_tags(
+    /// Edits the tag ids recorded on a relation (what siyu knows WeCom has on it).
+    pub async fn edit_follow_tags(
         &self,
         userid: &str,
         external_userid: &str,
@@ -630,6 +632,45 @@ impl Store {
         });
         Ok(rows)
     }
+}
+
+/// Takes `tag_id` off every relation's record (a deleted tag siyu recreated under a new id);
+/// answers the relations that had it.
+pub async fn drop_tag_from_follows(
+    tx: &mut Tx,
+    tag_id: &str,
+    now: i64,
+) -> Result<Vec<(String, String)>> {
+    let pattern = format!("%{}%", to_json(&tag_id)?);
+    let rows: Vec<(String, String, String)> = with_tx!(tx, |conn| {
+        sqlx::query_as(
+            "SELECT userid, external_userid, tag_ids FROM follows WHERE tag_ids LIKE $1
+             ORDER BY userid, external_userid",
+        )
+        .bind(&pattern)
+        .fetch_all(&mut *conn)
+        .await?
+    });
+    let mut had = Vec::new();
+    for (userid, external_userid, tags) in rows {
+        let mut tags: Vec<String> = from_json("tag_ids", &tags)?;
+        if !tags.iter().any(|t| t == tag_id) {
+            continue;
+        }
+        tags.retain(|t| t != tag_id);
+        let tags = to_json(&tags)?;
+        with_tx!(tx, |conn| {
+            sqlx::query("UPDATE follows SET tag_ids = $1, updated_at = $2 WHERE userid = $3 AND external_userid = $4")
+                .bind(&tags)
+                .bind(now)
+                .bind(&userid)
+                .bind(&external_userid)
+                .execute(&mut *conn)
+                .await?;
+        });
+        had.push((userid, external_userid));
+    }
+    Ok(had)
 }
 
 // ---- siyu's tags ----

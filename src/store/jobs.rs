@@ -52,6 +52,9 @@ pub struct ClaimedJob {
     /// Counting this one.
     pub attempts: i64,
     pub max_attempts: i64,
+    /// What an earlier attempt of a send recorded before calling WeCom (see
+    /// [`Store::record_job_ledger`]).
+    pub ledger: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -63,22 +66,23 @@ pub struct JobRecord {
     pub run_at: i64,
     pub attempts: i64,
     pub last_error: Option<String>,
+    pub ledger: Option<String>,
 }
 
 const CLAIM_SQLITE: &str = "UPDATE jobs
     SET state = 'running', attempts = attempts + 1, lease_until = $1, worker = $2, updated_at = $3
     WHERE id IN (
-        SELECT id FROM jobs WHERE state = 'queued' AND run_at <= $3
+        SELECT id FROM jobs WHERE state = 'queued' AND run_at <= $3 AND priority >= $5
         ORDER BY priority DESC, run_at, id LIMIT $4)
-    RETURNING id, kind, payload, idempotency_key, attempts, max_attempts";
+    RETURNING id, kind, payload, idempotency_key, attempts, max_attempts, ledger";
 
 const CLAIM_POSTGRES: &str = "UPDATE jobs
     SET state = 'running', attempts = attempts + 1, lease_until = $1, worker = $2, updated_at = $3
     WHERE id IN (
-        SELECT id FROM jobs WHERE state = 'queued' AND run_at <= $3
+        SELECT id FROM jobs WHERE state = 'queued' AND run_at <= $3 AND priority >= $5
         ORDER BY priority DESC, run_at, id LIMIT $4
         FOR UPDATE SKIP LOCKED)
-    RETURNING id, kind, payload, idempotency_key, attempts, max_attempts";
+    RETURNING id, kind, payload, idempotency_key, attempts, max_attempts, ledger";
 
 /// Adds a job inside the caller's transaction. Returns its id, or `None` when a job with the same
 /// idempotency key exists (in any state): the work was decided before and is not done twice.
@@ -116,14 +120,16 @@ pub async fn enqueue(tx: &mut Tx, job: &NewJob, now: i64) -> Result<Option<i64>>
 }
 
 impl Store {
-    /// Claims up to `limit` due jobs for `worker`, through the `(state, run_at)` index. Jobs whose
-    /// worker died come back through [`Store::reclaim_expired_jobs`].
+    /// Claims up to `limit` due jobs of at least `min_priority` for `worker`, highest priority
+    /// first, through the `jobs_queued` index. Jobs whose worker died come back through
+    /// [`Store::reclaim_expired_jobs`].
     pub async fn claim_jobs(
         &self,
         worker: &str,
         now: i64,
         lease_ms: i64,
         limit: i64,
+        min_priority: i64,
     ) -> Result<Vec<ClaimedJob>> {
         let _turn = self.write_turn().await;
         let jobs = with_pool!(self, |pool| {
@@ -136,6 +142,7 @@ impl Store {
                 .bind(worker)
                 .bind(now)
                 .bind(limit)
+                .bind(min_priority)
                 .fetch_all(pool)
                 .await?;
             rows.iter()
@@ -147,6 +154,7 @@ impl Store {
                         idempotency_key: r.try_get("idempotency_key")?,
                         attempts: r.try_get("attempts")?,
                         max_attempts: r.try_get("max_attempts")?,
+                        ledger: r.try_get("ledger")?,
                     })
                 })
                 .collect::<Result<Vec<_>, sqlx::Error>>()?
@@ -170,6 +178,24 @@ impl Store {
             .rows_affected()
         });
         Ok(n)
+    }
+
+    /// Records a send job's ledger durably, before the send it describes: false when this worker
+    /// no longer holds the job (then it must not send).
+    pub async fn record_job_ledger(&self, id: i64, worker: &str, ledger: &str) -> Result<bool> {
+        let _turn = self.write_turn().await;
+        let n = with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE jobs SET ledger = $1 WHERE id = $2 AND worker = $3 AND state = 'running'",
+            )
+            .bind(ledger)
+            .bind(id)
+            .bind(worker)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(n == 1)
     }
 
     /// Extends the lease of a job this worker still holds; false when it lost it.
@@ -276,7 +302,7 @@ impl Store {
     async fn list_jobs(&self, kind: Option<&str>, key: Option<&str>) -> Result<Vec<JobRecord>> {
         let jobs = with_pool!(self, |pool| {
             let rows = sqlx::query(
-                "SELECT id, kind, idempotency_key, state, run_at, attempts, last_error FROM jobs
+                "SELECT id, kind, idempotency_key, state, run_at, attempts, last_error, ledger FROM jobs
                  WHERE ($1 IS NULL OR kind = $1) AND ($2 IS NULL OR idempotency_key = $2)
                  ORDER BY id",
             )
@@ -294,6 +320,7 @@ impl Store {
                         run_at: r.try_get("run_at")?,
                         attempts: r.try_get("attempts")?,
                         last_error: r.try_get("last_error")?,
+                        ledger: r.try_get("ledger")?,
                     })
                 })
                 .collect::<Result<Vec<_>, sqlx::Error>>()?

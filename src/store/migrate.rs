@@ -28,6 +28,11 @@ const SQLITE: &[Migration] = &[
         name: "tiers",
         sql: include_str!("../../migrations/sqlite/0004_tiers.sql"),
     },
+    Migration {
+        version: 5,
+        name: "core",
+        sql: include_str!("../../migrations/sqlite/0005_core.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -51,6 +56,11 @@ const POSTGRES: &[Migration] = &[
         version: 4,
         name: "tiers",
         sql: include_str!("../../migrations/postgres/0004_tiers.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "core",
+        sql: include_str!("../../migrations/postgres/0005_core.sql"),
     },
 ];
 

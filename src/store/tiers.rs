@@ -101,6 +101,93 @@ pub async fn record_tier_change(
     Ok(id)
 }
 
+/// Maps the shop's ids to a customer, replacing earlier mappings of the same ids; answers the
+/// customers those ids were taken from (their metrics change too).
+pub async fn set_customer_refs(
+    tx: &mut Tx,
+    external_userid: &str,
+    refs: &[String],
+) -> Result<Vec<String>> {
+    let mut previous = Vec::new();
+    for r in refs {
+        with_tx!(tx, |conn| {
+            let before: Option<String> =
+                sqlx::query_scalar("SELECT external_userid FROM customer_refs WHERE ref = $1")
+                    .bind(r)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            if let Some(before) = before.filter(|b| b != external_userid) {
+                previous.push(before);
+            }
+            sqlx::query(
+                "INSERT INTO customer_refs (ref, external_userid) VALUES ($1, $2)
+                 ON CONFLICT (ref) DO UPDATE SET external_userid = excluded.external_userid",
+            )
+            .bind(r)
+            .bind(external_userid)
+            .execute(&mut *conn)
+            .await?;
+            // Records sent under this id count for the customer from now on.
+            sqlx::query("UPDATE activity SET who = $1 WHERE customer = $2")
+                .bind(external_userid)
+                .bind(r)
+                .execute(&mut *conn)
+                .await?;
+        });
+    }
+    previous.sort();
+    previous.dedup();
+    Ok(previous)
+}
+
+/// The stored records among `ids` (to tell a batch sent again from an id reused for another
+/// record).
+pub async fn activity_by_ids(tx: &mut Tx, ids: &[String]) -> Result<Vec<NewActivity>> {
+    let mut out = Vec::new();
+    for chunk in ids.chunks(500) {
+        let rows: Vec<(String, String, String, String, i64, i64, i64)> = with_tx!(tx, |conn| {
+            let mut q = sqlx::QueryBuilder::new(
+                "SELECT id, customer, who, kind, amount_fen, count, at FROM activity WHERE id IN (",
+            );
+            let mut sep = q.separated(", ");
+            for id in chunk {
+                sep.push_bind(id);
+            }
+            q.push(")");
+            q.build_query_as().fetch_all(&mut *conn).await?
+        });
+        out.extend(
+            rows.into_iter().map(
+                |(id, customer, who, kind, amount_fen, count, at)| NewActivity {
+                    id,
+                    customer,
+                    who,
+                    kind,
+                    amount_fen,
+                    count,
+                    at,
+                },
+            ),
+        );
+    }
+    Ok(out)
+}
+
+/// Records customers' new value segments (`(external_userid, segment, scores)`).
+pub async fn set_segments(tx: &mut Tx, changes: &[(String, String, String)]) -> Result<()> {
+    for (id, segment, rfm) in changes {
+        with_tx!(tx, |conn| {
+            sqlx::query("UPDATE customers SET segment = $1, rfm = $2 WHERE external_userid = $3")
+                .bind(segment)
+                .bind(rfm)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+        });
+    }
+    Ok(())
+}
+
 impl Store {
     /// The external_userid each of `keys` maps to, for those that are shop references.
     pub async fn refs_of(&self, keys: &[String]) -> Result<HashMap<String, String>> {
@@ -120,30 +207,6 @@ impl Store {
             out.extend(rows);
         }
         Ok(out)
-    }
-
-    /// Maps the shop's ids to a customer (replacing earlier mappings of the same ids).
-    pub async fn set_customer_refs(&self, external_userid: &str, refs: &[String]) -> Result<()> {
-        let mut tx = self.begin().await?;
-        for r in refs {
-            with_tx!(tx, |conn| {
-                sqlx::query(
-                    "INSERT INTO customer_refs (ref, external_userid) VALUES ($1, $2)
-                     ON CONFLICT (ref) DO UPDATE SET external_userid = excluded.external_userid",
-                )
-                .bind(r)
-                .bind(external_userid)
-                .execute(&mut *conn)
-                .await?;
-                // Records sent under this id count for the customer from now on.
-                sqlx::query("UPDATE activity SET who = $1 WHERE customer = $2")
-                    .bind(external_userid)
-                    .bind(r)
-                    .execute(&mut *conn)
-                    .await?;
-            });
-        }
-        tx.commit().await
     }
 
     /// The customers (external_userid) that activity ids or references point to and that exist.
@@ -553,21 +616,15 @@ impl Store {
             .collect())
     }
 
-    pub async fn set_segments(&self, changes: &[(String, String, String)]) -> Result<()> {
-        let mut tx = self.begin().await?;
-        for (id, segment, rfm) in changes {
-            with_tx!(tx, |conn| {
-                sqlx::query(
-                    "UPDATE customers SET segment = $1, rfm = $2 WHERE external_userid = $3",
-                )
-                .bind(segment)
-                .bind(rfm)
-                .bind(id)
-                .execute(&mut *conn)
-                .await?;
-            });
-        }
-        tx.commit().await
+    /// Whether any activity of `kind` was ever received.
+    pub async fn activity_kind_exists(&self, kind: &str) -> Result<bool> {
+        let found: Option<i64> = with_pool!(self, |pool| {
+            sqlx::query_scalar("SELECT 1 FROM activity WHERE kind = $1 LIMIT 1")
+                .bind(kind)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(found.is_some())
     }
 
     /// A customer's value segment and scores.

@@ -1,0 +1,87 @@
+//! How features hear of each other's decisions without calling each other's jobs.
+//!
+//! A feature that decides something others react to (tiers decides a customer's tier) calls the
+//! hooks registered for it *inside the transaction that records the decision*; each hook adds
+//! its own rows and jobs to that transaction. The decision and everything it sets off then commit
+//! together or not at all, and the deciding feature knows nothing of who listens.
+
+use crate::jobs::BoxFuture;
+use crate::store::Tx;
+
+use super::{AppError, Services};
+
+/// One recorded tier change, with the members who follow the customer (connected relations).
+#[derive(Debug, Clone)]
+pub struct TierChanged {
+    /// The `tier_history` row: the key of every job the change sets off.
+    pub change_id: i64,
+    pub external_userid: String,
+    pub from: String,
+    pub to: String,
+    pub at: i64,
+    pub members: Vec<String>,
+}
+
+/// Called with a batch of tier changes inside the transaction that records them.
+pub type TierHook =
+    for<'a> fn(&'a Services, &'a mut Tx, &'a [TierChanged]) -> BoxFuture<'a, Result<(), AppError>>;
+
+/// Called with the relations whose value segment changed, inside the transaction that records it.
+pub type SegmentHook = for<'a> fn(
+    &'a Services,
+    &'a mut Tx,
+    &'a [(String, String)],
+    i64,
+) -> BoxFuture<'a, Result<(), AppError>>;
+
+/// What the features registered, in registration order.
+#[derive(Default)]
+pub struct Hooks {
+    tier_changed: Vec<(&'static str, TierHook)>,
+    segment_changed: Vec<(&'static str, SegmentHook)>,
+}
+
+impl Hooks {
+    /// `feature` names the listener in errors and logs.
+    pub fn on_tier_change(&mut self, feature: &'static str, hook: TierHook) {
+        self.tier_changed.push((feature, hook));
+    }
+
+    pub fn on_segment_change(&mut self, feature: &'static str, hook: SegmentHook) {
+        self.segment_changed.push((feature, hook));
+    }
+
+    /// Calls every tier-change hook in `tx`; the first failure aborts (and so rolls back) all.
+    pub async fn tier_changed(
+        &self,
+        services: &Services,
+        tx: &mut Tx,
+        changes: &[TierChanged],
+    ) -> Result<(), AppError> {
+        for (feature, hook) in &self.tier_changed {
+            hook(services, tx, changes).await.map_err(|e| {
+                tracing::warn!(feature, error = %e, "a tier-change hook failed");
+                e
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Calls every segment-change hook in `tx` with the `(userid, external_userid)` relations of
+    /// customers whose segment changed at `at`.
+    pub async fn segment_changed(
+        &self,
+        services: &Services,
+        tx: &mut Tx,
+        relations: &[(String, String)],
+        at: i64,
+    ) -> Result<(), AppError> {
+        for (feature, hook) in &self.segment_changed {
+            hook(services, tx, relations, at).await.map_err(|e| {
+                tracing::warn!(feature, error = %e, "a segment-change hook failed");
+                e
+            })?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,296 @@
+//! The note on a relation (the remark and description sales staff see on the customer, from
+//! `templates/note_*.j2`) and the member's batched notice (which of their customers deleted them
+//! or changed tier). Every write of a remark or description, and every notice, is decided here.
+
+use minijinja::context;
+use serde::{Deserialize, Serialize};
+
+use super::channels::attribute;
+use super::hooks::{Hooks, TierChanged};
+use super::templates::truncate_chars;
+use super::{AppError, Registrar, RelationJob, Services, local_time};
+use crate::jobs::send::{Look, Outcome};
+use crate::jobs::{BoxFuture, JobContext, JobError};
+use crate::store::Tx;
+use crate::store::contacts::{self, ContactEvent};
+use crate::wecom::client::types::RemarkRequest;
+use crate::wecom::client::{WecomError, code};
+
+pub const NOTE_JOB: &str = "contact.note";
+pub const MEMBER_NOTICE_JOB: &str = "contact.member_notice";
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MemberNoticeJob {
+    pub userid: String,
+}
+
+/// A notice as rendered on the first attempt and kept in the job's ledger, so that a retry sends
+/// byte for byte the same message (and WeCom's duplicate check can catch a repeat).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct NoticeBody {
+    to: Vec<String>,
+    text: String,
+    /// The contact events it tells of, marked told once it is sent.
+    told: Vec<i64>,
+}
+
+pub fn register(services: &Services, r: &mut Registrar) {
+    let s = services.clone();
+    r.jobs.register(NOTE_JOB, move |ctx| {
+        let s = s.clone();
+        async move {
+            let job: RelationJob = ctx.payload()?;
+            note(&s, &job).await
+        }
+    });
+    let s = services.clone();
+    r.jobs.register(MEMBER_NOTICE_JOB, move |ctx| {
+        let s = s.clone();
+        async move {
+            let job: MemberNoticeJob = ctx.payload()?;
+            member_notice(&s, &ctx, &job).await
+        }
+    });
+}
+
+/// A tier change rewrites the note and is news for the member.
+pub fn hooks(h: &mut Hooks) {
+    h.on_tier_change("notes", on_tier_change);
+}
+
+/// Enqueues writing the note of one relation in `tx`, keyed by its cause.
+pub async fn enqueue_note(
+    s: &Services,
+    tx: &mut Tx,
+    userid: &str,
+    external_userid: &str,
+    key: &str,
+) -> Result<(), AppError> {
+    let job = RelationJob {
+        userid: userid.to_string(),
+        external_userid: external_userid.to_string(),
+    };
+    s.enqueue(tx, NOTE_JOB, &job, key, None).await
+}
+
+/// A tier change rewrites the note (it names the tier) and is news for the member.
+fn on_tier_change<'a>(
+    s: &'a Services,
+    tx: &'a mut Tx,
+    changes: &'a [TierChanged],
+) -> BoxFuture<'a, Result<(), AppError>> {
+    Box::pin(async move {
+        for c in changes {
+            for member in &c.members {
+                let key = format!("tier-note:{}:{member}", c.change_id);
+                enqueue_note(s, tx, member, &c.external_userid, &key).await?;
+                let event = ContactEvent {
+                    external_userid: c.external_userid.clone(),
+                    userid: member.clone(),
+                    kind: "tier".into(),
+                    detail: Some(format!("{}→{}", c.from, c.to)),
+                    at: c.at,
+                };
+                contacts::record_contact_event(tx, &event).await?;
+                enqueue_member_notice(s, tx, member, c.at).await?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Writes the note (remark and description) from the templates. A remark the member typed by
+/// hand is kept unless `notes.overwrite_manual_remark`.
+async fn note(s: &Services, job: &RelationJob) -> Result<(), JobError> {
+    let store = &s.store;
+    let (Some(follow), Some(customer)) = (
+        store
+            .follow(&job.userid, &job.external_userid)
+            .await
+            .map_err(AppError::from)?,
+        store
+            .customer(&job.external_userid)
+            .await
+            .map_err(AppError::from)?,
+    ) else {
+        return Err(JobError::Permanent("relation not recorded".into()));
+    };
+    let channel = attribute(s, Some(&follow.channel)).await?;
+    let tier = s
+        .tiers()
+        .await?
+        .iter()
+        .find(|t| t.code == customer.tier)
+        .map_or(customer.tier.clone(), |t| t.name.clone());
+    let ctx = context! {
+        name => customer.name,
+        channel => channel.name,
+        tier => tier,
+        staff => follow.userid,
+        added_at => local_time(&s.settings, follow.added_at),
+    };
+    let render = |name: &str, max: usize| {
+        s.templates
+            .render(name, &ctx)
+            .map(|t| truncate_chars(&t, max))
+            .map_err(|e| JobError::Permanent(e.to_string()))
+    };
+    let remark = render("note_remark.j2", 20)?;
+    let description = render("note_description.j2", 150)?;
+    let typed_by_hand =
+        !follow.remark.is_empty() && Some(&follow.remark) != follow.siyu_remark.as_ref();
+    let remark = (!typed_by_hand || s.settings.notes.overwrite_manual_remark).then_some(remark);
+    let request = RemarkRequest {
+        userid: job.userid.clone(),
+        external_userid: job.external_userid.clone(),
+        remark: remark.clone(),
+        description: Some(description.clone()),
+        ..Default::default()
+    };
+    match s.wecom.remark(&request).await {
+        Ok(()) => {}
+        Err(
+            e @ WecomError::Api {
+                code: code::NO_RELATIONSHIP,
+                ..
+            },
+        ) => return Err(JobError::Permanent(e.to_string())),
+        Err(e) => return Err(AppError::from(e).into()),
+    }
+    store
+        .set_siyu_note(
+            &job.userid,
+            &job.external_userid,
+            remark.as_deref(),
+            &description,
+            s.clock.now_ms(),
+        )
+        .await
+        .map_err(AppError::from)?;
+    Ok(())
+}
+
+/// Schedules the member's notice for the current window (one per member per window, sent when
+/// the window closes, so a burst of news is one message within WeCom's per-member caps).
+pub async fn enqueue_member_notice(
+    s: &Services,
+    tx: &mut Tx,
+    userid: &str,
+    now: i64,
+) -> Result<(), AppError> {
+    let batch_ms = (s.settings.notify.batch_secs.max(1) * 1000) as i64;
+    let window = now - now.rem_euclid(batch_ms);
+    let key = format!("member-notice:{userid}:{window}");
+    let job = MemberNoticeJob {
+        userid: userid.to_string(),
+    };
+    s.enqueue(tx, MEMBER_NOTICE_JOB, &job, &key, Some(window + batch_ms))
+        .await
+}
+
+/// Tells the member which customers deleted them and whose tier changed since their last notice,
+/// in one message; the operators are told of the churn too. Rendered once: a retry after an
+/// unknown outcome sends the recorded text again, which WeCom's duplicate check (an identical
+/// message within 30 minutes) drops if the first went out.
+async fn member_notice(
+    s: &Services,
+    ctx: &JobContext,
+    job: &MemberNoticeJob,
+) -> Result<(), JobError> {
+    let first = if ctx.job.ledger.is_none() {
+        match render_notice(s, job).await? {
+            Some(body) => Some(body),
+            None => return Ok(()),
+        }
+    } else {
+        None
+    };
+    let (body, outcome) = ctx
+        .send_once(
+            || async move {
+                first.ok_or_else(|| JobError::Permanent("the notice was never rendered".into()))
+            },
+            |_| async { Ok(Look::SendAgain) },
+            |body: &NoticeBody| {
+                let body = body.clone();
+                let wecom = s.wecom.clone();
+                async move {
+                    let to: Vec<&str> = body.to.iter().map(String::as_str).collect();
+                    wecom.send_text_to_members(&to, &body.text).await
+                }
+            },
+        )
+        .await?;
+    if let Outcome::Refused { error, .. } = outcome {
+        return Err(AppError::from(error).into());
+    }
+    s.store
+        .mark_told(&body.told, s.clock.now_ms())
+        .await
+        .map_err(AppError::from)?;
+    Ok(())
+}
+
+async fn render_notice(
+    s: &Services,
+    job: &MemberNoticeJob,
+) -> Result<Option<NoticeBody>, AppError> {
+    let untold = s.store.untold_notices(&job.userid).await?;
+    if untold.is_empty() {
+        return Ok(None);
+    }
+    let tiers_in_force = s.tiers().await?;
+    let tier_name = |code: &str| {
+        tiers_in_force
+            .iter()
+            .find(|t| t.code == code)
+            .map_or(code.to_string(), |t| t.name.clone())
+    };
+    let mut churned = Vec::new();
+    let mut tiers = Vec::new();
+    for (_, e) in &untold {
+        let c = s.store.customer(&e.external_userid).await?;
+        let name = c.map_or(e.external_userid.clone(), |c| c.name);
+        if e.kind == "tier" {
+            let (from, to) = e
+                .detail
+                .as_deref()
+                .and_then(|d| d.split_once('→'))
+                .unwrap_or(("", ""));
+            tiers.push(context! { name => name, from => tier_name(from), to => tier_name(to) });
+        } else {
+            let follow = s.store.follow(&e.userid, &e.external_userid).await?;
+            let channel = attribute(s, follow.as_ref().map(|f| f.channel.as_str())).await?;
+            churned.push(context! { name => name, channel => channel.name });
+        }
+    }
+    let text = s.templates.render(
+        "member_notice.j2",
+        context! { staff => job.userid, churned => churned, tiers => tiers },
+    )?;
+    let mut to = vec![job.userid.clone()];
+    if !churned.is_empty() {
+        for op in &s.settings.notify.operators {
+            if !to.contains(op) {
+                to.push(op.clone());
+            }
+        }
+    }
+    Ok(Some(NoticeBody {
+        to,
+        text: truncate_bytes(&text, 2000),
+        told: untold.iter().map(|(id, _)| *id).collect(),
+    }))
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary, marking the cut with `…`.
+fn truncate_bytes(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
