@@ -7,6 +7,10 @@
 //! answer is judged by `errcode`, never by `errmsg`. A call that creates a send is never retried
 //! after its request may have left: its outcome is reported unknown, for the caller to reconcile.
 //! Tokens, secrets and phone numbers never reach a log line (paths are logged, never URLs).
+//!
+//! A caller whose calls cannot wait behind a backlog (a welcome message has 20 s) runs them
+//! inside [`urgent`]: a task-local mark, so no endpoint signature carries it, that the limiter
+//! reads to serve those calls first on their path.
 
 pub mod api;
 pub mod error;
@@ -28,6 +32,23 @@ use token::TokenSlot;
 use crate::clock::Clock;
 use crate::config::WecomSettings;
 use crate::store::Store;
+
+tokio::task_local! {
+    static URGENT: bool;
+}
+
+/// Runs `f` with its WeCom calls marked urgent: on each path they are served before ordinary
+/// callers that are waiting for their turn (they still keep the pace and WeCom's limits). The
+/// mark belongs to the task running `f`; tasks that `f` spawns are not urgent unless they are
+/// wrapped too.
+pub async fn urgent<F: Future>(f: F) -> F::Output {
+    URGENT.scope(true, f).await
+}
+
+/// Whether the current task is running inside [`urgent`].
+pub fn is_urgent() -> bool {
+    URGENT.try_with(|urgent| *urgent).unwrap_or(false)
+}
 
 /// How a call may be repeated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
