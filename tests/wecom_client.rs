@@ -16,6 +16,7 @@ const GET_CUSTOMER: &str = "/cgi-bin/externalcontact/get";
 const MARK_TAG: &str = "/cgi-bin/externalcontact/mark_tag";
 const WELCOME: &str = "/cgi-bin/externalcontact/send_welcome_msg";
 const TAG_LIST: &str = "/cgi-bin/externalcontact/get_corp_tag_list";
+const APP_MESSAGE: &str = "/cgi-bin/message/send";
 
 struct World {
     fake: FakeWecom,
@@ -199,6 +200,60 @@ async fn a_send_is_never_retried_after_a_timeout_or_a_busy_answer() {
         w.fake.calls_to(WELCOME).len(),
         3,
         "a send is not retried by the client"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_whose_answer_breaks_off_after_200_is_outcome_unknown_and_not_retried() {
+    let (w, added, _db) = world_with_new_customer().await;
+    let client = client(&w.settings);
+    let request = WelcomeRequest {
+        welcome_code: added.welcome_code.expect("the add issued a welcome code"),
+        text: Some(Text {
+            content: "欢迎".into(),
+        }),
+        attachments: vec![],
+    };
+    w.fake.fail_next(WELCOME, 1, Failure::BrokenBody);
+    let err = client.send_welcome(&request).await.unwrap_err();
+    assert!(matches!(err, WecomError::OutcomeUnknown { .. }), "{err}");
+    assert_eq!(w.fake.calls_to(WELCOME).len(), 1, "no second try");
+    assert_eq!(
+        w.fake.welcome_messages().len(),
+        1,
+        "the welcome was sent although its answer broke off"
+    );
+
+    // The same for an app message to staff.
+    w.fake.fail_next(APP_MESSAGE, 1, Failure::BrokenBody);
+    let err = client
+        .send_text_to_members(&["zhangsan"], "新客户：王小明")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, WecomError::OutcomeUnknown { .. }), "{err}");
+    assert_eq!(w.fake.calls_to(APP_MESSAGE).len(), 1, "no second try");
+    assert_eq!(w.fake.app_messages().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_whose_answer_breaks_off_is_retried() {
+    let (w, customer) = world_with_customer().await;
+    let client = client(&w.settings);
+    // Set through the admin endpoint, as `siyu fake-wecom` is driven from another process.
+    let answer = reqwest::Client::new()
+        .post(format!("{}/fake/faults", w.settings.api_base))
+        .json(&serde_json::json!({"path": "externalcontact/get", "broken_body": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let detail = client.get_customer(&customer).await.unwrap();
+    assert_eq!(detail.external_contact.name, "王小明");
+    let calls = w.fake.calls_to(GET_CUSTOMER);
+    assert_eq!(calls.len(), 2, "the broken answer, then the retry");
+    assert_eq!(
+        calls[0].http_status, 200,
+        "the fake answered the first call"
     );
 }
 
