@@ -6,7 +6,7 @@
 //! `Failure::BrokenBody` (a 200 cut off mid-body) or an unknown path answer otherwise. Request input never panics: bad input is 40058 or the endpoint's own code.
 
 use std::collections::HashMap;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::extract::{FromRequest, Multipart, Query, Request, State as Extract};
 use axum::http::{Method, StatusCode};
@@ -147,20 +147,23 @@ pub(crate) async fn entry(Extract(fake): Extract<FakeWecom>, request: Request) -
 fn broken_body(answer: &Value) -> Response {
     let full = answer.to_string().into_bytes();
     let half = axum::body::Bytes::copy_from_slice(&full[..full.len() / 2]);
-    let chunks: [std::io::Result<axum::body::Bytes>; 2] = [
-        Ok(half),
-        Err(std::io::Error::new(
-            std::io::ErrorKind::ConnectionReset,
-            "injected broken body",
-        )),
-    ];
+    let chunks = futures_util::stream::unfold(Some(half), |half| async move {
+        match half {
+            Some(half) => Some((Ok(half), None)),
+            None => {
+                // A pause first, so the status line, headers and half the body go out before
+                // the connection is cut: the caller gets its 200 and then a broken body.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let cut = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "broken body");
+                Some((Err::<axum::body::Bytes, _>(cut), None))
+            }
+        }
+    });
     Response::builder()
         .status(StatusCode::OK)
         .header(axum::http::header::CONTENT_TYPE, "application/json")
         .header(axum::http::header::CONTENT_LENGTH, full.len())
-        .body(axum::body::Body::from_stream(futures_util::stream::iter(
-            chunks,
-        )))
+        .body(axum::body::Body::from_stream(chunks))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
