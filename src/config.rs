@@ -211,7 +211,8 @@ pub struct WecomSettings {
     /// Retries of a read or an idempotent write after -1, HTTP 5xx or a transport error.
     pub max_retries: u32,
     pub retry_base_ms: u64,
-    /// Calls per API path per minute (WeCom allows 10,000 per corp).
+    /// Calls per API path per minute, paced in each process. WeCom allows 10,000 a minute per
+    /// API and corp (api.md §2.2); the default 9000 keeps a 10% margin below that cap.
     pub calls_per_minute: u32,
     /// Calls of one API path in flight at once (lowered on 45033).
     pub concurrency: usize,
@@ -235,7 +236,7 @@ impl Default for WecomSettings {
             request_timeout_ms: 10_000,
             max_retries: 3,
             retry_base_ms: 200,
-            calls_per_minute: 6000,
+            calls_per_minute: 9000,
             concurrency: 8,
             max_limiter_wait_ms: 2000,
             frequency_window_secs: 60,

@@ -16,6 +16,7 @@ const GET_CUSTOMER: &str = "/cgi-bin/externalcontact/get";
 const MARK_TAG: &str = "/cgi-bin/externalcontact/mark_tag";
 const WELCOME: &str = "/cgi-bin/externalcontact/send_welcome_msg";
 const TAG_LIST: &str = "/cgi-bin/externalcontact/get_corp_tag_list";
+const APP_MESSAGE: &str = "/cgi-bin/message/send";
 
 struct World {
     fake: FakeWecom,
@@ -91,6 +92,8 @@ fn client(settings: &WecomSettings) -> WecomClient {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_token_serves_many_concurrent_calls() {
     let w = world().await;
+    // A slow gettoken, so the callers really arrive while the first fetch is under way.
+    w.fake.set_latency(GETTOKEN, Duration::from_millis(300));
     let client = client(&w.settings);
     let calls: Vec<_> = (0..40)
         .map(|_| {
@@ -186,8 +189,14 @@ async fn a_send_is_never_retried_after_a_timeout_or_a_busy_answer() {
     assert!(matches!(err, WecomError::OutcomeUnknown { .. }), "{err}");
     assert_eq!(w.fake.calls_to(WELCOME).len(), 1, "no second try");
     // It did happen (the answer was only late): a blind retry would have been a second welcome.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(w.fake.welcome_messages().len(), 1);
+    // (The fake records it before holding the answer; waiting covers a slow fake.)
+    assert!(
+        common::eventually(Duration::from_secs(2), || async {
+            w.fake.welcome_messages().len() == 1
+        })
+        .await,
+        "the welcome was sent"
+    );
     let err = client.send_welcome(&request).await.unwrap_err();
     assert_eq!(err.errcode(), Some(code::WELCOME_CODE_USED));
 
@@ -199,6 +208,60 @@ async fn a_send_is_never_retried_after_a_timeout_or_a_busy_answer() {
         w.fake.calls_to(WELCOME).len(),
         3,
         "a send is not retried by the client"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_whose_answer_breaks_off_after_200_is_outcome_unknown_and_not_retried() {
+    let (w, added, _db) = world_with_new_customer().await;
+    let client = client(&w.settings);
+    let request = WelcomeRequest {
+        welcome_code: added.welcome_code.expect("the add issued a welcome code"),
+        text: Some(Text {
+            content: "欢迎".into(),
+        }),
+        attachments: vec![],
+    };
+    w.fake.fail_next(WELCOME, 1, Failure::BrokenBody);
+    let err = client.send_welcome(&request).await.unwrap_err();
+    assert!(matches!(err, WecomError::OutcomeUnknown { .. }), "{err}");
+    assert_eq!(w.fake.calls_to(WELCOME).len(), 1, "no second try");
+    assert_eq!(
+        w.fake.welcome_messages().len(),
+        1,
+        "the welcome was sent although its answer broke off"
+    );
+
+    // The same for an app message to staff.
+    w.fake.fail_next(APP_MESSAGE, 1, Failure::BrokenBody);
+    let err = client
+        .send_text_to_members(&["zhangsan"], "新客户：王小明")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, WecomError::OutcomeUnknown { .. }), "{err}");
+    assert_eq!(w.fake.calls_to(APP_MESSAGE).len(), 1, "no second try");
+    assert_eq!(w.fake.app_messages().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_whose_answer_breaks_off_is_retried() {
+    let (w, customer) = world_with_customer().await;
+    let client = client(&w.settings);
+    // Set through the admin endpoint, as `siyu fake-wecom` is driven from another process.
+    let answer = reqwest::Client::new()
+        .post(format!("{}/fake/faults", w.settings.api_base))
+        .json(&serde_json::json!({"path": "externalcontact/get", "broken_body": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let detail = client.get_customer(&customer).await.unwrap();
+    assert_eq!(detail.external_contact.name, "王小明");
+    let calls = w.fake.calls_to(GET_CUSTOMER);
+    assert_eq!(calls.len(), 2, "the broken answer, then the retry");
+    assert_eq!(
+        calls[0].http_status, 200,
+        "the fake answered the first call"
     );
 }
 
@@ -234,7 +297,7 @@ async fn after_45009_the_api_pauses_instead_of_hammering() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_limiter_paces_calls_and_45033_lowers_concurrency() {
+async fn the_limiter_paces_calls() {
     let mut w = world().await;
     w.settings.calls_per_minute = 600; // one every 100 ms
     let client = client(&w.settings);
@@ -247,19 +310,59 @@ async fn the_limiter_paces_calls_and_45033_lowers_concurrency() {
         "{:?}",
         started.elapsed()
     );
+}
 
+/// Calls of `path` the fake has received and not yet answered.
+fn in_flight(fake: &FakeWecom, path: &str) -> usize {
+    fake.calls_to(path)
+        .iter()
+        .filter(|c| c.http_status == 0)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_45033_fewer_calls_run_at_once_until_calls_succeed_again() {
+    const PATH: &str = "externalcontact/get_corp_tag_list";
+    let mut w = world().await;
+    w.settings.concurrency = 2;
+    let client = client(&w.settings);
+    client.tag_library().await.unwrap(); // the token, fetched once
+    assert_eq!(client.limiter().concurrency_of(PATH), 2);
+
+    // Every try answers 45033 (the first and 3 retries): the concurrency drops to its floor.
     w.fake
-        .fail_next(TAG_LIST, 1, Failure::Errcode(code::TOO_MANY_CONCURRENT));
-    let limiter_before = client
-        .limiter()
-        .concurrency_of("externalcontact/get_corp_tag_list");
-    client.tag_library().await.unwrap(); // retried after the 45033
-    assert_eq!(
-        client
-            .limiter()
-            .concurrency_of("externalcontact/get_corp_tag_list"),
-        limiter_before
+        .fail_next(TAG_LIST, 4, Failure::Errcode(code::TOO_MANY_CONCURRENT));
+    let err = client.tag_library().await.unwrap_err();
+    assert_eq!(err.errcode(), Some(code::TOO_MANY_CONCURRENT));
+    assert_eq!(client.limiter().concurrency_of(PATH), 1);
+
+    // Lowered, two callers take turns: the second call reaches WeCom after the first answered.
+    let latency = Duration::from_millis(400);
+    w.fake.set_latency(TAG_LIST, latency);
+    let before = w.fake.calls_to(TAG_LIST).len();
+    let (a, b) = tokio::join!(client.tag_library(), client.tag_library());
+    a.unwrap();
+    b.unwrap();
+    let calls = w.fake.calls_to(TAG_LIST);
+    let (first, second) = (&calls[before], &calls[before + 1]);
+    let gap = second.at.duration_since(first.at).unwrap();
+    assert!(gap >= latency, "the calls overlapped: {gap:?} apart");
+
+    // Each success gave back a withheld slot: two calls run at once again.
+    assert_eq!(client.limiter().concurrency_of(PATH), 2);
+    w.fake.set_latency(TAG_LIST, Duration::from_secs(2));
+    let (c, d) = (client.clone(), client.clone());
+    let calls = tokio::spawn(async move { tokio::join!(c.tag_library(), d.tag_library()) });
+    assert!(
+        common::eventually(Duration::from_secs(2), || async {
+            in_flight(&w.fake, TAG_LIST) == 2
+        })
+        .await,
+        "two calls in flight at the fake"
     );
+    let (c, d) = calls.await.unwrap();
+    c.unwrap();
+    d.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -310,25 +413,41 @@ fn client_of(settings: &WecomSettings) -> WecomClient {
     client(settings)
 }
 
+/// On PostgreSQL two clients on one database play two replicas: the second finds the first
+/// one's token in the store. On SQLite (one process) the callers share one client, whose single
+/// flight makes one fetch serve them all. gettoken is slowed so the callers really overlap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replicas_on_postgres_share_one_token() {
+async fn concurrent_callers_share_one_token_on_either_backend() {
     let db = common::TestDb::new().await;
-    if !db.is_postgres() {
-        return; // one process on SQLite: nothing to share
-    }
     let w = world().await;
     let store = siyu::store::Store::connect(&db.settings().database)
         .await
         .unwrap();
     store.migrate().await.unwrap();
+    w.fake.set_latency(GETTOKEN, Duration::from_millis(300));
     let a = WecomClient::new(&w.settings, Some(store.clone()), Clock::default()).unwrap();
-    let b = WecomClient::new(&w.settings, Some(store.clone()), Clock::default()).unwrap();
-    let (x, y) = tokio::join!(a.tag_library(), b.tag_library());
-    x.unwrap();
-    y.unwrap();
+    let b = if db.is_postgres() {
+        WecomClient::new(&w.settings, Some(store.clone()), Clock::default()).unwrap()
+    } else {
+        a.clone()
+    };
+    let callers: Vec<_> = (0..4)
+        .map(|i| {
+            let client = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move { client.tag_library().await })
+        })
+        .collect();
+    for c in callers {
+        c.await.unwrap().unwrap();
+    }
     assert_eq!(
         w.fake.calls_to(GETTOKEN).len(),
         1,
-        "the second replica found the first one's token"
+        "one gettoken served every caller"
     );
+    assert_eq!(w.fake.calls_to(TAG_LIST).len(), 4);
+    let credential = siyu::wecom::client::Credential::Contact;
+    let same =
+        a.access_token(credential).await.unwrap() == b.access_token(credential).await.unwrap();
+    assert!(same, "both hold the same token");
 }

@@ -37,7 +37,8 @@ fn ok() -> Response {
     Json(json!({ "ok": true })).into_response()
 }
 
-/// `{"path", "times"?, "errcode" | "http_status" | "timeout", "error_rate"?, "latency_ms"?}`
+/// `{"path", "times"?, "errcode" | "http_status" | "timeout" | "broken_body", "error_rate"?,
+/// "latency_ms"?}`
 #[derive(Deserialize)]
 struct FaultIn {
     path: String,
@@ -45,6 +46,7 @@ struct FaultIn {
     errcode: Option<i64>,
     http_status: Option<u16>,
     timeout: Option<bool>,
+    broken_body: Option<bool>,
     error_rate: Option<f64>,
     latency_ms: Option<u64>,
 }
@@ -55,20 +57,23 @@ async fn add_fault(
 ) -> Response {
     let Ok(Json(f)) = body else {
         return bad_request(
-            "expected {\"path\", \"times\"?, \"errcode\"|\"http_status\"|\"timeout\", \"error_rate\"?, \"latency_ms\"?}",
+            "expected {\"path\", \"times\"?, \"errcode\"|\"http_status\"|\"timeout\"|\"broken_body\", \"error_rate\"?, \"latency_ms\"?}",
         );
     };
-    let failure = match (f.errcode, f.http_status, f.timeout.unwrap_or(false)) {
-        (Some(c), None, false) => Some(Failure::Errcode(c)),
-        (None, Some(s), false) => {
+    let timeout = f.timeout.unwrap_or(false);
+    let broken_body = f.broken_body.unwrap_or(false);
+    let failure = match (f.errcode, f.http_status, timeout, broken_body) {
+        (Some(c), None, false, false) => Some(Failure::Errcode(c)),
+        (None, Some(s), false, false) => {
             if StatusCode::from_u16(s).is_err() {
                 return bad_request(format!("http_status {s} is not an HTTP status"));
             }
             Some(Failure::Http(s))
         }
-        (None, None, true) => Some(Failure::Timeout),
-        (None, None, false) => None,
-        _ => return bad_request("give one of errcode, http_status, timeout"),
+        (None, None, true, false) => Some(Failure::Timeout),
+        (None, None, false, true) => Some(Failure::BrokenBody),
+        (None, None, false, false) => None,
+        _ => return bad_request("give one of errcode, http_status, timeout, broken_body"),
     };
     if failure.is_none() && f.latency_ms.is_none() {
         return bad_request("nothing to inject: give a failure or latency_ms");

@@ -2,11 +2,11 @@
 //! injected faults, checks the token and the method, then hands the request to the endpoint.
 //!
 //! Every answer is a JSON object with `errcode`/`errmsg` and HTTP 200, errors included, as
-//! WeCom answers (api.md §1); only an injected `Failure::Http` or an unknown path answer
-//! otherwise. Request input never panics: bad input is 40058 or the endpoint's own code.
+//! WeCom answers (api.md §1); only an injected `Failure::Http`, an injected
+//! `Failure::BrokenBody` (a 200 cut off mid-body) or an unknown path answer otherwise. Request input never panics: bad input is 40058 or the endpoint's own code.
 
 use std::collections::HashMap;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::extract::{FromRequest, Multipart, Query, Request, State as Extract};
 use axum::http::{Method, StatusCode};
@@ -102,7 +102,7 @@ pub(crate) async fn entry(Extract(fake): Extract<FakeWecom>, request: Request) -
             StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             None,
         ),
-        Some(Failure::Timeout) | None => {
+        Some(Failure::Timeout | Failure::BrokenBody) | None => {
             let result = {
                 let mut st = fake.lock();
                 handle(
@@ -137,9 +137,34 @@ pub(crate) async fn entry(Extract(fake): Extract<FakeWecom>, request: Request) -
         tokio::time::sleep(hold).await;
     }
     match answer {
+        Some(answer) if decision.failure == Some(Failure::BrokenBody) => broken_body(&answer),
         Some(answer) => (status, axum::Json(answer)).into_response(),
         None => (status, format!("injected HTTP {}", status.as_u16())).into_response(),
     }
+}
+
+/// HTTP 200 announcing the whole answer's length, then half of it and a cut connection.
+fn broken_body(answer: &Value) -> Response {
+    let full = answer.to_string().into_bytes();
+    let half = axum::body::Bytes::copy_from_slice(&full[..full.len() / 2]);
+    let chunks = futures_util::stream::unfold(Some(half), |half| async move {
+        match half {
+            Some(half) => Some((Ok(half), None)),
+            None => {
+                // A pause first, so the status line, headers and half the body go out before
+                // the connection is cut: the caller gets its 200 and then a broken body.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let cut = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "broken body");
+                Some((Err::<axum::body::Bytes, _>(cut), None))
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(axum::http::header::CONTENT_TYPE, "application/json")
+        .header(axum::http::header::CONTENT_LENGTH, full.len())
+        .body(axum::body::Body::from_stream(chunks))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 fn envelope(result: ApiResult) -> Value {

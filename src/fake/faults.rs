@@ -22,6 +22,10 @@ pub enum Failure {
     /// Handles the call (its effect happens), then holds the answer longer than any client
     /// timeout: the caller sees "outcome unknown" although the change was made.
     Timeout,
+    /// Handles the call (its effect happens), then answers HTTP 200 whose body breaks off: the
+    /// headers promise more bytes than arrive before the connection is cut, so the caller
+    /// cannot read the answer although the change was made.
+    BrokenBody,
 }
 
 /// One API call as the fake received it.

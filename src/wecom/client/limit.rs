@@ -2,12 +2,20 @@
 //! a pace per API path (below the per-corp 10,000 calls a minute), a pause for the whole path
 //! after a 45009, fewer concurrent calls after a 45033, and the per-member cap on app messages
 //! (30 a minute, 1000 an hour; WeCom silently drops the excess).
+//!
+//! A path's next slot goes to whoever is first in its queue when the slot is free, not to
+//! whoever asked first: callers marked urgent (`super::urgent`) queue ahead of ordinary ones, in
+//! arrival order within each kind. So an urgent call (a welcome message, which WeCom accepts
+//! only for 20 s after the add) waits for at most the calls already in flight, never for a
+//! backlog of ordinary calls queued before it. A waiter sleeps until the next slot or until the
+//! queue or the in-flight count changes (a `Notify` registered under the lock, so no wake-up is
+//! lost), then checks again.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::error::WecomError;
@@ -16,20 +24,77 @@ pub struct Limiter {
     interval: Duration,
     concurrency: usize,
     max_wait: Duration,
-    paths: Mutex<HashMap<&'static str, PathState>>,
+    paths: Mutex<HashMap<&'static str, Arc<Path>>>,
+}
+
+struct Path {
+    state: Mutex<PathState>,
+    /// Woken whenever a waiter may now go: the head of the queue left, a call finished, a
+    /// withheld slot came back, or the path was blocked (waiters then give up).
+    changed: Notify,
 }
 
 struct PathState {
+    /// The earliest time the next call of this path may start.
     next_free: Instant,
     blocked_until: Option<Instant>,
-    permits: Arc<Semaphore>,
-    /// Permits taken away after 45033; given back one at a time as calls succeed.
+    /// Callers waiting for their turn, served in order: urgent ones first, then by arrival.
+    queue: BTreeSet<Place>,
+    next_ticket: u64,
+    in_flight: usize,
+    /// Slots taken away after 45033; given back one at a time as calls succeed.
     withheld: usize,
+}
+
+/// A waiter's place in a path's queue; orders urgent before ordinary, then by arrival.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Place {
+    ordinary: bool,
+    ticket: u64,
+}
+
+impl Path {
+    fn lock(&self) -> MutexGuard<'_, PathState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One call of a path in flight; dropping it lets the next caller in.
+#[must_use = "the call holds its slot until the permit is dropped"]
+pub struct Permit {
+    path: Arc<Path>,
+}
+
+impl std::fmt::Debug for Permit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Permit")
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.path.lock().in_flight -= 1;
+        self.path.changed.notify_waiters();
+    }
+}
+
+/// Takes a waiter out of the queue however `acquire` ends (a slot, a refusal, or the caller
+/// dropping the future), and wakes the others: the head may have changed.
+struct Waiting<'a> {
+    path: &'a Path,
+    place: Place,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.path.lock().queue.remove(&self.place);
+        self.path.changed.notify_waiters();
+    }
 }
 
 impl Limiter {
     /// `per_minute` calls per path at most; `concurrency` calls of one path at once;
-    /// a caller waits at most `max_wait` for its turn before getting `Throttled`.
+    /// a caller whose turn is more than `max_wait` away gets `Throttled` instead of waiting.
     pub fn new(per_minute: u32, concurrency: usize, max_wait: Duration) -> Self {
         Self {
             interval: Duration::from_secs(60) / per_minute.max(1),
@@ -39,72 +104,129 @@ impl Limiter {
         }
     }
 
-    /// Waits for this path's turn and a concurrency slot.
-    pub async fn acquire(&self, path: &'static str) -> Result<OwnedSemaphorePermit, WecomError> {
-        let (start_at, permits) = {
-            let mut paths = self.paths.lock().unwrap_or_else(|p| p.into_inner());
-            let now = Instant::now();
-            let state = paths.entry(path).or_insert_with(|| PathState {
-                next_free: now,
-                blocked_until: None,
-                permits: Arc::new(Semaphore::new(self.concurrency)),
-                withheld: 0,
-            });
-            let mut start = state.next_free.max(now);
-            if let Some(until) = state.blocked_until {
-                start = start.max(until);
-            }
-            if start - now > self.max_wait {
-                return Err(WecomError::Throttled {
-                    what: format!("{path} is paused after WeCom's frequency limit"),
-                    retry_after: start - now,
-                });
-            }
-            state.next_free = start + self.interval;
-            (start, state.permits.clone())
+    fn path(&self, path: &'static str) -> Arc<Path> {
+        let mut paths = self.paths.lock().unwrap_or_else(|p| p.into_inner());
+        paths
+            .entry(path)
+            .or_insert_with(|| {
+                Arc::new(Path {
+                    state: Mutex::new(PathState {
+                        next_free: Instant::now(),
+                        blocked_until: None,
+                        queue: BTreeSet::new(),
+                        next_ticket: 0,
+                        in_flight: 0,
+                        withheld: 0,
+                    }),
+                    changed: Notify::new(),
+                })
+            })
+            .clone()
+    }
+
+    /// Waits for this path's turn and a concurrency slot; urgent callers (see
+    /// [`super::urgent`]) are served before ordinary ones. Refuses with `Throttled` when the
+    /// turn is more than `max_wait` away (the path is paused after a 45009, or too many
+    /// callers are ahead at this pace); waiting for a call in flight to finish is not counted.
+    pub async fn acquire(&self, path: &'static str) -> Result<Permit, WecomError> {
+        let shared = self.path(path);
+        let place = {
+            let mut st = shared.lock();
+            let place = Place {
+                ordinary: !super::is_urgent(),
+                ticket: st.next_ticket,
+            };
+            st.next_ticket += 1;
+            st.queue.insert(place);
+            place
         };
-        tokio::time::sleep_until(start_at).await;
-        permits
-            .acquire_owned()
-            .await
-            .map_err(|_| WecomError::Invalid("limiter closed".into()))
+        let waiting = Waiting {
+            path: &shared,
+            place,
+        };
+        loop {
+            let (changed, wake_at) = {
+                let mut st = shared.lock();
+                let now = Instant::now();
+                let free_at = st.next_free.max(st.blocked_until.unwrap_or(now)).max(now);
+                let ahead = st.queue.range(..place).count() as u32;
+                let turn = free_at + self.interval * ahead;
+                if turn - now > self.max_wait {
+                    let paused = st.blocked_until.is_some_and(|until| until > now);
+                    drop(st);
+                    return Err(WecomError::Throttled {
+                        what: if paused {
+                            format!("{path} is paused after WeCom's frequency limit")
+                        } else {
+                            format!("{path} has {ahead} calls queued ahead at its pace")
+                        },
+                        retry_after: turn - now,
+                    });
+                }
+                let room = st.in_flight < self.concurrency - st.withheld;
+                if ahead == 0 && free_at <= now && room {
+                    st.next_free = now + self.interval;
+                    st.in_flight += 1;
+                    drop(st);
+                    drop(waiting);
+                    return Ok(Permit { path: shared });
+                }
+                // Registered before the lock is released: any change after this check wakes it.
+                let changed = shared.changed.notified();
+                let wake_at = (ahead == 0 && free_at > now).then_some(free_at);
+                (changed, wake_at)
+            };
+            match wake_at {
+                Some(at) => {
+                    tokio::select! {
+                        () = changed => {}
+                        () = tokio::time::sleep_until(at) => {}
+                    }
+                }
+                None => changed.await,
+            }
+        }
     }
 
     /// WeCom said 45009: nothing more on this path until the window has passed.
     pub fn block(&self, path: &'static str, window: Duration) {
-        let mut paths = self.paths.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(state) = paths.get_mut(path) {
-            state.blocked_until = Some(Instant::now() + window);
-        }
+        let shared = self.path(path);
+        shared.lock().blocked_until = Some(Instant::now() + window);
+        shared.changed.notify_waiters();
     }
 
-    /// WeCom said 45033: one fewer call of this path at once (never below one).
+    /// WeCom said 45033: one fewer call of this path at once (never below one). Calls already
+    /// in flight finish; no new one starts until the count is below the lowered limit.
     pub fn reduce_concurrency(&self, path: &'static str) {
-        let mut paths = self.paths.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(state) = paths.get_mut(path)
-            && state.withheld + 1 < self.concurrency
-        {
-            state.permits.forget_permits(1);
-            state.withheld += 1;
+        let shared = self.path(path);
+        let mut st = shared.lock();
+        if st.withheld + 1 < self.concurrency {
+            st.withheld += 1;
         }
     }
 
     /// A call succeeded: give back one withheld slot.
     pub fn recovered(&self, path: &'static str) {
-        let mut paths = self.paths.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(state) = paths.get_mut(path)
-            && state.withheld > 0
-        {
-            state.permits.add_permits(1);
-            state.withheld -= 1;
+        let shared = self.path(path);
+        let mut st = shared.lock();
+        if st.withheld > 0 {
+            st.withheld -= 1;
+            drop(st);
+            shared.changed.notify_waiters();
         }
+    }
+
+    /// Callers of `path` waiting for their turn.
+    #[cfg(test)]
+    fn queued(&self, path: &'static str) -> usize {
+        self.path(path).lock().queue.len()
     }
 
     pub fn concurrency_of(&self, path: &'static str) -> usize {
         let paths = self.paths.lock().unwrap_or_else(|p| p.into_inner());
         paths
             .get(path)
-            .map_or(self.concurrency, |s| self.concurrency - s.withheld)
+            .map_or(self.concurrency, |p| self.concurrency - p.lock().withheld)
     }
 }
 
@@ -201,6 +323,151 @@ mod tests {
         assert_eq!(limiter.concurrency_of("p"), 6);
         limiter.recovered("p");
         assert_eq!(limiter.concurrency_of("p"), 7);
+    }
+
+    /// Waits (on the paused clock, without advancing it) until `n` callers of `path` queue.
+    async fn until_queued(limiter: &Limiter, path: &'static str, n: usize) {
+        while limiter.queued(path) < n {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_urgent_caller_takes_the_next_slot_ahead_of_queued_ordinary_ones() {
+        let limiter = Arc::new(Limiter::new(600, 8, Duration::from_secs(5))); // one per 100 ms
+        let start = Instant::now();
+        drop(limiter.acquire("p").await.unwrap()); // the slot at 0 ms
+        let served = Arc::new(Mutex::new(Vec::new()));
+        let caller = |name: &'static str, urgent: bool| {
+            let limiter = limiter.clone();
+            let served = served.clone();
+            tokio::spawn(async move {
+                let permit = if urgent {
+                    crate::wecom::client::urgent(limiter.acquire("p")).await
+                } else {
+                    limiter.acquire("p").await
+                };
+                drop(permit.unwrap());
+                served.lock().unwrap().push((name, start.elapsed()));
+            })
+        };
+        let mut callers = Vec::new();
+        for name in ["o1", "o2", "o3", "o4"] {
+            callers.push(caller(name, false));
+        }
+        until_queued(&limiter, "p", 4).await;
+        callers.push(caller("urgent", true));
+        for c in callers {
+            c.await.unwrap();
+        }
+        let served = served.lock().unwrap().clone();
+        let order: Vec<_> = served.iter().map(|(name, _)| *name).collect();
+        assert_eq!(order, ["urgent", "o1", "o2", "o3", "o4"]);
+        // The pace holds over all of them: one slot every 100 ms after the first call's.
+        for (i, (_, at)) in served.iter().enumerate() {
+            let slot = Duration::from_millis(100 * (i as u64 + 1));
+            assert!(
+                *at >= slot && *at < slot + Duration::from_millis(5),
+                "{served:?}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_wait_counts_the_callers_ahead_and_urgent_ones_skip_the_queue() {
+        let limiter = Arc::new(Limiter::new(600, 8, Duration::from_millis(250)));
+        drop(limiter.acquire("p").await.unwrap());
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let limiter = limiter.clone();
+                tokio::spawn(async move { limiter.acquire("p").await.map(drop) })
+            })
+            .collect();
+        until_queued(&limiter, "p", 2).await;
+        // Third in line: its turn is 300 ms away, past max_wait.
+        let err = limiter.acquire("p").await.unwrap_err();
+        assert!(matches!(err, WecomError::Throttled { .. }), "{err}");
+        assert_eq!(err.retry_after(), Some(Duration::from_millis(300)));
+        // An urgent caller has nobody ahead: its turn is the next slot.
+        let started = Instant::now();
+        drop(
+            crate::wecom::client::urgent(limiter.acquire("p"))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(started.elapsed(), Duration::from_millis(100));
+        // It pushed the second ordinary caller's turn past max_wait: that one is refused too.
+        let mut results = Vec::new();
+        for w in waiters {
+            results.push(w.await.unwrap());
+        }
+        assert!(results[0].is_ok());
+        assert!(
+            matches!(results[1], Err(WecomError::Throttled { .. })),
+            "{results:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_urgent_caller_that_gives_up_lets_the_queue_move_on() {
+        let limiter = Arc::new(Limiter::new(600, 8, Duration::from_secs(5)));
+        drop(limiter.acquire("p").await.unwrap());
+        let ordinary = {
+            let limiter = limiter.clone();
+            tokio::spawn(async move { drop(limiter.acquire("p").await.unwrap()) })
+        };
+        until_queued(&limiter, "p", 1).await;
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(50),
+            crate::wecom::client::urgent(limiter.acquire("p")),
+        )
+        .await;
+        assert!(gave_up.is_err());
+        let started = Instant::now();
+        tokio::time::timeout(Duration::from_secs(1), ordinary)
+            .await
+            .expect("the ordinary caller was not left waiting")
+            .unwrap();
+        assert!(started.elapsed() <= Duration::from_millis(55));
+        assert_eq!(limiter.queued("p"), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrency_is_enforced_lowered_after_45033_and_urgent_callers_go_first() {
+        let limiter = Arc::new(Limiter::new(60_000, 2, Duration::from_secs(5)));
+        limiter.reduce_concurrency("p");
+        assert_eq!(limiter.concurrency_of("p"), 1);
+        let first = limiter.acquire("p").await.unwrap();
+        let served = Arc::new(Mutex::new(Vec::new()));
+        let spawn = |name: &'static str, urgent: bool| {
+            let limiter = limiter.clone();
+            let served = served.clone();
+            tokio::spawn(async move {
+                let permit = if urgent {
+                    crate::wecom::client::urgent(limiter.acquire("p")).await
+                } else {
+                    limiter.acquire("p").await
+                };
+                served.lock().unwrap().push(name);
+                drop(permit.unwrap());
+            })
+        };
+        let ordinary = spawn("ordinary", false);
+        until_queued(&limiter, "p", 1).await;
+        let urgent = spawn("urgent", true);
+        until_queued(&limiter, "p", 2).await;
+        // One call at once: both wait, however long the first call takes.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(served.lock().unwrap().is_empty());
+        drop(first);
+        ordinary.await.unwrap();
+        urgent.await.unwrap();
+        assert_eq!(*served.lock().unwrap(), ["urgent", "ordinary"]);
+        limiter.recovered("p");
+        assert_eq!(limiter.concurrency_of("p"), 2);
+        let a = limiter.acquire("p").await.unwrap();
+        let b = limiter.acquire("p").await.unwrap();
+        drop((a, b));
     }
 
     #[tokio::test(start_paused = true)]

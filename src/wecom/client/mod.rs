@@ -6,7 +6,13 @@
 //! after 45009 and fewer concurrent calls after 45033; a pace per path below WeCom's caps. Every
 //! answer is judged by `errcode`, never by `errmsg`. A call that creates a send is never retried
 //! after its request may have left: its outcome is reported unknown, for the caller to reconcile.
+//! Only a request that provably never left (the connection was refused) is sent again; a 200
+//! whose body broke off, a 5xx, a timeout or a dropped connection all mean it may have arrived.
 //! Tokens, secrets and phone numbers never reach a log line (paths are logged, never URLs).
+//!
+//! A caller whose calls cannot wait behind a backlog (a welcome message has 20 s) runs them
+//! inside [`urgent`]: a task-local mark, so no endpoint signature carries it, that the limiter
+//! reads to serve those calls first on their path.
 
 pub mod api;
 pub mod error;
@@ -28,6 +34,23 @@ use token::TokenSlot;
 use crate::clock::Clock;
 use crate::config::WecomSettings;
 use crate::store::Store;
+
+tokio::task_local! {
+    static URGENT: bool;
+}
+
+/// Runs `f` with its WeCom calls marked urgent: on each path they are served before ordinary
+/// callers that are waiting for their turn (they still keep the pace and WeCom's limits). The
+/// mark belongs to the task running `f`; tasks that `f` spawns are not urgent unless they are
+/// wrapped too.
+pub async fn urgent<F: Future>(f: F) -> F::Output {
+    URGENT.scope(true, f).await
+}
+
+/// Whether the current task is running inside [`urgent`].
+pub fn is_urgent() -> bool {
+    URGENT.try_with(|urgent| *urgent).unwrap_or(false)
+}
 
 /// How a call may be repeated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,7 +225,10 @@ impl WecomClient {
                 .send()
                 .await;
             let outcome = match sent {
-                Ok(response) => self.judge::<TokenAnswer>(PATH, response).await,
+                Ok(response) => {
+                    self.judge::<TokenAnswer>(PATH, Effect::Read, response)
+                        .await
+                }
                 Err(e) => Err(WecomError::Transport {
                     path: PATH,
                     reason: transport_reason(&e),
@@ -286,18 +312,7 @@ impl WecomClient {
                 .send()
                 .await;
             let outcome = match sent {
-                Ok(response) => match self.judge::<T>(path, response).await {
-                    // A gateway error after a send left: WeCom may have acted on it.
-                    Err(WecomError::Http { status, .. })
-                        if endpoint.effect == Effect::Send && status >= 500 =>
-                    {
-                        Err(WecomError::OutcomeUnknown {
-                            path,
-                            reason: format!("HTTP {status}"),
-                        })
-                    }
-                    other => other,
-                },
+                Ok(response) => self.judge::<T>(path, endpoint.effect, response).await,
                 Err(e) => Err(self.transport_error(path, endpoint.effect, &e)),
             };
             drop(permit);
@@ -353,24 +368,48 @@ impl WecomClient {
     }
 
     /// Reads WeCom's answer: non-200 is an HTTP error, then `errcode` decides, then the body.
+    ///
+    /// An answer came, so the request arrived somewhere. For a send, an answer that does not
+    /// say what happened (a gateway's 5xx, a 200 whose body broke off or is not WeCom's
+    /// envelope) leaves the send's outcome unknown: WeCom may have acted on it.
     async fn judge<T: DeserializeOwned>(
         &self,
         path: &'static str,
+        effect: Effect,
         response: reqwest::Response,
     ) -> Result<T> {
+        let send = effect == Effect::Send;
         let status = response.status().as_u16();
         if status != 200 {
+            if send && status >= 500 {
+                return Err(WecomError::OutcomeUnknown {
+                    path,
+                    reason: format!("HTTP {status}"),
+                });
+            }
             return Err(WecomError::Http { path, status });
         }
-        let bytes = response.bytes().await.map_err(|e| WecomError::Transport {
-            path,
-            reason: transport_reason(&e),
+        let bytes = response.bytes().await.map_err(|e| {
+            let reason = transport_reason(&e);
+            if send {
+                WecomError::OutcomeUnknown { path, reason }
+            } else {
+                WecomError::Transport { path, reason }
+            }
         })?;
-        let envelope: Envelope =
-            serde_json::from_slice(&bytes).map_err(|e| WecomError::Decode {
-                path,
-                reason: e.to_string(),
-            })?;
+        let envelope: Envelope = serde_json::from_slice(&bytes).map_err(|e| {
+            if send {
+                WecomError::OutcomeUnknown {
+                    path,
+                    reason: format!("HTTP 200 without WeCom's envelope: {e}"),
+                }
+            } else {
+                WecomError::Decode {
+                    path,
+                    reason: e.to_string(),
+                }
+            }
+        })?;
         if envelope.errcode != 0 {
             return Err(WecomError::Api {
                 path,
@@ -422,7 +461,8 @@ impl WecomClient {
 /// Whether `err` may be retried by the client itself for a call of this `effect`.
 fn retryable(err: &WecomError, effect: Effect) -> bool {
     if effect == Effect::Send {
-        // Only a request that provably never left may go again.
+        // Only a request that provably never left may go again: for a send, `judge` and
+        // `transport_error` give `Transport` only for a connection that was never made.
         return matches!(err, WecomError::Transport { .. });
     }
     match err {
