@@ -498,17 +498,3 @@ fn transport_reason(e: &reqwest::Error) -> String {
         format!("{kind}: {detail}")
     }
 }
-
-tokio::task_local! {
-    static URGENT: bool;
-}
-
-/// Runs `f` with its WeCom calls marked urgent (a welcome: its code lives 20 s).
-pub async fn urgent<F: std::future::Future>(f: F) -> F::Output {
-    URGENT.scope(true, f).await
-}
-
-/// Whether the current task's calls are urgent.
-pub fn is_urgent() -> bool {
-    URGENT.try_with(|u| *u).unwrap_or(false)
-}
