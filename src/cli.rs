@@ -337,6 +337,24 @@ async fn evaluate_tiers(settings: Settings, dry_run: bool) -> Result<(), String>
             " made"
         }
     );
+    // Value segments rank everyone against everyone: a full evaluation updates them too.
+    let segments = crate::app::segments::evaluate(&services, !dry_run)
+        .await
+        .map_err(|e| e.to_string())?;
+    for c in &segments {
+        println!(
+            "{}  segment {} → {}  ({})",
+            c.external_userid,
+            c.from.as_deref().unwrap_or("-"),
+            c.to,
+            c.rfm
+        );
+    }
+    println!(
+        "{} segment change(s){}",
+        segments.len(),
+        if dry_run { " would be made" } else { " made" }
+    );
     Ok(())
 }
 

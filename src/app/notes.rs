@@ -224,10 +224,23 @@ async fn member_notice(
     if let Outcome::Refused { error, .. } = outcome {
         return Err(AppError::from(error).into());
     }
+    let now = s.clock.now_ms();
     s.store
-        .mark_told(&body.told, s.clock.now_ms())
+        .mark_told(&body.told, now)
         .await
         .map_err(AppError::from)?;
+    // News that arrived after the notice was rendered (while a retry waited) goes in the next one.
+    if !s
+        .store
+        .untold_notices(&job.userid)
+        .await
+        .map_err(AppError::from)?
+        .is_empty()
+    {
+        let mut tx = s.store.begin().await.map_err(AppError::from)?;
+        enqueue_member_notice(s, &mut tx, &job.userid, now).await?;
+        tx.commit().await.map_err(AppError::from)?;
+    }
     Ok(())
 }
 

@@ -176,7 +176,7 @@ pub async fn wanted_ids(s: &Services, follow: &Follow) -> Result<Vec<String>, Ap
 /// The job: siyu's tags on the relation, as they should be now, in one `mark_tag`. When the
 /// state changed while the call was on its way (a tier change committed meanwhile), it goes again
 /// with the new state, so the last call to land is never an older state's.
-async fn sync(s: &Services, job: &RelationJob) -> Result<(), JobError> {
+pub async fn sync(s: &Services, job: &RelationJob) -> Result<(), JobError> {
     let mut ensured = false;
     for _ in 0..5 {
         let Some(follow) = s
