@@ -107,7 +107,7 @@ pub enum ImportCommand {
     /// their reasons to FILE.rejected.jsonl.
     Activity {
         file: PathBuf,
-        /// No live progress line on stderr.
+        /// No live progress (bar or line) on stderr.
         #[arg(long)]
         quiet: bool,
     },
