@@ -136,7 +136,10 @@ pub enum BenchCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    match &cli.command {
+        Command::Demo(_) => init_demo_tracing(&crate::demo::log_path()),
+        _ => init_tracing(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -163,6 +166,29 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// The demo's log goes to `file` (`RUST_LOG`, default info); the terminal, where the demo tells
+/// its story, gets warnings and errors only. Without the file, only those.
+fn init_demo_tracing(file: &std::path::Path) {
+    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{EnvFilter, fmt};
+    let terminal = fmt::layer()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .with_filter(LevelFilter::WARN);
+    let log = std::fs::File::create(file).ok().map(|f| {
+        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+        fmt::layer()
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(f))
+            .with_filter(filter)
+    });
+    let _ = tracing_subscriber::registry()
+        .with(terminal)
+        .with(log)
         .try_init();
 }
 
