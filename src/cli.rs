@@ -86,7 +86,9 @@ pub struct FakeWecomArgs {
 pub enum EventsCommand {
     /// Put events back to pending so the running server hands them to their handlers again.
     Replay {
-        /// Only events in this status (default: unhandled).
+        /// Only events in this status: unhandled (default), failed or done are put back to
+        /// pending; processing takes back events whose dispatcher's lease ran out (it died).
+        /// pending is refused: those events already wait for the dispatcher.
         #[arg(long, default_value = "unhandled")]
         status: String,
         /// Only events of this kind, e.g. change_external_contact.add_external_contact.
@@ -105,7 +107,7 @@ pub enum ImportCommand {
     /// their reasons to FILE.rejected.jsonl.
     Activity {
         file: PathBuf,
-        /// No live progress line on stderr.
+        /// No live progress (bar or line) on stderr.
         #[arg(long)]
         quiet: bool,
     },
@@ -134,7 +136,10 @@ pub enum BenchCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    match &cli.command {
+        Command::Demo(_) => init_demo_tracing(&crate::demo::log_path()),
+        _ => init_tracing(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -164,6 +169,29 @@ fn init_tracing() {
         .try_init();
 }
 
+/// The demo's log goes to `file` (`RUST_LOG`, default info); the terminal, where the demo tells
+/// its story, gets warnings and errors only. Without the file, only those.
+fn init_demo_tracing(file: &std::path::Path) {
+    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{EnvFilter, fmt};
+    let terminal = fmt::layer()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .with_filter(LevelFilter::WARN);
+    let log = std::fs::File::create(file).ok().map(|f| {
+        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+        fmt::layer()
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(f))
+            .with_filter(filter)
+    });
+    let _ = tracing_subscriber::registry()
+        .with(terminal)
+        .with(log)
+        .try_init();
+}
+
 async fn run(cli: Cli) -> Result<(), String> {
     let load = || Settings::load(cli.config.as_deref()).map_err(|e| e.to_string());
     match cli.command {
@@ -185,10 +213,28 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Events {
             command: EventsCommand::Replay { status, kind, id },
         } => {
-            let status = InboxStatus::parse(&status)
-                .ok_or_else(|| format!("--status {status:?}: one of unhandled, failed, done"))?;
+            let status = replay_status(&status)?;
             let store = open_store(&load()?).await?;
             store.migrate().await.map_err(|e| e.to_string())?;
+            if status == InboxStatus::Processing {
+                let now = crate::clock::Clock::default().now_ms();
+                let r = store
+                    .requeue_stuck_events(kind.as_deref(), id, now)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                println!(
+                    "requeued {} event(s) stuck in processing; a running `siyu serve` picks them up within its poll interval",
+                    r.requeued
+                );
+                if r.leased > 0 {
+                    let secs = ((r.lease_until.unwrap_or(now) - now).max(0) + 999) / 1000;
+                    println!(
+                        "left {} event(s) alone: a dispatcher holds their lease for up to {secs} s more (run again after that if it died)",
+                        r.leased
+                    );
+                }
+                return Ok(());
+            }
             let filter = EventFilter {
                 kind,
                 status: Some(status),
@@ -219,6 +265,22 @@ async fn run(cli: Cli) -> Result<(), String> {
             command: ImportCommand::Activity { file, quiet },
         } => import_activity(load()?, &file, !quiet).await,
         Command::Demo(args) => crate::demo::run(args).await.map_err(|e| e.to_string()),
+    }
+}
+
+/// The statuses `siyu events replay --status` takes, as the README's command table lists them.
+const REPLAY_STATUSES: &str = "unhandled, failed, done, processing";
+
+/// The status `siyu events replay` works on. `unhandled`, `failed` and `done` events are put
+/// back to pending; `processing` takes back events whose lease ran out; `pending` is refused
+/// (those events are already waiting for the dispatcher).
+fn replay_status(status: &str) -> Result<InboxStatus, String> {
+    match InboxStatus::parse(status) {
+        Some(InboxStatus::Pending) => Err(format!(
+            "--status pending: pending events already wait for the dispatcher, there is nothing to replay; use one of {REPLAY_STATUSES}"
+        )),
+        Some(st) => Ok(st),
+        None => Err(format!("--status {status:?}: use one of {REPLAY_STATUSES}")),
     }
 }
 

@@ -2,6 +2,7 @@
 //! fake's driver playing a short scenario whose steps are printed as they happen. Both keep
 //! running afterwards so an operator can look around.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -52,6 +53,8 @@ struct Demo {
     crypto: Crypto,
     http: reqwest::Client,
     n: usize,
+    /// Welcome messages already shown, per customer.
+    welcomes_shown: HashMap<String, usize>,
 }
 
 impl Demo {
@@ -116,8 +119,14 @@ impl Demo {
         })
     }
 
-    /// Waits until siyu has tagged and noted the relation at the fake, then shows what the member sees.
-    async fn show_relation(&self, userid: &str, external_userid: &str) -> Result<(), DemoError> {
+    /// Waits until siyu has tagged and noted the relation at the fake, then shows what the member
+    /// sees, and the welcome message when this step is the one that sent it (the fake recorded
+    /// one for the customer that was not shown yet).
+    async fn show_relation(
+        &mut self,
+        userid: &str,
+        external_userid: &str,
+    ) -> Result<(), DemoError> {
         let mut seen: Option<FollowView> = None;
         for _ in 0..200 {
             seen = self
@@ -153,12 +162,27 @@ impl Demo {
             "           remark 「{}」 description 「{}」",
             follow.remark, follow.description
         ));
-        if let Some(w) = self
+        // The welcome goes out first, but let every job due now finish before looking.
+        for _ in 0..80 {
+            let now = self.app.clock().now_ms();
+            if self.app.store().jobs_idle(now).await.unwrap_or(true) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let welcomes: Vec<_> = self
             .fake
             .welcome_messages()
-            .iter()
-            .find(|w| w.external_userid == external_userid)
-        {
+            .into_iter()
+            .filter(|w| w.external_userid == external_userid)
+            .collect();
+        let shown = self
+            .welcomes_shown
+            .entry(external_userid.to_string())
+            .or_default();
+        let new = welcomes.get(*shown..).unwrap_or_default().to_vec();
+        *shown = welcomes.len();
+        for w in &new {
             self.detail(format!(
                 "the customer got the welcome message 「{}」{}",
                 w.text.clone().unwrap_or_default(),
@@ -171,6 +195,12 @@ impl Demo {
         }
         Ok(())
     }
+}
+
+/// Where `siyu demo` writes its log, so the story on the terminal reads cleanly (kept after the
+/// demo ends; the terminal shows warnings and errors only).
+pub fn log_path() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("siyu-demo-{}.log", std::process::id()))
 }
 
 pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
@@ -219,6 +249,10 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         dir.display()
     );
     println!("  fake WeCom  http://{fake_addr}");
+    println!(
+        "  logs        {}   (warnings also here)",
+        log_path().display()
+    );
     println!();
     let mut demo = Demo {
         crypto: secrets.crypto(),
@@ -226,6 +260,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         fake: fake.clone(),
         http: reqwest::Client::new(),
         n: 0,
+        welcomes_shown: HashMap::new(),
     };
     let driver = fake.driver();
 

@@ -376,3 +376,96 @@ async fn the_events_api_needs_the_token_and_filters() {
     assert!(spec["paths"]["/api/v1/events"].is_object());
     app.shutdown().await;
 }
+
+/// `siyu events replay ARGS` from the real binary, on the test's database, outside the repo (so
+/// no `config/siyu.toml` is read).
+async fn replay(db: &TestDb, args: &[&str]) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_siyu"))
+        .args(["events", "replay"])
+        .args(args)
+        .current_dir(dir.path())
+        .env("SIYU_DATABASE__URL", &db.url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_refuses_pending_and_takes_back_only_events_whose_lease_ran_out() {
+    use siyu::store::inbox::{NewInboxEvent, insert_batch};
+    let db = TestDb::new().await;
+    let store = siyu::store::Store::connect(&db.settings().database)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+
+    let (ok, stdout, stderr) = replay(&db, &["--status", "pending"]).await;
+    assert!(!ok, "{stdout}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("--status pending")
+            && stderr.contains("unhandled, failed, done, processing"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = replay(&db, &["--status", "stuck"]).await;
+    assert!(!ok);
+    assert!(
+        stderr.contains("unhandled, failed, done, processing"),
+        "{stderr}"
+    );
+
+    // Two events claimed by dispatchers: one died a second ago, one is alive for a minute more.
+    let now = siyu::clock::Clock::default().now_ms();
+    let event = |key: &str| NewInboxEvent {
+        dedupe_key: key.into(),
+        kind: "change_external_chat.update".into(),
+        msg_id: None,
+        xml: "<xml></xml>".into(),
+        received_at: now,
+    };
+    let (dead, alive) = (event("dead"), event("alive"));
+    let dead_id = match insert_batch(&store, &[&dead], Some(now - 1000))
+        .await
+        .unwrap()[..]
+    {
+        [siyu::store::inbox::InsertOutcome::Stored(id)] => id,
+        ref other => panic!("{other:?}"),
+    };
+    insert_batch(&store, &[&alive], Some(now + 60_000))
+        .await
+        .unwrap();
+
+    let (ok, stdout, stderr) = replay(&db, &["--status", "processing"]).await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("requeued 1 event(s) stuck in processing"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("left 1 event(s) alone"), "{stdout}");
+    let status_of = |status| EventFilter {
+        kind: None,
+        status: Some(status),
+    };
+    let pending = store
+        .list_events(&status_of(InboxStatus::Pending), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        pending.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![dead_id],
+        "only the event whose lease ran out is pending again"
+    );
+    let processing = store
+        .list_events(&status_of(InboxStatus::Processing), 10)
+        .await
+        .unwrap();
+    assert_eq!(processing.len(), 1, "the live lease is left alone");
+    store.close().await;
+}

@@ -68,15 +68,17 @@ async fn killing_the_process_mid_load_loses_no_acknowledged_event() {
     );
     let acknowledged: Arc<Mutex<Vec<u64>>> = Arc::default();
     let next = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let now = siyu::clock::system_now_ms() / 1000;
     let mut load = Vec::new();
     for _ in 0..16 {
-        let (sender, acknowledged, next, stop) = (
+        let (sender, acknowledged, next, stop, refused) = (
             sender.clone(),
             acknowledged.clone(),
             next.clone(),
             stop.clone(),
+            refused.clone(),
         );
         load.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
@@ -84,7 +86,11 @@ async fn killing_the_process_mid_load_loses_no_acknowledged_event() {
                 let sealed = sender.seal(&add_contact_xml(CORP_ID, n, now));
                 match sender.post(&sealed).await {
                     Ok(200) => acknowledged.lock().unwrap().push(n),
-                    Ok(_) | Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                    Ok(_) | Err(_) => {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                        // A short pause before the next try, as WeCom's retries pause.
+                        tokio::time::sleep(Duration::from_millis(5)).await
+                    }
                 }
             }
         }));
@@ -96,7 +102,13 @@ async fn killing_the_process_mid_load_loses_no_acknowledged_event() {
     assert!(loaded, "the load did not get going");
     child.start_kill().unwrap(); // SIGKILL, mid-load
     child.wait().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The load keeps going until it has met the dead server: requests refused after the kill.
+    let at_kill = refused.load(Ordering::Relaxed);
+    let met = eventually(Duration::from_secs(10), || async {
+        refused.load(Ordering::Relaxed) >= at_kill + 16
+    })
+    .await;
+    assert!(met, "the load never met the killed server");
     stop.store(true, Ordering::Relaxed);
     for task in load {
         task.await.unwrap();

@@ -18,7 +18,8 @@ async fn the_demo_plays_its_scenario_and_exits_cleanly() {
                 "127.0.0.1:0",
             ])
             .current_dir(workdir.path())
-            .env("RUST_LOG", "warn")
+            // Info logs go to the demo's log file, not between the story's lines.
+            .env("RUST_LOG", "info")
             .output(),
     )
     .await
@@ -52,4 +53,42 @@ async fn the_demo_plays_its_scenario_and_exits_cleanly() {
         assert!(stdout.contains(step), "missing {step:?} in\n{stdout}");
     }
     assert!(!stderr.contains("ERROR"), "{stderr}");
+    assert!(
+        !stderr.contains(" INFO "),
+        "info logs on the terminal: {stderr}"
+    );
+    let log = stdout
+        .lines()
+        .take(6)
+        .find_map(|l| l.trim().strip_prefix("logs"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(std::path::PathBuf::from)
+        .expect("the first lines name the log file");
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    assert!(
+        logged.contains(" INFO "),
+        "the log file has the logs: {logged}"
+    );
+
+    // The welcome line comes with the two adds whose channel has a welcome, and nowhere else.
+    let welcome = "the customer got the welcome message";
+    assert_eq!(stdout.matches(welcome).count(), 2, "{stdout}");
+    for (step, next) in [
+        (
+            "王小明 scanned the 抖音 code",
+            "陈静 scanned the 小红书 code",
+        ),
+        (
+            "陈静 scanned the 小红书 code",
+            "路人甲 scanned an old poster",
+        ),
+    ] {
+        let from = stdout.find(step).unwrap();
+        let to = stdout.find(next).unwrap();
+        assert!(
+            stdout[from..to].contains(welcome),
+            "no welcome under {step:?}: {stdout}"
+        );
+    }
 }

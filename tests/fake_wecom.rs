@@ -628,8 +628,16 @@ async fn mass_message_lifecycle_dispatch_confirm_remind_cancel() {
         )
     };
     assert_eq!(code(&task().await), 41063, "still dispatching");
-    tokio::time::sleep(Duration::from_millis(350)).await;
-    let tasks = task().await;
+    // Dispatching ends after the delay set above: poll for it rather than sleep past it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let tasks = loop {
+        let tasks = task().await;
+        if code(&tasks) != 41063 || tokio::time::Instant::now() >= deadline {
+            break tasks;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(code(&tasks), 0, "{tasks}");
     assert_eq!(
         tasks["task_list"],
         json!([{"userid": "lisi", "status": 0}, {"userid": "zhangsan", "status": 0}])
@@ -749,8 +757,12 @@ async fn the_per_customer_cap_marks_the_second_message_of_the_day_status_3() {
             json!({"external_userid": [customer], "sender": "zhangsan", "text": {"content": text}}),
         )
     };
-    let first = send("one").await["msgid"].as_str().unwrap().to_owned();
-    let second = send("two").await["msgid"].as_str().unwrap().to_owned();
+    let msgid_of = |v: Value| {
+        assert_eq!(code(&v), 0, "{v}");
+        v["msgid"].as_str().unwrap().to_owned()
+    };
+    let first = msgid_of(send("one").await);
+    let second = msgid_of(send("two").await);
     let driver = w.fake.driver();
     driver
         .staff_confirms_mass_message(&first, "zhangsan")
@@ -771,6 +783,7 @@ async fn the_per_customer_cap_marks_the_second_message_of_the_day_status_3() {
                     json!({"msgid": msgid, "userid": "zhangsan"}),
                 )
                 .await;
+            assert_eq!(code(&v), 0, "{v}");
             v["send_list"][0]["status"].as_i64().unwrap()
         }
     };
@@ -822,6 +835,7 @@ async fn the_default_monthly_cap_allows_several_messages_a_day() {
                 json!({"external_userid": [customer], "text": {"content": text}}),
             )
             .await;
+        assert_eq!(code(&v), 0, "{v}");
         let msgid = v["msgid"].as_str().unwrap();
         w.fake
             .driver()
@@ -1141,6 +1155,7 @@ async fn a_timeout_still_makes_the_change() {
             json!({"group_name": "渠道", "tag": [{"name": "抖音"}]}),
         )
         .await;
+    assert_eq!(code(&tag), 0, "{tag}");
     let tag_id = tag["tag_group"]["tag"][0]["id"]
         .as_str()
         .unwrap()
@@ -1340,6 +1355,7 @@ async fn welcome_codes_are_single_use_and_live_20_seconds() {
         .customer_adds_staff("lisi", None, NewCustomer::wechat("辛"))
         .await
         .unwrap();
+    // Waiting out the code's lifetime is the behaviour under test.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let expired = w
         .post(
@@ -1396,31 +1412,42 @@ async fn api_writes_never_trigger_callbacks() {
             json!({"group_name": "g", "tag": [{"name": "a"}]}),
         )
         .await;
+    assert_eq!(code(&tag), 0, "{tag}");
     let tag_id = tag["tag_group"]["tag"][0]["id"].clone();
-    w.post(
-        "externalcontact/edit_corp_tag",
-        &t,
-        json!({"id": tag_id, "name": "b"}),
-    )
-    .await;
-    w.post(
-        "externalcontact/mark_tag",
-        &t,
-        json!({"userid": "zhangsan", "external_userid": customer, "add_tag": [tag_id]}),
-    )
-    .await;
-    w.post(
-        "externalcontact/remark",
-        &t,
-        json!({"userid": "zhangsan", "external_userid": customer, "remark": "VIP"}),
-    )
-    .await;
-    w.post(
-        "externalcontact/del_corp_tag",
-        &t,
-        json!({"tag_id": [tag_id]}),
-    )
-    .await;
+    let answer = w
+        .post(
+            "externalcontact/edit_corp_tag",
+            &t,
+            json!({"id": tag_id, "name": "b"}),
+        )
+        .await;
+    assert_eq!(code(&answer), 0, "{answer}");
+    let answer = w
+        .post(
+            "externalcontact/mark_tag",
+            &t,
+            json!({"userid": "zhangsan", "external_userid": customer, "add_tag": [tag_id]}),
+        )
+        .await;
+    assert_eq!(code(&answer), 0, "{answer}");
+    let answer = w
+        .post(
+            "externalcontact/remark",
+            &t,
+            json!({"userid": "zhangsan", "external_userid": customer, "remark": "VIP"}),
+        )
+        .await;
+    assert_eq!(code(&answer), 0, "{answer}");
+    let answer = w
+        .post(
+            "externalcontact/del_corp_tag",
+            &t,
+            json!({"tag_id": [tag_id]}),
+        )
+        .await;
+    assert_eq!(code(&answer), 0, "{answer}");
+    // A callback would be posted as the write is handled; this test has no app to wait for idle,
+    // so it gives one the time of a loopback round trip many times over, then looks.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(sink.lock().unwrap().is_empty());
 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{TestDb, eventually, start_with};
+use common::{TestDb, eventually, start_with, wait_idle};
 use siyu::clock::Clock;
 use siyu::config::Settings;
 use siyu::jobs::scheduler::Recurring;
@@ -90,7 +90,9 @@ async fn a_delayed_job_waits_for_its_time_and_a_key_is_used_once() {
             .is_none(),
         "the same idempotency key is not enqueued twice"
     );
+    // Time passing short of run_at is the behaviour under test; then nothing may be running.
     tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(wait_idle(&app, Duration::from_secs(5)).await);
     assert_eq!(job_state(app.store(), "later-1").await.0, "queued");
     assert!(runs.lock().unwrap().is_empty());
 
@@ -169,7 +171,8 @@ async fn two_processes_with_several_workers_never_run_the_same_job() {
     })
     .await;
     assert!(all_done, "ran {} of {total}", runs.lock().unwrap().len());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(wait_idle(&first, Duration::from_secs(10)).await);
+    assert!(wait_idle(&second, Duration::from_secs(10)).await);
     let mut per_key: HashMap<String, usize> = HashMap::new();
     for (key, _) in runs.lock().unwrap().iter() {
         *per_key.entry(key.clone()).or_default() += 1;
@@ -198,17 +201,71 @@ async fn a_recurring_job_runs_once_per_due_time_across_two_processes() {
     b.recurring = recurring;
     let first = start_with(settings.clone(), a).await;
     let second = start_with(settings.clone(), b).await;
-    tokio::time::sleep(Duration::from_millis(4200)).await;
+    let three = eventually(Duration::from_secs(10), || async {
+        runs.lock().unwrap().len() >= 3
+    })
+    .await;
+    assert!(wait_idle(&first, Duration::from_secs(5)).await);
     first.shutdown().await;
     second.shutdown().await;
 
     let runs = runs.lock().unwrap().clone();
-    assert!(runs.len() >= 3, "expected a run a second, got {runs:?}");
+    assert!(three, "expected a run a second, got {runs:?}");
     let mut keys: Vec<&String> = runs.iter().map(|(k, _)| k).collect();
     keys.sort();
     let before = keys.len();
     keys.dedup();
     assert_eq!(before, keys.len(), "a due time ran twice: {runs:?}");
+}
+
+/// The scheduler's compare-and-set, raced as two processes race it: two stores on one database
+/// (each its own pool and write gate) both saw the same due time and both try to move it on. The
+/// job key `schedule:<name>:<due>` would hide a double fire from the job table, so this looks at
+/// the CAS itself: exactly one of the two wins each due time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_schedulers_racing_one_due_time_fire_it_once() {
+    use siyu::store::schedules::{Schedule, advance};
+    let db = TestDb::new().await;
+    let settings = db.settings();
+    let a = Store::connect(&settings.database).await.unwrap();
+    a.migrate().await.unwrap();
+    let b = Store::connect(&settings.database).await.unwrap();
+    let due0 = 1_000_000;
+    let schedule = Schedule {
+        name: "race".into(),
+        cron: "* * * * * *".into(),
+        timezone: "Asia/Shanghai".into(),
+        job_kind: "race".into(),
+        payload: "{}".into(),
+        next_run_at: due0,
+    };
+    a.declare_schedule(&schedule, 0).await.unwrap();
+    for round in 0..20 {
+        let due = due0 + round * 1000;
+        let now = due + 10;
+        // Both processes look first, and see the same due time.
+        let seen_a = a.due_schedules(now).await.unwrap();
+        let seen_b = b.due_schedules(now).await.unwrap();
+        assert_eq!(seen_a[0].next_run_at, due);
+        assert_eq!(seen_b[0].next_run_at, due);
+        let fire = |store: Store| async move {
+            let mut tx = store.begin().await.unwrap();
+            let won = advance(&mut tx, "race", due, due + 1000, now)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            won
+        };
+        let (won_a, won_b) =
+            tokio::join!(tokio::spawn(fire(a.clone())), tokio::spawn(fire(b.clone())));
+        let (won_a, won_b) = (won_a.unwrap(), won_b.unwrap());
+        assert!(
+            won_a ^ won_b,
+            "due time {due}: a won {won_a}, b won {won_b}; exactly one may fire it"
+        );
+    }
+    a.close().await;
+    b.close().await;
 }
 
 #[test]
@@ -313,8 +370,8 @@ async fn workers_and_the_dispatcher_wake_at_once_not_on_their_poll() {
         },
     );
     let app = start_with(settings.clone(), components).await;
-    // Let every worker reach its wait.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Nothing to do: every worker and the dispatcher are (about to be) parked in their wait.
+    assert!(wait_idle(&app, Duration::from_secs(5)).await);
 
     let enqueued_at = clock.now_ms();
     enqueue(&app, &settings, "now", "now-1", None).await;

@@ -55,7 +55,13 @@ pub async fn answer(s: &Services, userid: &str, content: &str) -> Result<String,
                 let channel = attribute(s, Some(&c.channel)).await?;
                 matches.push(context! { name => c.name, tier => tier_name(&tiers, &c.tier), channel => channel.name, id => c.external_userid });
             }
-            let total = found.len();
+            // `found` stops one past the list: past it, count every match (same filter and
+            // visibility) so the answer tells the true total.
+            let total = if found.len() > LIST_MAX as usize {
+                s.store.count_customers(query, visible_to).await?
+            } else {
+                found.len() as i64
+            };
             Ok(s.templates.render(
                 "staff_list.j2",
                 context! { total => total, matches => matches },

@@ -527,6 +527,32 @@ impl Store {
         Ok(rows)
     }
 
+    /// How many customers [`Store::find_customers`] would find without a limit: the same match
+    /// and the same visibility.
+    pub async fn count_customers(&self, query: &str, visible_to: Option<&str>) -> Result<i64> {
+        let like = format!(
+            "%{}%",
+            query
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        let n: i64 = with_pool!(self, |pool| {
+            sqlx::query_scalar(
+                "SELECT COUNT(DISTINCT c.external_userid)
+                 FROM customers c JOIN follows f ON f.external_userid = c.external_userid
+                 WHERE (c.name LIKE $1 ESCAPE '\\' OR f.remark LIKE $1 ESCAPE '\\' OR c.external_userid = $2)
+                   AND ($3 IS NULL OR c.external_userid IN (SELECT external_userid FROM follows WHERE userid = $3))",
+            )
+            .bind(&like)
+            .bind(query)
+            .bind(visible_to)
+            .fetch_one(pool)
+            .await?
+        });
+        Ok(n)
+    }
+
     /// Records the note siyu wrote on a relation (to tell it apart from a hand-typed one later).
     /// `remark` is `None` when siyu left the member's own remark alone.
     pub async fn set_siyu_note(

@@ -92,6 +92,17 @@ pub struct EventSummary {
     pub duplicates: i64,
 }
 
+/// What [`Store::requeue_stuck_events`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StuckRequeue {
+    /// Put back to pending.
+    pub requeued: u64,
+    /// Left alone: still leased by a live dispatcher.
+    pub leased: u64,
+    /// When the last of those leases ends (Unix ms).
+    pub lease_until: Option<i64>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
     pub kind: Option<String>,
@@ -363,6 +374,64 @@ impl Store {
         }
         tx.commit().await?;
         Ok(affected)
+    }
+
+    /// Takes back events stuck in `processing`: those whose lease ran out by `now` (the process
+    /// that claimed them died or hangs) go back to `pending`, ahead of newer ones, and keep their
+    /// attempts. Events still under a lease are being handled by a live dispatcher and are left
+    /// alone: the answer counts them, with the latest lease end among them.
+    pub async fn requeue_stuck_events(
+        &self,
+        kind: Option<&str>,
+        id: Option<i64>,
+        now: i64,
+    ) -> Result<StuckRequeue> {
+        let mut tx = self.begin().await?;
+        let (requeued, leased, lease_until) = with_tx!(tx, |conn| {
+            let requeued = sqlx::query(
+                "UPDATE inbox SET status = 'pending', lease_until = NULL
+                 WHERE status = 'processing' AND (lease_until IS NULL OR lease_until < $1)
+                   AND ($2 IS NULL OR kind = $2) AND ($3 IS NULL OR id = $3)",
+            )
+            .bind(now)
+            .bind(kind)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            let (leased, lease_until): (i64, Option<i64>) = sqlx::query_as(
+                "SELECT COUNT(*), MAX(lease_until) FROM inbox
+                 WHERE status = 'processing'
+                   AND ($1 IS NULL OR kind = $1) AND ($2 IS NULL OR id = $2)",
+            )
+            .bind(kind)
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await?;
+            (requeued, leased, lease_until)
+        });
+        if requeued > 0 {
+            tx.wake_inbox_on_commit();
+            notify_replicas(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(StuckRequeue {
+            requeued,
+            leased: leased as u64,
+            lease_until,
+        })
+    }
+
+    /// True when no event waits for the dispatcher or is being handled (tests wait for this).
+    pub async fn inbox_idle(&self) -> Result<bool> {
+        let open: i64 = with_pool!(self, |pool| {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM inbox WHERE status = 'pending' OR status = 'processing'",
+            )
+            .fetch_one(pool)
+            .await?
+        });
+        Ok(open == 0)
     }
 
     /// Events per status (every status present, zero when none).

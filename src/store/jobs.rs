@@ -328,3 +328,20 @@ impl Store {
         Ok(jobs)
     }
 }
+
+impl Store {
+    /// True when no job is running and none is queued and due by `now` (tests wait for this;
+    /// jobs queued for later do not count).
+    pub async fn jobs_idle(&self, now: i64) -> Result<bool> {
+        let busy: i64 = with_pool!(self, |pool| {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM jobs
+                 WHERE state = 'running' OR (state = 'queued' AND run_at <= $1)",
+            )
+            .bind(now)
+            .fetch_one(pool)
+            .await?
+        });
+        Ok(busy == 0)
+    }
+}

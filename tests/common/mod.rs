@@ -161,3 +161,27 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Waits until `app` has nothing left to do now: no job running, none queued and due, no inbox
+/// event pending or processing; seen twice in a row 50 ms apart, so a job or event that starts
+/// another is caught. False when that does not happen within `timeout`. Assert "nothing
+/// happened" only after this.
+pub async fn wait_idle(app: &App, timeout: Duration) -> bool {
+    let idle = || async {
+        let store = app.store();
+        store.jobs_idle(app.clock().now_ms()).await.unwrap() && store.inbox_idle().await.unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if idle().await {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if idle().await {
+                return true;
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
