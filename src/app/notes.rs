@@ -205,7 +205,7 @@ async fn member_notice(
     } else {
         None
     };
-    let (body, outcome) = ctx
+    let (_, outcome) = ctx
         .send_once(
             || async move {
                 first.ok_or_else(|| JobError::Permanent("the notice was never rendered".into()))
@@ -213,22 +213,28 @@ async fn member_notice(
             |_| async { Ok(Look::SendAgain) },
             |body: &NoticeBody| {
                 let body = body.clone();
-                let wecom = s.wecom.clone();
+                let s = s.clone();
                 async move {
+                    // Told from the moment the notice is on its way (its body is in the ledger):
+                    // the next window's notice must not tell the same news again.
+                    s.store.mark_told(&body.told, s.clock.now_ms()).await?;
                     let to: Vec<&str> = body.to.iter().map(String::as_str).collect();
-                    wecom.send_text_to_members(&to, &body.text).await
+                    Ok::<_, NoticeError>(s.wecom.send_text_to_members(&to, &body.text).await?)
                 }
             },
         )
         .await?;
-    if let Outcome::Refused { error, .. } = outcome {
-        return Err(AppError::from(error).into());
+    match outcome {
+        Outcome::Refused {
+            error: NoticeError::Wecom(error),
+            ..
+        } => return Err(AppError::from(error).into()),
+        Outcome::Refused {
+            error: NoticeError::Store(error),
+            ..
+        } => return Err(AppError::from(error).into()),
+        Outcome::Sent(_) | Outcome::SentBefore => {}
     }
-    let now = s.clock.now_ms();
-    s.store
-        .mark_told(&body.told, now)
-        .await
-        .map_err(AppError::from)?;
     // News that arrived after the notice was rendered (while a retry waited) goes in the next one.
     if !s
         .store
@@ -238,10 +244,25 @@ async fn member_notice(
         .is_empty()
     {
         let mut tx = s.store.begin().await.map_err(AppError::from)?;
-        enqueue_member_notice(s, &mut tx, &job.userid, now).await?;
+        enqueue_member_notice(s, &mut tx, &job.userid, s.clock.now_ms()).await?;
         tx.commit().await.map_err(AppError::from)?;
     }
     Ok(())
+}
+
+/// What can stop a notice on its way: marking its news told, or WeCom.
+#[derive(Debug, thiserror::Error)]
+enum NoticeError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Wecom(#[from] WecomError),
+}
+
+impl crate::jobs::send::SendError for NoticeError {
+    fn outcome_unknown(&self) -> bool {
+        matches!(self, NoticeError::Wecom(WecomError::OutcomeUnknown { .. }))
+    }
 }
 
 async fn render_notice(
