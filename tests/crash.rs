@@ -4,12 +4,12 @@
 mod common;
 
 use std::collections::HashSet;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{CORP_ID, TestDb, eventually, secrets};
+use common::binary::{self, free_port, wait_healthy};
+use common::{CORP_ID, TestDb, eventually};
 use siyu::app::ingest::dedupe_key_of_xml;
 use siyu::fake::sender::CallbackSender;
 use siyu::store::Store;
@@ -17,40 +17,8 @@ use siyu::store::inbox::InboxStatus;
 use siyu::testkit::add_contact_xml;
 use tokio::process::{Child, Command};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn spawn_siyu(db_url: &str, port: u16, workdir: &std::path::Path) -> Child {
-    let s = secrets();
-    Command::new(env!("CARGO_BIN_EXE_siyu"))
-        .arg("serve")
-        .current_dir(workdir)
-        .env("SIYU_SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env("SIYU_DATABASE__URL", db_url)
-        .env("SIYU_WECOM__CORP_ID", &s.corp_id)
-        .env("SIYU_WECOM__CALLBACK_TOKEN", &s.token)
-        .env("SIYU_WECOM__ENCODING_AES_KEY", &s.encoding_aes_key)
-        .env("SIYU_API__TOKEN", "t")
-        .env("SIYU_INBOX__LEASE_SECS", "1")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the siyu binary starts")
-}
-
-async fn wait_healthy(port: u16) {
-    let up = eventually(Duration::from_secs(20), || async move {
-        matches!(reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await, Ok(r) if r.status() == 200)
-    })
-    .await;
-    assert!(up, "siyu did not come up on port {port}");
+    binary::spawn(binary::serve(db_url, port, workdir, binary::NO_WECOM))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -262,4 +230,139 @@ async fn migrate_and_replay_from_the_command_line() {
     let bad = run(&["events", "replay", "--status", "nonsense"]).await;
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--status"));
+}
+
+/// A customer siyu has recorded, at the entry tier, followed by zhangsan (and at the fake too,
+/// silently, so WeCom knows the relation).
+async fn seed_customer(store: &Store, fake: &siyu::fake::FakeWecom, name: &str) -> String {
+    use siyu::store::contacts::{Customer, Follow, upsert_customer, upsert_follow};
+    let external_userid = fake.seed_customer("zhangsan", siyu::fake::NewCustomer::wechat(name));
+    let now = siyu::clock::system_now_ms();
+    let mut tx = store.begin().await.unwrap();
+    let customer = Customer {
+        external_userid: external_userid.clone(),
+        name: name.into(),
+        kind: 1,
+        corp_name: String::new(),
+        tier: "member".into(),
+        channel: "unattributed".into(),
+        first_added_at: now,
+    };
+    upsert_customer(&mut tx, &customer, now).await.unwrap();
+    let follow = Follow {
+        userid: "zhangsan".into(),
+        external_userid: external_userid.clone(),
+        channel: "unattributed".into(),
+        state: None,
+        add_way: 1,
+        added_at: now,
+        remark: String::new(),
+        description: String::new(),
+        tag_ids: vec![],
+        status: "connected".into(),
+        ended_at: None,
+        siyu_remark: None,
+    };
+    upsert_follow(&mut tx, &follow, now).await.unwrap();
+    tx.commit().await.unwrap();
+    external_userid
+}
+
+async fn fake_wecom() -> (siyu::fake::FakeWecom, String) {
+    let fake = common::world::fake();
+    let (addr, _server) = fake.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    (fake, format!("http://{addr}"))
+}
+
+async fn migrated_store(db: &TestDb) -> Store {
+    let mut settings = db.settings();
+    settings.database.max_connections = 2;
+    let store = Store::connect(&settings.database).await.unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_and_the_evaluation_it_decides_survive_a_kill_right_after_the_commit() {
+    let db = TestDb::new().await;
+    let workdir = tempfile::tempdir().unwrap();
+    let (fake, api_base) = fake_wecom().await;
+    let store = migrated_store(&db).await;
+    let customer = seed_customer(&store, &fake, "王小明").await;
+
+    // siyu dies right after it commits the shop's order (before it answers).
+    let port = free_port();
+    let mut armed = binary::serve(&db.url, port, workdir.path(), &api_base);
+    armed.env("SIYU_FAILPOINT", "activity.recorded");
+    let mut child = binary::spawn(armed);
+    wait_healthy(port).await;
+    let at = chrono::Utc::now().to_rfc3339();
+    let answer = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/api/v1/activity"))
+        .bearer_auth(binary::API_TOKEN)
+        .json(&serde_json::json!({"items": [
+            {"kind": "order", "customer": customer, "amount": 2500.00, "at": at, "id": "order-1"}]}))
+        .send()
+        .await;
+    assert!(
+        answer.as_ref().map_or(true, |r| !r.status().is_success()),
+        "the failpoint did not stop siyu: {answer:?}"
+    );
+    let exit = child.wait().await.unwrap();
+    assert!(!exit.success(), "siyu exited cleanly: {exit}");
+    let tier =
+        |store: Store, id: String| async move { store.customer(&id).await.unwrap().unwrap().tier };
+    assert_eq!(tier(store.clone(), customer.clone()).await, "member");
+
+    // After a restart the evaluation decided with the order runs: the customer is promoted.
+    let mut child = binary::spawn(binary::serve(&db.url, port, workdir.path(), &api_base));
+    wait_healthy(port).await;
+    let promoted = eventually(Duration::from_secs(20), || {
+        let (store, id) = (store.clone(), customer.clone());
+        async move { tier(store, id).await == "partner" }
+    })
+    .await;
+    assert!(promoted, "the order's evaluation was lost with the process");
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_segments_and_the_tag_syncs_they_decide_survive_a_kill_right_after_the_commit() {
+    let db = TestDb::new().await;
+    let workdir = tempfile::tempdir().unwrap();
+    let (fake, api_base) = fake_wecom().await;
+    let store = migrated_store(&db).await;
+    let customer = seed_customer(&store, &fake, "李雷").await;
+
+    // The full evaluation (as the nightly job runs it) dies right after it commits the segments.
+    let mut armed = binary::siyu(&["tiers", "evaluate"], &db.url, workdir.path(), &api_base);
+    armed.env("SIYU_FAILPOINT", "segments.recorded");
+    let output = armed.output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("failpoint segments.recorded"), "{stderr}");
+    let segment = store.segment_of(&customer).await.unwrap().map(|(s, _)| s);
+    assert_eq!(segment.as_deref(), Some("一般挽留"));
+
+    // A siyu started afterwards runs the tag syncs decided with the segments.
+    let port = free_port();
+    let mut child = binary::spawn(binary::serve(&db.url, port, workdir.path(), &api_base));
+    wait_healthy(port).await;
+    let tagged = eventually(Duration::from_secs(20), || async {
+        let library = fake.tag_library();
+        let segment_tag = library
+            .iter()
+            .flat_map(|g| g.tag.iter())
+            .find(|t| t.name == "一般挽留" && !t.deleted)
+            .map(|t| t.id.clone());
+        let follow = fake
+            .customer(&customer)
+            .and_then(|c| c.follow_user.into_iter().find(|f| f.userid == "zhangsan"));
+        matches!((segment_tag, follow), (Some(id), Some(f)) if f.tags.contains(&id))
+    })
+    .await;
+    assert!(tagged, "the segment's tag sync was lost with the process");
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
 }
