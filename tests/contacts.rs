@@ -213,7 +213,7 @@ async fn redelivery_and_a_restart_between_steps_change_nothing_more() {
     }
     let world = World { app, ..w };
     assert!(world.settled("zhangsan", &a.external_userid, 3).await);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(common::wait_settled(&world.app, Duration::from_secs(10)).await);
     assert_eq!(world.fake.welcome_messages().len(), 1, "welcomed once");
     assert_eq!(
         world
@@ -339,7 +339,7 @@ async fn a_churned_customer_shows_as_lost_and_the_member_and_operators_are_told_
     })
     .await;
     assert!(told, "the churn notice was sent");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(common::wait_settled(&w.app, Duration::from_secs(10)).await);
     let messages = w.fake.app_messages();
     assert_eq!(messages.len(), 1, "told once: {messages:?}");
     assert_eq!(messages[0]["touser"], "zhangsan|boss");
@@ -529,7 +529,7 @@ async fn deletions_handovers_and_failed_transfers_are_recorded_apart_from_churn(
         "deleted"
     );
     // Neither is churn: nobody is told, nothing counts as lost.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(common::wait_settled(&w.app, Duration::from_secs(10)).await);
     assert!(w.fake.app_messages().is_empty());
     let listed = w.get("/channels").await;
     assert!(

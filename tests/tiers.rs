@@ -64,7 +64,7 @@ async fn promotion_at_the_threshold_swaps_the_tag_and_rewrites_the_note_and_not_
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["stored"], 3);
     assert!(tier_becomes(&w, &a, "partner").await);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(common::wait_idle(&w.app, Duration::from_secs(10)).await);
     assert_eq!(tier_of(&w, &b).await, "member", "1999.99 is one fen short");
 
     let history = w.app.store().tier_history(&a).await.unwrap();
@@ -104,7 +104,8 @@ async fn promotion_at_the_threshold_swaps_the_tag_and_rewrites_the_note_and_not_
     })
     .await;
     assert!(told);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Every notice decided so far has run (they wait for their window's end).
+    assert!(common::wait_settled(&w.app, Duration::from_secs(10)).await);
     let messages = w.fake.app_messages();
     assert_eq!(messages.len(), 1, "{messages:?}");
     assert_eq!(messages[0]["touser"], "zhangsan");
@@ -144,7 +145,7 @@ async fn refunds_lower_spend_and_rules_combine_with_any_and_all() {
     )
     .await;
     assert!(tier_becomes(&w, &b, "partner").await);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(common::wait_idle(&w.app, Duration::from_secs(10)).await);
     assert_eq!(tier_of(&w, &a).await, "member", "2500 - 600 = 1900 < 2000");
     assert_eq!(
         tier_of(&w, &b).await,
@@ -281,7 +282,7 @@ async fn demotion_waits_for_the_grace_period_and_recovery_inside_it_keeps_the_ti
         json!([{"kind": "order", "customer": a, "amount": 1000, "at": at(&w, 0), "id": "o-2"}]),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(common::wait_idle(&w.app, Duration::from_secs(10)).await);
     assert!(evaluate().await.is_empty());
     assert_eq!(
         w.app
@@ -333,7 +334,7 @@ async fn a_rule_change_takes_effect_on_the_next_evaluation_and_a_dry_run_changes
         json!([{"kind": "order", "customer": a, "amount": 600, "at": at(&w, 1), "id": "o-1"}]),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(common::wait_idle(&w.app, Duration::from_secs(10)).await);
     assert_eq!(tier_of(&w, &a).await, "member");
     let mut settings = common::world::settings(&w.db, w.fake_addr());
     settings.tiers[1].promote.any[0].min = json!(500);
@@ -394,7 +395,7 @@ async fn a_pin_wins_over_the_rules_until_it_expires() {
         json!([{"kind": "order", "customer": a, "amount": 5000, "at": at(&w, 0), "id": "o-1"}]),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(common::wait_idle(&w.app, Duration::from_secs(10)).await);
     assert_eq!(
         tier_of(&w, &a).await,
         "member",
@@ -572,7 +573,7 @@ async fn rules_changed_through_the_api_are_validated_kept_with_who_and_used_next
         json!([{"kind": "order", "customer": a, "amount": 600, "at": at(&w, 1), "id": "o-1"}]),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(common::wait_idle(&w.app, Duration::from_secs(10)).await);
     assert_eq!(tier_of(&w, &a).await, "member");
     let put = |body: Value| {
         let w = &w;

@@ -186,3 +186,17 @@ pub async fn wait_idle(app: &App, timeout: Duration) -> bool {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Like [`wait_idle`], but also waits for jobs that are due later (a member's notice waits for
+/// the end of its window): true once no job is queued or running at all.
+pub async fn wait_settled(app: &App, timeout: Duration) -> bool {
+    use siyu::store::jobs::JobState;
+    eventually(timeout, || async {
+        let counts = app.store().count_jobs_by_state().await.unwrap();
+        let busy = counts
+            .iter()
+            .any(|(state, n)| matches!(state, JobState::Queued | JobState::Running) && *n > 0);
+        !busy && wait_idle(app, timeout).await
+    })
+    .await
+}
