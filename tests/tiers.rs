@@ -589,7 +589,19 @@ async fn rules_changed_through_the_api_are_validated_kept_with_who_and_used_next
             (r.status().as_u16(), r.json::<Value>().await.unwrap())
         }
     };
-    let mut tiers = w.get("/tiers").await["tiers"].clone();
+    let in_force = w.get("/tiers").await;
+    assert_eq!(in_force["source"], "config", "{in_force}");
+    let mut tiers = in_force["tiers"].clone();
+    // A metric nobody sends would read 0 forever: refused, naming the condition.
+    let mut typo = tiers.clone();
+    typo[1]["promote"]["any"][1]["metric"] = json!("refferal");
+    let (status, body) = put(json!({"tiers": typo, "by": "ops-li"})).await;
+    assert_eq!(status, 400, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("tiers[1].promote.any[1]") && error.contains("refferal"),
+        "{body}"
+    );
     tiers[1]["promote"]["any"][0]["min"] = json!("12.345");
     let (status, body) = put(json!({"tiers": tiers, "by": "ops-li"})).await;
     assert_eq!(status, 400);
@@ -608,6 +620,7 @@ async fn rules_changed_through_the_api_are_validated_kept_with_who_and_used_next
     let (status, body) = put(json!({"tiers": tiers, "by": "ops-li"})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["changes"][0]["changed_by"], "ops-li");
+    assert_eq!(body["source"], "api");
     assert_eq!(
         tier_of(&w, &a).await,
         "member",
@@ -615,5 +628,88 @@ async fn rules_changed_through_the_api_are_validated_kept_with_who_and_used_next
     );
     tiers::evaluate(w.app.services(), None, true).await.unwrap();
     assert_eq!(tier_of(&w, &a).await, "partner");
+    w.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_activity_id_sent_again_with_other_content_is_refused_naming_it() {
+    let w = world().await;
+    w.channels().await;
+    let a = customer(&w, "王小明").await;
+    let order =
+        json!({"kind": "order", "customer": a, "amount": 300, "at": at(&w, 1), "id": "o-1"});
+    let (status, body) = activity(&w, json!([order])).await;
+    assert_eq!((status, body["stored"].clone()), (200, json!(1)), "{body}");
+    // The same record again: a duplicate, nothing changes.
+    let (status, body) = activity(&w, json!([order])).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["stored"].clone(), body["duplicates"].clone()),
+        (json!(0), json!(1))
+    );
+    // The same id for another amount: the shop has a bug, and siyu says which id.
+    let mut other = order.clone();
+    other["amount"] = json!(3000);
+    let fresh = json!({"kind": "order", "customer": a, "amount": 10, "at": at(&w, 1), "id": "o-2"});
+    let (status, body) = activity(&w, json!([fresh, other])).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("o-1"), "{body}");
+    // Nothing of the refused batch was stored, and the customer was not promoted by it.
+    let (_, body) = activity(&w, json!([fresh])).await;
+    assert_eq!(body["stored"], 1, "{body}");
+    assert!(common::wait_idle(&w.app, Duration::from_secs(10)).await);
+    assert_eq!(tier_of(&w, &a).await, "member");
+    w.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_a_shop_ref_to_another_customer_re_evaluates_the_one_who_lost_it() {
+    let w = world().await;
+    w.channels().await;
+    let a = customer(&w, "王小明").await;
+    let b = customer(&w, "李雷").await;
+    let put_refs = |id: String| {
+        let w = &w;
+        async move {
+            w.http
+                .put(w.api(&format!("/customers/{id}/refs")))
+                .bearer_auth(siyu::testkit::API_TOKEN)
+                .json(&json!({"refs": ["shop-42"]}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(put_refs(a.clone()).await, 200);
+    activity(
+        &w,
+        json!([{"kind": "order", "customer": "shop-42", "amount": 2500, "at": at(&w, 1), "id": "o-1"}]),
+    )
+    .await;
+    assert!(tier_becomes(&w, &a, "partner").await);
+    // The shop says shop-42 was 李雷 all along: the order counts for him, and no longer for 王小明.
+    assert_eq!(put_refs(b.clone()).await, 200);
+    assert!(tier_becomes(&w, &b, "partner").await);
+    assert!(common::wait_idle(&w.app, Duration::from_secs(10)).await);
+    let metrics = w.get(&format!("/customers/{a}")).await["metrics"].clone();
+    assert!(
+        metrics
+            .as_array()
+            .unwrap()
+            .contains(&json!({"metric": "spend", "window_days": 90, "value": "0.00"})),
+        "{metrics}"
+    );
+    // Demotion waits for the grace period; the failing clock started at the re-evaluation.
+    let state = w
+        .app
+        .store()
+        .tier_states(Some(std::slice::from_ref(&a)))
+        .await
+        .unwrap();
+    assert!(
+        state[0].keep_failing_since.is_some(),
+        "王小明 was not re-evaluated when the ref moved"
+    );
     w.app.shutdown().await;
 }
