@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::faults::{Call, Failure, loggable_body, redact_query};
-use super::rules::{ApiError, ApiResult, err, invalid, max_bytes, parse_json};
+use super::rules::{ApiError, ApiResult, Req, Upload, err, invalid, max_bytes, parse_json};
 use super::state::{Media, MediaNamespace, SecretKind, State, TOKEN_TTL_SECS, Token, new_id};
 use super::{FakeConfig, FakeWecom, campaigns, contacts, groups};
 
@@ -28,26 +28,6 @@ const GET_APIS: &[&str] = &[
     "externalcontact/list",
     "externalcontact/get_moment_task_result",
 ];
-
-/// A file part of a media upload.
-pub(crate) struct Upload {
-    pub filename: String,
-    pub data: Vec<u8>,
-}
-
-/// What an endpoint sees of the request.
-pub(crate) struct Req<'a> {
-    pub query: &'a HashMap<String, String>,
-    pub body: &'a [u8],
-    pub token: SecretKind,
-    pub upload: Option<Result<Upload, ApiError>>,
-}
-
-impl Req<'_> {
-    pub fn query_str(&self, key: &str) -> Option<&str> {
-        self.query.get(key).map(String::as_str)
-    }
-}
 
 pub(crate) async fn entry(Extract(fake): Extract<FakeWecom>, request: Request) -> Response {
     let method = request.method().clone();

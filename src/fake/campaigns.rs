@@ -9,11 +9,9 @@ use std::collections::BTreeSet;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::api::Req;
-use super::contacts::page;
 use super::rules::{
-    ApiError, ApiResult, check_message_attachments, check_moment_attachments, err, invalid,
-    max_bytes, max_chars, parse_json, required,
+    ApiError, ApiResult, Req, check_message_attachments, check_moment_attachments, err, invalid,
+    max_bytes, max_chars, page, parse_json, required,
 };
 use super::state::{
     MOMENT_JOB_TTL_MS, MassMessageView, MomentSenderView, MomentView, SendResultView,

@@ -3,9 +3,9 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::api::Req;
 use super::rules::{
-    ApiResult, check_message_attachments, err, invalid, max_bytes, max_chars, parse_json, required,
+    ApiResult, Req, check_message_attachments, err, invalid, max_bytes, max_chars, page,
+    parse_json, required, strip_nulls,
 };
 use super::state::{
     ContactWay, CustomerView, FollowView, MediaNamespace, SentWelcome, State, TagGroupView,
@@ -71,28 +71,6 @@ fn follow_info_json(f: &FollowView) -> Value {
     let mut m = follow_common(f);
     m.insert("tag_id".into(), json!(f.tags));
     Value::Object(m)
-}
-
-/// Paging with an opaque cursor that is really an offset.
-pub(crate) fn page<T: Clone>(
-    items: &[T],
-    cursor: Option<&str>,
-    limit: usize,
-) -> Result<(Vec<T>, String), super::rules::ApiError> {
-    let start = match cursor.filter(|c| !c.is_empty()) {
-        None => 0,
-        Some(c) => c
-            .parse::<usize>()
-            .map_err(|_| invalid(format!("cursor {c:?}")))?,
-    };
-    let end = start.saturating_add(limit).min(items.len());
-    let slice = items.get(start..end).unwrap_or_default().to_vec();
-    let next = if end < items.len() {
-        end.to_string()
-    } else {
-        String::new()
-    };
-    Ok((slice, next))
 }
 
 // ---- customers (§3) -------------------------------------------------------------------------
@@ -712,19 +690,6 @@ struct ConfigIdIn {
 fn config_id_of(req: &Req) -> Result<String, super::rules::ApiError> {
     let r: ConfigIdIn = parse_json(req.body)?;
     Ok(required("config_id", &r.config_id, 41043)?.to_owned())
-}
-
-/// Drops `null` members: WeCom omits absent fields instead of sending null.
-pub(crate) fn strip_nulls(v: Value) -> Value {
-    match v {
-        Value::Object(m) => Value::Object(
-            m.into_iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k, strip_nulls(v)))
-                .collect(),
-        ),
-        other => other,
-    }
 }
 
 pub(crate) fn get_contact_way(st: &State, req: &Req) -> ApiResult {

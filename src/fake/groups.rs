@@ -4,9 +4,9 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::api::Req;
-use super::contacts::{page, strip_nulls};
-use super::rules::{ApiError, ApiResult, err, invalid, max_chars, parse_json, required};
+use super::rules::{
+    ApiError, ApiResult, Req, err, invalid, max_chars, page, parse_json, required, strip_nulls,
+};
 use super::state::{GroupChatView, JoinWay, State, random_hex};
 
 #[derive(Deserialize)]

@@ -1,11 +1,14 @@
 //! WeCom's request rules shared by several endpoints: the error envelope, JSON parsing, length
 //! caps (characters where the docs say characters, bytes where they say bytes) and the
-//! attachment schema of `add_msg_template` / `send_welcome_msg` / `add_moment_task`.
+//! attachment schema of `add_msg_template` / `send_welcome_msg` / `add_moment_task`; what an
+//! endpoint sees of a request, paging, and the shape of answers.
+
+use std::collections::HashMap;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::state::{MediaNamespace, State};
+use super::state::{MediaNamespace, SecretKind, State};
 
 /// An API-level error: answered with HTTP 200 and this errcode, as WeCom does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,6 +222,61 @@ pub(crate) fn check_moment_attachments(
         return Err(err(41064, "invalid attachments size"));
     }
     Ok(())
+}
+
+/// A file part of a media upload.
+pub(crate) struct Upload {
+    pub filename: String,
+    pub data: Vec<u8>,
+}
+
+/// What an endpoint sees of the request.
+pub(crate) struct Req<'a> {
+    pub query: &'a HashMap<String, String>,
+    pub body: &'a [u8],
+    pub token: SecretKind,
+    pub upload: Option<Result<Upload, ApiError>>,
+}
+
+impl Req<'_> {
+    pub fn query_str(&self, key: &str) -> Option<&str> {
+        self.query.get(key).map(String::as_str)
+    }
+}
+
+/// Paging with an opaque cursor that is really an offset.
+pub(crate) fn page<T: Clone>(
+    items: &[T],
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<(Vec<T>, String), ApiError> {
+    let start = match cursor.filter(|c| !c.is_empty()) {
+        None => 0,
+        Some(c) => c
+            .parse::<usize>()
+            .map_err(|_| invalid(format!("cursor {c:?}")))?,
+    };
+    let end = start.saturating_add(limit).min(items.len());
+    let slice = items.get(start..end).unwrap_or_default().to_vec();
+    let next = if end < items.len() {
+        end.to_string()
+    } else {
+        String::new()
+    };
+    Ok((slice, next))
+}
+
+/// Drops `null` members: WeCom omits absent fields instead of sending null.
+pub(crate) fn strip_nulls(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, strip_nulls(v)))
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 #[cfg(test)]
