@@ -416,7 +416,7 @@ pub struct TemplateSettings {
     pub dir: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TierSettings {
     pub code: String,
     pub name: String,
@@ -436,7 +436,7 @@ fn default_demote_after_days() -> u32 {
 
 /// Conditions over windowed metrics: every one in `all` must hold, and (when `any` is not
 /// empty) at least one in `any`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct RuleSet {
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -453,7 +453,7 @@ impl RuleSet {
 
 /// `metric` over the last `window_days` is at least `min`. Metrics: `spend` (yuan: orders minus
 /// refunds), `orders` (count of orders), or any activity kind (its count, e.g. `referral`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Condition {
     pub metric: String,
     pub window_days: u32,

@@ -15,23 +15,27 @@ use crate::store::tiers::{self as store_tiers, NewActivity};
 pub const BATCH_MAX: usize = 10_000;
 
 /// One record of a batch as the shop sends it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ActivityItem {
+    #[schema(example = "order")]
     pub kind: Option<String>,
     pub customer: Option<String>,
+    #[schema(value_type = Option<serde_json::Value>, example = "2500.50")]
     pub amount: Option<Box<RawValue>>,
+    #[schema(value_type = Option<u64>)]
     pub count: Option<Box<RawValue>>,
+    #[schema(example = "2026-11-20T10:00:00+08:00")]
     pub at: Option<String>,
     pub id: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ActivityBatch {
     pub items: Vec<ActivityItem>,
 }
 
 /// What is wrong with one item of a batch.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Problem {
     /// 1-based position in the batch (or the file's line number on import).
     pub line: usize,
@@ -39,7 +43,7 @@ pub struct Problem {
     pub reason: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ActivityOutcome {
     pub stored: u64,
     pub duplicates: u64,

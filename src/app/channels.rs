@@ -11,11 +11,14 @@ use crate::store::contacts::{self, Channel, ChannelStats, Welcome};
 use crate::wecom::client::types::{Attachment, ContactWayRequest, UpdateContactWayRequest};
 
 /// A channel as an operator describes it (the API body, or `[[channels]]` in the config).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelInput {
+    #[schema(min_length = 1, max_length = 30, pattern = "^[A-Za-z0-9_.-]+$")]
     pub code: String,
+    #[schema(min_length = 1, max_length = 30)]
     pub name: String,
+    #[schema(min_items = 1, max_items = 100)]
     pub staff: Vec<String>,
     #[serde(default)]
     pub tags: Vec<String>,
@@ -24,7 +27,7 @@ pub struct ChannelInput {
 }
 
 /// A channel with what happened through it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ChannelView {
     #[serde(flatten)]
     pub channel: Channel,

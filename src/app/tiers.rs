@@ -572,7 +572,7 @@ pub async fn summary(services: &Services) -> Result<serde_json::Value, AppError>
 }
 
 /// What an operator sends to pin a customer's tier.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PinInput {
     pub tier: String,

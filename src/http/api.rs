@@ -1,41 +1,48 @@
 //! `/api/v1`: the operator's JSON API, behind `Authorization: Bearer <api.token>`.
 
-use axum::Json;
-use axum::Router;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::{Extension, Json};
 use serde::Deserialize;
-use serde_json::json;
 use subtle::ConstantTimeEq;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
-use crate::app::activity::{self, ActivityBatch, BatchError};
-use crate::app::channels::{self, ChannelInput};
+use super::doc::{
+    ActivityRejected, ChannelList, CustomerRefs, CustomerView, ErrorBody, EventList, TierRules,
+    TierSummary,
+};
+use crate::app::activity::{self, ActivityBatch, ActivityOutcome, BatchError};
+use crate::app::channels::{self, ChannelInput, ChannelView};
 use crate::app::{AppError, customers, tiers};
+use crate::store::contacts::Channel;
 use crate::store::inbox::{EventFilter, InboxStatus};
 
-pub(super) fn router(state: AppState) -> Router<AppState> {
-    Router::new()
-        .route("/events", get(list_events))
-        .route("/channels", get(list_channels).post(create_channel))
-        .route(
-            "/channels/{code}",
-            get(get_channel).put(update_channel).delete(delete_channel),
-        )
-        .route("/activity", post(post_activity))
-        .route("/customers/{id}", get(get_customer))
-        .route("/customers/{id}/refs", put(put_refs))
-        .route("/customers/{id}/pin", put(put_pin).delete(delete_pin))
-        .route("/tiers/summary", get(tier_summary))
-        .route("/tiers", get(get_tiers).put(put_tiers))
+/// The routes and their description; `routes!` registers a handler with its `#[utoipa::path]`,
+/// so a route cannot be served without being in the document.
+pub(super) fn router(state: AppState) -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_events))
+        .routes(routes!(list_channels, create_channel))
+        .routes(routes!(get_channel, update_channel, delete_channel))
+        .routes(routes!(post_activity))
+        .routes(routes!(get_customer))
+        .routes(routes!(put_refs))
+        .routes(routes!(put_pin, delete_pin))
+        .routes(routes!(tier_summary))
+        .routes(routes!(get_tiers, put_tiers))
         .route_layer(axum::middleware::from_fn_with_state(state, require_token))
         // The API description is public: it holds no data.
-        .route("/openapi.json", get(openapi))
+        .routes(routes!(openapi))
 }
+
+/// The document `GET /api/v1/openapi.json` serves (set by `http::router`).
+#[derive(Clone)]
+pub(super) struct Document(pub axum::body::Bytes);
 
 /// The API's error answer: a status and a message naming what is wrong.
 #[derive(Debug)]
@@ -68,7 +75,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
+        (
+            self.status,
+            Json(ErrorBody {
+                error: self.message,
+            }),
+        )
+            .into_response()
     }
 }
 
@@ -87,20 +100,40 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
         _ => (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],
-            Json(json!({ "error": "missing or wrong bearer token (config api.token)" })),
+            Json(ErrorBody {
+                error: "missing or wrong bearer token (config api.token)".into(),
+            }),
         )
             .into_response(),
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct EventsQuery {
+    /// Only events of this kind, e.g. `change_external_contact.add_external_contact`.
     kind: Option<String>,
+    /// Only events in this status.
+    #[param(value_type = Option<InboxStatus>)]
     status: Option<String>,
+    /// How many, 1 to 1000.
+    #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<i64>,
 }
 
-/// Newest first: id, kind, received_at (Unix ms), status, error, duplicates.
+/// Inbox events, newest first.
+#[utoipa::path(
+    get,
+    path = "/events",
+    tag = "events",
+    params(EventsQuery),
+    responses(
+        (status = 200, description = "the events", body = EventList),
+        (status = 400, description = "a query parameter is wrong (named in `error`)", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn list_events(
     State(state): State<AppState>,
     Query(q): Query<EventsQuery>,
@@ -126,16 +159,24 @@ async fn list_events(
         .list_events(&filter, limit)
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(json!({ "events": events })).into_response())
+    Ok(Json(EventList { events }).into_response())
 }
 
-async fn openapi() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        include_str!("openapi.json"),
-    )
-        .into_response()
+/// This document (OpenAPI 3.1), generated from the handlers. Public: it holds no data.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "meta",
+    security(()),
+    responses((status = 200, description = "the OpenAPI document", content_type = "application/json", body = Object))
+)]
+async fn openapi(Extension(doc): Extension<Document>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], doc.0).into_response()
 }
+
+const UNAUTHORIZED: &str = "no bearer token, or the wrong one (config `api.token`)";
+const INTERNAL: &str = "siyu failed; the detail is in the server log";
+const WECOM_REFUSED: &str = "WeCom refused the change (`error` names the errcode)";
 
 impl From<AppError> for ApiError {
     fn from(e: AppError) -> Self {
@@ -160,11 +201,35 @@ fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
         .map_err(|e| ApiError::bad_request(e.body_text()))
 }
 
+/// Channels with their numbers, and the `unattributed` pseudo-channel last.
+#[utoipa::path(
+    get,
+    path = "/channels",
+    tag = "channels",
+    responses(
+        (status = 200, description = "the channels", body = ChannelList),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn list_channels(State(state): State<AppState>) -> Result<Response, ApiError> {
     let channels = channels::list(&state.services).await?;
-    Ok(Json(json!({ "channels": channels })).into_response())
+    Ok(Json(ChannelList { channels }).into_response())
 }
 
+/// One channel with its numbers.
+#[utoipa::path(
+    get,
+    path = "/channels/{code}",
+    tag = "channels",
+    params(("code" = String, Path, description = "the channel's code (its contact way's `state`)")),
+    responses(
+        (status = 200, description = "the channel", body = ChannelView),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 404, description = "no such channel", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn get_channel(
     State(state): State<AppState>,
     Path(code): Path<String>,
@@ -172,6 +237,21 @@ async fn get_channel(
     Ok(Json(channels::get(&state.services, &code).await?).into_response())
 }
 
+/// Creates a channel and its contact way (the QR code).
+#[utoipa::path(
+    post,
+    path = "/channels",
+    tag = "channels",
+    request_body = ChannelInput,
+    responses(
+        (status = 201, description = "created, with its QR code", body = Channel),
+        (status = 400, description = "the body is wrong (the field is named in `error`)", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 409, description = "a channel of this code exists", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+        (status = 502, description = WECOM_REFUSED, body = ErrorBody),
+    )
+)]
 async fn create_channel(
     State(state): State<AppState>,
     payload: Result<Json<ChannelInput>, JsonRejection>,
@@ -180,6 +260,22 @@ async fn create_channel(
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
+/// Replaces a channel's settings and its contact way's members, state and remark.
+#[utoipa::path(
+    put,
+    path = "/channels/{code}",
+    tag = "channels",
+    params(("code" = String, Path, description = "the channel's code; the body's `code` must equal it")),
+    request_body = ChannelInput,
+    responses(
+        (status = 200, description = "updated", body = Channel),
+        (status = 400, description = "the body is wrong (the field is named in `error`)", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 404, description = "no such channel", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+        (status = 502, description = WECOM_REFUSED, body = ErrorBody),
+    )
+)]
 async fn update_channel(
     State(state): State<AppState>,
     Path(code): Path<String>,
@@ -188,6 +284,20 @@ async fn update_channel(
     Ok(Json(channels::update(&state.services, &code, body(payload)?).await?).into_response())
 }
 
+/// Deletes a channel and its contact way; its tag stays on the customers who came through it.
+#[utoipa::path(
+    delete,
+    path = "/channels/{code}",
+    tag = "channels",
+    params(("code" = String, Path, description = "the channel's code")),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 404, description = "no such channel", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+        (status = 502, description = WECOM_REFUSED, body = ErrorBody),
+    )
+)]
 async fn delete_channel(
     State(state): State<AppState>,
     Path(code): Path<String>,
@@ -196,7 +306,30 @@ async fn delete_channel(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// `{"items": [...]}` from the shop: stored whole, or rejected whole with every problem listed.
+/// Activity from the shop: stored whole, or rejected whole with every problem listed.
+///
+/// Idempotent by each record's `id`; the customers it touches are re-evaluated.
+#[utoipa::path(
+    post,
+    path = "/activity",
+    tag = "activity",
+    request_body(
+        content = ActivityBatch,
+        description = "1 to 10000 items. Each needs `kind` (order, refund, referral or a custom \
+            kind), `customer` (an external_userid or a shop id mapped by \
+            `PUT /api/v1/customers/{id}/refs`), `id` (the shop's, making the record idempotent) \
+            and `at` (RFC 3339); `amount` is yuan (a number or a string, at most two decimals, \
+            default 0) and `count` a whole number (default 1)."
+    ),
+    responses(
+        (status = 200, description = "stored", body = ActivityOutcome),
+        (status = 400, description = "rejected whole: `problems` lists every bad record (line, field, reason); \
+            a body that is no batch answers `error` alone", body = ActivityRejected),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 409, description = "an `id` was used before for another record", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn post_activity(
     State(state): State<AppState>,
     payload: Result<Json<ActivityBatch>, JsonRejection>,
@@ -205,20 +338,41 @@ async fn post_activity(
         Ok(outcome) => Ok(Json(outcome).into_response()),
         Err(BatchError::Problems(problems)) => Ok((
             StatusCode::BAD_REQUEST,
-            Json(json!({ "error": "the batch was rejected whole; nothing was stored", "problems": problems })),
+            Json(ActivityRejected {
+                error: "the batch was rejected whole; nothing was stored".into(),
+                problems,
+            }),
         )
             .into_response()),
-        Err(e @ BatchError::Reused(_)) => Err(ApiError::status(StatusCode::CONFLICT, e.to_string())),
+        Err(e @ BatchError::Reused(_)) => {
+            Err(ApiError::status(StatusCode::CONFLICT, e.to_string()))
+        }
         Err(BatchError::App(e)) => Err(e.into()),
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct RefsBody {
+    /// The shop's customer ids (replacing those mapped before).
     refs: Vec<String>,
 }
 
 /// Maps the shop's customer ids to a customer; activity sent under them counts for the customer.
+///
+/// The customer need not be known yet. Customers that held one of the ids lose its activity.
+#[utoipa::path(
+    put,
+    path = "/customers/{id}/refs",
+    tag = "customers",
+    params(("id" = String, Path, description = "the customer's external_userid")),
+    request_body = RefsBody,
+    responses(
+        (status = 200, description = "mapped", body = CustomerRefs),
+        (status = 400, description = "the body is wrong (the field is named in `error`)", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn put_refs(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -226,10 +380,26 @@ async fn put_refs(
 ) -> Result<Response, ApiError> {
     let refs = body(payload)?.refs;
     customers::set_refs(&state.services, &id, &refs).await?;
-    Ok(Json(json!({ "external_userid": id, "refs": refs })).into_response())
+    Ok(Json(CustomerRefs {
+        external_userid: id,
+        refs,
+    })
+    .into_response())
 }
 
-/// A customer: profile, tier, relations and tier history.
+/// A customer: profile, tier, pin, segment, metrics, relations, tier history and relation events.
+#[utoipa::path(
+    get,
+    path = "/customers/{id}",
+    tag = "customers",
+    params(("id" = String, Path, description = "the customer's external_userid")),
+    responses(
+        (status = 200, description = "the customer", body = CustomerView),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 404, description = "no such customer", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn get_customer(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -237,6 +407,21 @@ async fn get_customer(
     Ok(Json(customers::view(&state.services, &id).await?).into_response())
 }
 
+/// Pins a customer's tier and re-evaluates the customer at once.
+#[utoipa::path(
+    put,
+    path = "/customers/{id}/pin",
+    tag = "customers",
+    params(("id" = String, Path, description = "the customer's external_userid")),
+    request_body = tiers::PinInput,
+    responses(
+        (status = 200, description = "pinned; the customer as `GET /api/v1/customers/{id}` answers it", body = CustomerView),
+        (status = 400, description = "the body is wrong (the field is named in `error`)", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 404, description = "no such customer", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn put_pin(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -246,6 +431,19 @@ async fn put_pin(
     get_customer(State(state), Path(id)).await
 }
 
+/// Unpins a customer's tier and re-evaluates the customer at once.
+#[utoipa::path(
+    delete,
+    path = "/customers/{id}/pin",
+    tag = "customers",
+    params(("id" = String, Path, description = "the customer's external_userid")),
+    responses(
+        (status = 200, description = "unpinned; the customer as `GET /api/v1/customers/{id}` answers it", body = CustomerView),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 404, description = "no such customer", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn delete_pin(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -254,10 +452,32 @@ async fn delete_pin(
     get_customer(State(state), Path(id)).await
 }
 
+/// Customers per tier and per segment, and the tier moves of the last day, week and month.
+#[utoipa::path(
+    get,
+    path = "/tiers/summary",
+    tag = "tiers",
+    responses(
+        (status = 200, description = "the summary", body = TierSummary),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn tier_summary(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok(Json(tiers::summary(&state.services).await?).into_response())
 }
 
+/// The tier rules in force, where they come from, and the changes made through the API.
+#[utoipa::path(
+    get,
+    path = "/tiers",
+    tag = "tiers",
+    responses(
+        (status = 200, description = "the rules", body = TierRules),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn get_tiers(State(state): State<AppState>) -> Result<Response, ApiError> {
     let services = &state.services;
     let (tiers, source) = services.tiers_in_force().await?;
@@ -266,17 +486,37 @@ async fn get_tiers(State(state): State<AppState>) -> Result<Response, ApiError> 
         .tier_rules_history()
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(json!({ "tiers": tiers, "source": source, "changes": history })).into_response())
+    Ok(Json(TierRules {
+        tiers,
+        source,
+        changes: history,
+    })
+    .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TiersBody {
+    /// Every tier, entry tier first.
     tiers: Vec<crate::config::TierSettings>,
+    /// Who makes the change (kept in the history).
     by: String,
 }
 
 /// Replaces the tier rules (validated; in force from the next evaluation).
+#[utoipa::path(
+    put,
+    path = "/tiers",
+    tag = "tiers",
+    request_body = TiersBody,
+    responses(
+        (status = 200, description = "replaced; the rules as `GET /api/v1/tiers` answers them", body = TierRules),
+        (status = 400, description = "the body or a rule is wrong (named in `error`)", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 409, description = "a tier left out still holds customers", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn put_tiers(
     State(state): State<AppState>,
     payload: Result<Json<TiersBody>, JsonRejection>,

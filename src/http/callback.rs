@@ -1,14 +1,14 @@
 //! `GET|POST /wecom/callback` (wecom/callback.md §1.6, §1.7, §4). The POST answers 200 only
 //! after the event is durably in the inbox; WeCom itself is never called from here.
 
-use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use crate::app::dispatch::UNPARSED_KIND;
@@ -18,15 +18,25 @@ use crate::store::inbox::{InsertOutcome, NewInboxEvent};
 use crate::wecom::crypto::{self, CryptoError};
 use crate::wecom::event;
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/wecom/callback", get(verify_url).post(receive))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(verify_url, receive))
 }
 
-#[derive(Debug, Deserialize)]
+/// What WeCom signs a callback with. All are required (`echostr` only on the URL check); a
+/// request without one answers 400. Declared optional so a missing one is logged as such.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct CallbackQuery {
+    /// SHA-1 over the token, `timestamp`, `nonce` and the encrypted payload.
+    #[param(required = true)]
     msg_signature: Option<String>,
+    /// Unix seconds, as WeCom sent it.
+    #[param(required = true)]
     timestamp: Option<String>,
+    #[param(required = true)]
     nonce: Option<String>,
+    /// The encrypted challenge of the URL check.
+    #[param(required = true)]
     echostr: Option<String>,
 }
 
@@ -70,6 +80,20 @@ fn crypto_rejection(e: &CryptoError) -> Rejection {
 
 /// The URL check WeCom makes when an admin saves the callback settings: answer the decrypted
 /// echostr exactly, as text/plain (no quotes, no newline).
+///
+/// Refusals have an empty body; the reason goes to the log and to a metric.
+#[utoipa::path(
+    get,
+    path = "/wecom/callback",
+    tag = "wecom",
+    security(()),
+    params(CallbackQuery),
+    responses(
+        (status = 200, description = "the decrypted echostr, exactly", content_type = "text/plain; charset=utf-8", body = String),
+        (status = 400, description = "a parameter is missing, or echostr does not decrypt for this corp (empty body)"),
+        (status = 403, description = "the signature is wrong (empty body)"),
+    )
+)]
 async fn verify_url(
     State(state): State<AppState>,
     query: Result<Query<CallbackQuery>, QueryRejection>,
@@ -98,6 +122,33 @@ async fn verify_url(
     }
 }
 
+/// An event from WeCom: answered 200 once it is durably in the inbox (a redelivery too).
+///
+/// A member's text to the app is answered with an encrypted passive reply; anything else gets
+/// an empty 200. Refusals have an empty body; the reason goes to the log and to a metric.
+#[utoipa::path(
+    post,
+    path = "/wecom/callback",
+    tag = "wecom",
+    security(()),
+    params(
+        ("msg_signature" = String, Query, description = "SHA-1 over the token, `timestamp`, `nonce` and the envelope's `Encrypt`"),
+        ("timestamp" = String, Query, description = "Unix seconds, as WeCom sent it"),
+        ("nonce" = String, Query),
+    ),
+    request_body(
+        content = String,
+        content_type = "application/xml",
+        description = "WeCom's envelope: `<xml><ToUserName>…</ToUserName><Encrypt>…</Encrypt><AgentID>…</AgentID></xml>`"
+    ),
+    responses(
+        (status = 200, description = "stored; an empty body, or (to a member's text) the encrypted passive reply", content_type = "application/xml; charset=utf-8", body = String),
+        (status = 400, description = "a parameter is missing, or the body is no envelope, or does not decrypt for this corp (empty body)"),
+        (status = 403, description = "the signature is wrong (empty body)"),
+        (status = 413, description = "the body is over `server.body_limit_bytes` (empty body)"),
+        (status = 500, description = "not stored; WeCom will retry (empty body)"),
+    )
+)]
 async fn receive(
     State(state): State<AppState>,
     query: Result<Query<CallbackQuery>, QueryRejection>,

@@ -8,11 +8,14 @@
 
 mod api;
 mod callback;
+pub mod doc;
 mod ops;
 
 use std::sync::Arc;
 
 use axum::Router;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::app::ingest::Ingest;
 use crate::clock::Clock;
@@ -34,11 +37,25 @@ pub struct AppState {
     pub services: crate::app::Services,
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// Every route the binary serves, each registered together with its OpenAPI description.
+fn routes(state: AppState) -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(doc::ApiDoc::openapi())
         .merge(callback::router())
         .merge(ops::router())
-        .nest("/api/v1", api::router(state.clone()))
+        .nest("/api/v1", api::router(state))
+}
+
+/// The OpenAPI document of every route [`router`] serves (what `GET /api/v1/openapi.json`
+/// answers).
+pub fn openapi(state: AppState) -> utoipa::openapi::OpenApi {
+    routes(state).into_openapi()
+}
+
+pub fn router(state: AppState) -> Router {
+    let (router, openapi) = routes(state.clone()).split_for_parts();
+    let document = openapi.to_json().expect("the OpenAPI document serializes");
+    router
+        .layer(axum::Extension(api::Document(document.into())))
         .with_state(state)
         .layer(axum::middleware::from_fn(ops::trace_requests))
 }

@@ -1,22 +1,32 @@
 //! `/healthz`, `/metrics` and the request log.
 
-use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use tracing::Instrument;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(metrics))
 }
 
-/// 200 when the database answers, 503 when it does not.
+/// 200 when the database answers, 503 when it does not. No parameters.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "ops",
+    security(()),
+    responses(
+        (status = 200, description = "the database answers", content_type = "text/plain; charset=utf-8", body = String, example = "ok"),
+        (status = 503, description = "the database does not answer", content_type = "text/plain; charset=utf-8", body = String, example = "database unreachable"),
+    )
+)]
 async fn healthz(State(state): State<AppState>) -> Response {
     match state.store.ping().await {
         Ok(()) => (StatusCode::OK, "ok").into_response(),
@@ -27,6 +37,17 @@ async fn healthz(State(state): State<AppState>) -> Response {
     }
 }
 
+/// The Prometheus metrics (text exposition format 0.0.4). No parameters.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "ops",
+    security(()),
+    responses(
+        (status = 200, description = "the metrics", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String),
+        (status = 503, description = "a database query behind the metrics failed (empty body)"),
+    )
+)]
 async fn metrics(State(state): State<AppState>) -> Response {
     match state.metrics.render(&state.store, &state.clock).await {
         Ok(text) => (

@@ -8,7 +8,7 @@ use super::{Result, Store, StoreError, Tx, with_pool, with_tx};
 /// A channel's welcome message: a template text and attachments. The attachments are kept as the
 /// JSON WeCom takes (`{"msgtype": "link", "link": {...}}`); the channels feature checks their
 /// shape before it stores them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Welcome {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
@@ -16,7 +16,7 @@ pub struct Welcome {
     pub attachments: Vec<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Channel {
     pub code: String,
     pub name: String,
@@ -25,10 +25,11 @@ pub struct Channel {
     pub welcome: Option<Welcome>,
     pub config_id: Option<String>,
     pub qr_code: Option<String>,
+    #[schema(example = "api")]
     pub source: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ChannelStats {
     /// Relations ever made through the channel.
     pub added: i64,
@@ -38,7 +39,7 @@ pub struct ChannelStats {
     pub lost: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Customer {
     pub external_userid: String,
     pub name: String,
@@ -49,7 +50,7 @@ pub struct Customer {
     pub first_added_at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Follow {
     pub userid: String,
     pub external_userid: String,
@@ -75,7 +76,7 @@ pub struct SiyuTag {
     pub group_id: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ContactEvent {
     pub external_userid: String,
     pub userid: String,

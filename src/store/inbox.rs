@@ -8,7 +8,7 @@ use sqlx::Row;
 
 use super::{Result, Store, StoreError, Tx, with_pool, with_tx};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum InboxStatus {
     /// Stored, waiting for the dispatcher.
@@ -82,11 +82,12 @@ pub struct EventOutcome {
 }
 
 /// The operator's view of one event.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EventSummary {
     pub id: i64,
     pub kind: String,
     pub received_at: i64,
+    #[schema(value_type = InboxStatus)]
     pub status: String,
     pub error: Option<String>,
     pub duplicates: i64,

@@ -19,7 +19,7 @@ pub struct NewActivity {
     pub at: i64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct TierChange {
     pub external_userid: String,
     pub from_tier: String,
@@ -38,7 +38,7 @@ pub struct TierState {
 }
 
 /// An operator's pin on a customer's tier.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Pin {
     pub tier: String,
     pub reason: String,
@@ -650,7 +650,7 @@ impl Store {
 }
 
 /// A change of the tier rules made through the API.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RulesChange {
     pub id: i64,
     pub changed_by: String,
