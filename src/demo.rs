@@ -413,10 +413,11 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     .await?;
     demo.say("31 days later, still no orders: the grace period is over");
     for d in &second {
-        demo.detail(format!(
-            "{}: {} → {} ({})",
-            d.external_userid, d.from, d.to, d.reason
-        ));
+        let name = match demo.app.store().customer(&d.external_userid).await {
+            Ok(Some(c)) => c.name,
+            _ => d.external_userid.clone(),
+        };
+        demo.detail(format!("{name}: {} → {} ({})", d.from, d.to, d.reason));
     }
     demo.wait_for_tier(&c.external_userid, "partner").await?;
     demo.show_relation(&c.userid, &c.external_userid).await?;
