@@ -101,7 +101,7 @@ impl Demo {
             let now = self
                 .app
                 .store()
-                .customer(customer)
+                .customer(&customer.into())
                 .await
                 .ok()
                 .flatten()

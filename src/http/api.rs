@@ -16,6 +16,7 @@ use super::AppState;
 use crate::app::activity::{self, ActivityBatch, BatchError};
 use crate::app::channels::{self, ChannelInput};
 use crate::app::{AppError, customers, tiers};
+use crate::ids::ExternalUserId;
 use crate::store::inbox::{EventFilter, InboxStatus};
 
 pub(super) fn router(state: AppState) -> Router<AppState> {
@@ -221,7 +222,7 @@ struct RefsBody {
 /// Maps the shop's customer ids to a customer; activity sent under them counts for the customer.
 async fn put_refs(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<ExternalUserId>,
     payload: Result<Json<RefsBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let refs = body(payload)?.refs;
@@ -232,14 +233,14 @@ async fn put_refs(
 /// A customer: profile, tier, relations and tier history.
 async fn get_customer(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<ExternalUserId>,
 ) -> Result<Response, ApiError> {
     Ok(Json(customers::view(&state.services, &id).await?).into_response())
 }
 
 async fn put_pin(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<ExternalUserId>,
     payload: Result<Json<tiers::PinInput>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     tiers::pin(&state.services, &id, Some(body(payload)?)).await?;
@@ -248,7 +249,7 @@ async fn put_pin(
 
 async fn delete_pin(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<ExternalUserId>,
 ) -> Result<Response, ApiError> {
     tiers::pin(&state.services, &id, None).await?;
     get_customer(State(state), Path(id)).await
