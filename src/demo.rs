@@ -101,7 +101,7 @@ impl Demo {
             let now = self
                 .app
                 .store()
-                .customer(customer)
+                .customer(&customer.into())
                 .await
                 .ok()
                 .flatten()
@@ -415,7 +415,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     for d in &second {
         let name = match demo.app.store().customer(&d.external_userid).await {
             Ok(Some(c)) => c.name,
-            _ => d.external_userid.clone(),
+            _ => d.external_userid.to_string(),
         };
         demo.detail(format!("{name}: {} → {} ({})", d.from, d.to, d.reason));
     }

@@ -1,6 +1,6 @@
 //! siyu (私域): a WeCom (企业微信) operations bot. See `DESIGN.md` in the shared folder for the
 //! architecture; modules go from the edge (`cli`, `http`) inwards (`app`, `jobs`, `wecom`,
-//! `store`, `config`), and a module uses only those below it. `fake` is the fake WeCom (tests, the
+//! `store`, `config`, and at the bottom `ids`), and a module uses only those below it. `fake` is the fake WeCom (tests, the
 //! demo, the benches); it shares only `wecom::crypto` with siyu.
 
 pub mod app;
@@ -12,6 +12,7 @@ pub mod demo;
 pub mod failpoint;
 pub mod fake;
 pub mod http;
+pub mod ids;
 pub mod jobs;
 pub mod metrics;
 pub mod server;

@@ -10,6 +10,7 @@ use common::{TestDb, eventually};
 use serde_json::json;
 use siyu::App;
 use siyu::fake::{Failure, NewCustomer, TagEdit};
+use siyu::ids::{ExternalUserId, UserId};
 use siyu::wecom::client::code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -352,7 +353,10 @@ async fn a_churned_customer_shows_as_lost_and_the_member_and_operators_are_told_
     let follow = w
         .app
         .store()
-        .follow("zhangsan", &a.external_userid)
+        .follow(
+            &UserId::from("zhangsan"),
+            &ExternalUserId::from(&a.external_userid),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -455,7 +459,7 @@ async fn a_tag_a_member_takes_off_is_recorded_and_put_back() {
     let events = w
         .app
         .store()
-        .contact_events_of(&a.external_userid)
+        .contact_events_of(&ExternalUserId::from(&a.external_userid))
         .await
         .unwrap();
     assert!(
@@ -492,13 +496,13 @@ async fn deletions_handovers_and_failed_transfers_are_recorded_apart_from_churn(
     let store = w.app.store();
     let recorded = eventually(Duration::from_secs(5), || async {
         store
-            .contact_events_of(&a.external_userid)
+            .contact_events_of(&ExternalUserId::from(&a.external_userid))
             .await
             .unwrap()
             .len()
             == 2
             && store
-                .contact_events_of(&b.external_userid)
+                .contact_events_of(&ExternalUserId::from(&b.external_userid))
                 .await
                 .unwrap()
                 .len()
@@ -506,13 +510,19 @@ async fn deletions_handovers_and_failed_transfers_are_recorded_apart_from_churn(
     })
     .await;
     assert!(recorded);
-    let a_events = store.contact_events_of(&a.external_userid).await.unwrap();
+    let a_events = store
+        .contact_events_of(&ExternalUserId::from(&a.external_userid))
+        .await
+        .unwrap();
     assert_eq!(a_events[0].kind, "handover");
     assert_eq!(a_events[1].kind, "transfer_fail");
     assert_eq!(a_events[1].detail.as_deref(), Some("customer_refused"));
     assert_eq!(
         store
-            .follow("zhangsan", &a.external_userid)
+            .follow(
+                &UserId::from("zhangsan"),
+                &ExternalUserId::from(&a.external_userid)
+            )
             .await
             .unwrap()
             .unwrap()
@@ -521,7 +531,10 @@ async fn deletions_handovers_and_failed_transfers_are_recorded_apart_from_churn(
     );
     assert_eq!(
         store
-            .follow("lisi", &b.external_userid)
+            .follow(
+                &UserId::from("lisi"),
+                &ExternalUserId::from(&b.external_userid)
+            )
             .await
             .unwrap()
             .unwrap()
@@ -631,7 +644,10 @@ async fn a_remark_typed_by_hand_is_kept_unless_configured_otherwise() {
         let store = w.app.store().clone();
         let synced = eventually(Duration::from_secs(5), || async {
             store
-                .follow("zhangsan", &a.external_userid)
+                .follow(
+                    &UserId::from("zhangsan"),
+                    &ExternalUserId::from(&a.external_userid),
+                )
                 .await
                 .unwrap()
                 .is_some_and(|f| f.remark == "老客户王")

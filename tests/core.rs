@@ -57,8 +57,8 @@ async fn tag_jobs_in_any_order_and_calls_landing_out_of_order_leave_exactly_the_
     assert!(wait_idle(&w.app, Duration::from_secs(10)).await);
     let services = w.app.services();
     let job = RelationJob {
-        userid: a.userid.clone(),
-        external_userid: a.external_userid.clone(),
+        userid: a.userid.clone().into(),
+        external_userid: a.external_userid.clone().into(),
     };
     let tags_now = || w.tag_names(&w.follow(&a.userid, &a.external_userid).tags);
     assert_eq!(tags_now(), ["抖音", "普通会员", "短视频"]);

@@ -240,7 +240,7 @@ async fn seed_customer(store: &Store, fake: &siyu::fake::FakeWecom, name: &str) 
     let now = siyu::clock::system_now_ms();
     let mut tx = store.begin().await.unwrap();
     let customer = Customer {
-        external_userid: external_userid.clone(),
+        external_userid: external_userid.clone().into(),
         name: name.into(),
         kind: 1,
         corp_name: String::new(),
@@ -251,7 +251,7 @@ async fn seed_customer(store: &Store, fake: &siyu::fake::FakeWecom, name: &str) 
     upsert_customer(&mut tx, &customer, now).await.unwrap();
     let follow = Follow {
         userid: "zhangsan".into(),
-        external_userid: external_userid.clone(),
+        external_userid: external_userid.clone().into(),
         channel: "unattributed".into(),
         state: None,
         add_way: 1,
@@ -259,7 +259,7 @@ async fn seed_customer(store: &Store, fake: &siyu::fake::FakeWecom, name: &str) 
         remark: String::new(),
         description: String::new(),
         tag_ids: vec![],
-        status: "connected".into(),
+        status: siyu::store::contacts::FollowStatus::Connected,
         ended_at: None,
         siyu_remark: None,
     };
@@ -310,8 +310,9 @@ async fn an_order_and_the_evaluation_it_decides_survive_a_kill_right_after_the_c
     );
     let exit = child.wait().await.unwrap();
     assert!(!exit.success(), "siyu exited cleanly: {exit}");
-    let tier =
-        |store: Store, id: String| async move { store.customer(&id).await.unwrap().unwrap().tier };
+    let tier = |store: Store, id: String| async move {
+        store.customer(&id.into()).await.unwrap().unwrap().tier
+    };
     assert_eq!(tier(store.clone(), customer.clone()).await, "member");
 
     // After a restart the evaluation decided with the order runs: the customer is promoted.
@@ -342,7 +343,11 @@ async fn new_segments_and_the_tag_syncs_they_decide_survive_a_kill_right_after_t
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     assert!(stderr.contains("failpoint segments.recorded"), "{stderr}");
-    let segment = store.segment_of(&customer).await.unwrap().map(|(s, _)| s);
+    let segment = store
+        .segment_of(&customer.as_str().into())
+        .await
+        .unwrap()
+        .map(|(s, _)| s);
     assert_eq!(segment.as_deref(), Some("一般挽留"));
 
     // A siyu started afterwards runs the tag syncs decided with the segments.

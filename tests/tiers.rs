@@ -10,6 +10,7 @@ use common::world::{World, world};
 use serde_json::{Value, json};
 use siyu::app::tiers;
 use siyu::fake::NewCustomer;
+use siyu::ids::ExternalUserId;
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -30,7 +31,13 @@ async fn activity(w: &World, items: Value) -> (u16, Value) {
 }
 
 async fn tier_of(w: &World, id: &str) -> String {
-    w.app.store().customer(id).await.unwrap().unwrap().tier
+    w.app
+        .store()
+        .customer(&id.into())
+        .await
+        .unwrap()
+        .unwrap()
+        .tier
 }
 
 /// Waits for the incremental evaluation (and for the customer to be recorded at all).
@@ -38,7 +45,7 @@ async fn tier_becomes(w: &World, id: &str, tier: &str) -> bool {
     eventually(Duration::from_secs(10), || async {
         w.app
             .store()
-            .customer(id)
+            .customer(&id.into())
             .await
             .unwrap()
             .is_some_and(|c| c.tier == tier)
@@ -67,7 +74,12 @@ async fn promotion_at_the_threshold_swaps_the_tag_and_rewrites_the_note_and_not_
     assert!(common::wait_idle(&w.app, Duration::from_secs(10)).await);
     assert_eq!(tier_of(&w, &b).await, "member", "1999.99 is one fen short");
 
-    let history = w.app.store().tier_history(&a).await.unwrap();
+    let history = w
+        .app
+        .store()
+        .tier_history(&ExternalUserId::from(&a))
+        .await
+        .unwrap();
     assert_eq!(history.len(), 1);
     assert!(
         history[0].reason.contains("spend 90d 2000.00 (≥ 2000.00)"),
@@ -287,7 +299,7 @@ async fn demotion_waits_for_the_grace_period_and_recovery_inside_it_keeps_the_ti
     assert_eq!(
         w.app
             .store()
-            .tier_states(Some(std::slice::from_ref(&a)))
+            .tier_states(Some(std::slice::from_ref(&ExternalUserId::from(&a))))
             .await
             .unwrap()[0]
             .keep_failing_since,
@@ -343,14 +355,24 @@ async fn a_rule_change_takes_effect_on_the_next_evaluation_and_a_dry_run_changes
     let dry = tiers::evaluate(app.services(), None, false).await.unwrap();
     assert_eq!(dry.len(), 1);
     assert_eq!(
-        app.store().customer(&a).await.unwrap().unwrap().tier,
+        app.store()
+            .customer(&ExternalUserId::from(&a))
+            .await
+            .unwrap()
+            .unwrap()
+            .tier,
         "member",
         "a dry run changes nothing"
     );
     let applied = tiers::evaluate(app.services(), None, true).await.unwrap();
     assert_eq!(applied, dry);
     assert_eq!(
-        app.store().customer(&a).await.unwrap().unwrap().tier,
+        app.store()
+            .customer(&ExternalUserId::from(&a))
+            .await
+            .unwrap()
+            .unwrap()
+            .tier,
         "partner"
     );
     app.shutdown().await;
@@ -415,7 +437,12 @@ async fn a_pin_wins_over_the_rules_until_it_expires() {
     let (status, _) = pin(json!({"tier": "senior_partner", "reason": "key account"})).await;
     assert_eq!(status, 200);
     assert_eq!(tier_of(&w, &a).await, "senior_partner");
-    let history = w.app.store().tier_history(&a).await.unwrap();
+    let history = w
+        .app
+        .store()
+        .tier_history(&ExternalUserId::from(&a))
+        .await
+        .unwrap();
     assert!(
         history
             .last()
@@ -704,7 +731,7 @@ async fn moving_a_shop_ref_to_another_customer_re_evaluates_the_one_who_lost_it(
     let state = w
         .app
         .store()
-        .tier_states(Some(std::slice::from_ref(&a)))
+        .tier_states(Some(std::slice::from_ref(&ExternalUserId::from(&a))))
         .await
         .unwrap();
     assert!(

@@ -147,19 +147,28 @@ async fn reads_are_retried_on_busy_and_5xx() {
     let client = client(&w.settings);
     w.fake
         .fail_next(GET_CUSTOMER, 2, Failure::Errcode(code::SYSTEM_BUSY));
-    let detail = client.get_customer(&customer).await.unwrap();
+    let detail = client
+        .get_customer(&customer.as_str().into())
+        .await
+        .unwrap();
     assert_eq!(detail.external_contact.name, "王小明");
     assert_eq!(detail.follow_user[0].userid, "zhangsan");
     assert_eq!(w.fake.calls_to(GET_CUSTOMER).len(), 3);
 
     w.fake.fail_next(GET_CUSTOMER, 1, Failure::Http(502));
-    client.get_customer(&customer).await.unwrap();
+    client
+        .get_customer(&customer.as_str().into())
+        .await
+        .unwrap();
     assert_eq!(w.fake.calls_to(GET_CUSTOMER).len(), 5);
 
     // Past the retries, the error is reported with its code.
     w.fake
         .fail_next(GET_CUSTOMER, 10, Failure::Errcode(code::SYSTEM_BUSY));
-    let err = client.get_customer(&customer).await.unwrap_err();
+    let err = client
+        .get_customer(&customer.as_str().into())
+        .await
+        .unwrap_err();
     assert_eq!(err.errcode(), Some(-1));
     assert_eq!(
         w.fake.calls_to(GET_CUSTOMER).len(),
@@ -235,7 +244,7 @@ async fn a_send_whose_answer_breaks_off_after_200_is_outcome_unknown_and_not_ret
     // The same for an app message to staff.
     w.fake.fail_next(APP_MESSAGE, 1, Failure::BrokenBody);
     let err = client
-        .send_text_to_members(&["zhangsan"], "新客户：王小明")
+        .send_text_to_members(&["zhangsan".into()], "新客户：王小明")
         .await
         .unwrap_err();
     assert!(matches!(err, WecomError::OutcomeUnknown { .. }), "{err}");
@@ -255,7 +264,10 @@ async fn a_read_whose_answer_breaks_off_is_retried() {
         .await
         .unwrap();
     assert_eq!(answer.status(), 200);
-    let detail = client.get_customer(&customer).await.unwrap();
+    let detail = client
+        .get_customer(&customer.as_str().into())
+        .await
+        .unwrap();
     assert_eq!(detail.external_contact.name, "王小明");
     let calls = w.fake.calls_to(GET_CUSTOMER);
     assert_eq!(calls.len(), 2, "the broken answer, then the retry");
@@ -271,7 +283,7 @@ async fn after_45009_the_api_pauses_instead_of_hammering() {
     let client = client(&w.settings);
     let request = MarkTagRequest {
         userid: "zhangsan".into(),
-        external_userid: customer.clone(),
+        external_userid: customer.clone().into(),
         add_tag: vec!["etNOSUCHTAG".into()],
         remove_tag: vec![],
     };
@@ -393,7 +405,7 @@ async fn errcodes_are_typed_and_explained() {
     let err = client
         .remark(&RemarkRequest {
             userid: "zhangsan".into(),
-            external_userid: customer,
+            external_userid: customer.into(),
             remark: Some("一".repeat(21)),
             ..Default::default()
         })

@@ -192,7 +192,7 @@ pub async fn record_activity(
         .map_err(AppError::from)?;
     for r in &mut records {
         if let Some(ext) = refs.get(&r.customer) {
-            r.who = ext.clone();
+            r.who = ext.to_string();
         }
     }
     let customers = services

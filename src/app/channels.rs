@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::tags::{self, UNATTRIBUTED, UNATTRIBUTED_NAME};
 use super::{AppError, Services};
 use crate::config::ChannelSettings;
+use crate::ids::UserId;
 use crate::store::contacts::{self, Channel, ChannelStats, Welcome};
 use crate::wecom::client::types::{Attachment, ContactWayRequest, UpdateContactWayRequest};
 
@@ -19,7 +20,7 @@ pub struct ChannelInput {
     #[schema(min_length = 1, max_length = 30)]
     pub name: String,
     #[schema(min_items = 1, max_items = 100)]
-    pub staff: Vec<String>,
+    pub staff: Vec<UserId>,
     #[serde(default)]
     pub tags: Vec<String>,
     #[serde(default)]
@@ -68,7 +69,7 @@ pub fn validate(services: &Services, input: &ChannelInput) -> Result<(), AppErro
     if input.staff.is_empty() || input.staff.len() > 100 {
         return Err(invalid("staff", "must list 1 to 100 members"));
     }
-    if let Some(bad) = input.staff.iter().find(|s| s.trim().is_empty()) {
+    if let Some(bad) = input.staff.iter().find(|s| s.as_str().trim().is_empty()) {
         return Err(invalid("staff", format!("{bad:?} is not a member userid")));
     }
     if let Some(bad) = input
@@ -290,7 +291,7 @@ pub async fn declare(services: &Services, declared: &[ChannelSettings]) -> Resul
         let input = ChannelInput {
             code: d.code.clone(),
             name: d.name.clone(),
-            staff: d.staff.clone(),
+            staff: d.staff.iter().map(UserId::from).collect(),
             tags: d.tags.clone(),
             welcome,
         };

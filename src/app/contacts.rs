@@ -13,10 +13,13 @@ use super::channels::attribute;
 use super::notes::{self, enqueue_member_notice};
 use super::{AppError, Registrar, Services, tags, tiers};
 use crate::app::dispatch::EventContext;
+use crate::ids::{ExternalUserId, TagId, UserId};
 use crate::jobs::send::{Look, Outcome};
 use crate::jobs::{JobContext, JobError};
 use crate::store::Tx;
-use crate::store::contacts::{self, ContactEvent, Customer, Follow};
+use crate::store::contacts::{
+    self, ContactEvent, ContactEventKind, Customer, Follow, FollowStatus,
+};
 use crate::wecom::client::types::{Attachment, CustomerDetail, Text, WelcomeRequest};
 use crate::wecom::client::{WecomError, code};
 use crate::wecom::event::{ContactChange, Event};
@@ -27,8 +30,8 @@ pub const SYNC_JOB: &str = "contact.sync";
 #[derive(Debug, Serialize, Deserialize)]
 pub struct WelcomeJob {
     pub welcome_code: String,
-    pub userid: String,
-    pub external_userid: String,
+    pub userid: UserId,
+    pub external_userid: ExternalUserId,
     pub state: Option<String>,
     /// The inbox event it came from (the key of what recording decides); absent in jobs queued
     /// by earlier versions, which then key by the welcome code.
@@ -45,8 +48,8 @@ pub enum SyncReason {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SyncJob {
-    pub userid: String,
-    pub external_userid: String,
+    pub userid: UserId,
+    pub external_userid: ExternalUserId,
     pub state: Option<String>,
     pub reason: SyncReason,
     /// The inbox event it came from: the key of every job it decides.
@@ -165,11 +168,13 @@ async fn on_contact_event(s: &Services, ctx: &EventContext, event: Event) -> Res
         }
         ContactChange::DelFollowUser => {
             // The customer deleted the member: churn, and the member and operators are told.
-            if contacts::end_follow(&mut tx, &userid, &external_userid, "lost", now).await? {
+            if contacts::end_follow(&mut tx, &userid, &external_userid, FollowStatus::Lost, now)
+                .await?
+            {
                 let event = ContactEvent {
                     external_userid,
                     userid: userid.clone(),
-                    kind: "churn".into(),
+                    kind: ContactEventKind::Churn,
                     detail: None,
                     at: now,
                 };
@@ -180,15 +185,15 @@ async fn on_contact_event(s: &Services, ctx: &EventContext, event: Event) -> Res
         ContactChange::Del => {
             let handover = source.as_deref() == Some("DELETE_BY_TRANSFER");
             let (status, kind) = if handover {
-                ("transferred", "handover")
+                (FollowStatus::Transferred, ContactEventKind::Handover)
             } else {
-                ("deleted", "deleted")
+                (FollowStatus::Deleted, ContactEventKind::Deleted)
             };
             contacts::end_follow(&mut tx, &userid, &external_userid, status, now).await?;
             let event = ContactEvent {
                 external_userid,
                 userid,
-                kind: kind.into(),
+                kind,
                 detail: source,
                 at: now,
             };
@@ -198,7 +203,7 @@ async fn on_contact_event(s: &Services, ctx: &EventContext, event: Event) -> Res
             let event = ContactEvent {
                 external_userid,
                 userid,
-                kind: "transfer_fail".into(),
+                kind: ContactEventKind::TransferFail,
                 detail: fail_reason,
                 at: now,
             };
@@ -215,8 +220,8 @@ async fn sync_job(
     tx: &mut Tx,
     s: &Services,
     ctx: &EventContext,
-    userid: String,
-    external_userid: String,
+    userid: UserId,
+    external_userid: ExternalUserId,
     state: Option<String>,
     reason: SyncReason,
 ) -> Result<(), AppError> {
@@ -381,8 +386,8 @@ async fn sync(s: &Services, job: &SyncJob) -> Result<(), JobError> {
 
 /// One relation to record, and why.
 struct Relation<'a> {
-    userid: &'a str,
-    external_userid: &'a str,
+    userid: &'a UserId,
+    external_userid: &'a ExternalUserId,
     state: Option<&'a str>,
     reason: SyncReason,
     /// What keys the jobs recording decides (the inbox event).
@@ -393,7 +398,7 @@ struct Relation<'a> {
 /// the note and the tier evaluation; for an edit, notices siyu's tags taken off and has them put
 /// back if configured — all in the transaction that records.
 async fn record(s: &Services, r: &Relation<'_>, detail: CustomerDetail) -> Result<(), JobError> {
-    let Some(info) = detail.follow_user.iter().find(|f| f.userid == r.userid) else {
+    let Some(info) = detail.follow_user.iter().find(|f| f.userid == *r.userid) else {
         return Err(JobError::Permanent(format!(
             "{} no longer follows the customer",
             r.userid
@@ -412,7 +417,7 @@ async fn record(s: &Services, r: &Relation<'_>, detail: CustomerDetail) -> Resul
         .map(|t| t.code.clone())
         .unwrap_or_default();
     let customer = Customer {
-        external_userid: r.external_userid.to_string(),
+        external_userid: r.external_userid.clone(),
         name: detail.external_contact.name.clone(),
         kind: detail.external_contact.kind,
         corp_name: detail.external_contact.corp_name.clone(),
@@ -430,8 +435,8 @@ async fn record(s: &Services, r: &Relation<'_>, detail: CustomerDetail) -> Resul
         .await
         .map_err(AppError::from)?;
     let follow = Follow {
-        userid: r.userid.to_string(),
-        external_userid: r.external_userid.to_string(),
+        userid: r.userid.clone(),
+        external_userid: r.external_userid.clone(),
         // A relation keeps the channel it was first attributed to.
         channel: known
             .as_ref()
@@ -447,12 +452,12 @@ async fn record(s: &Services, r: &Relation<'_>, detail: CustomerDetail) -> Resul
             .filter(|t| !t.tag_id.is_empty())
             .map(|t| t.tag_id.clone())
             .collect(),
-        status: "connected".into(),
+        status: FollowStatus::Connected,
         ended_at: None,
         siyu_remark: known.as_ref().and_then(|k| k.siyu_remark.clone()),
     };
     // Read before the transaction: on SQLite the transaction holds the process's write turn.
-    let removed: Vec<String> = match r.reason {
+    let removed: Vec<TagId> = match r.reason {
         SyncReason::Add => Vec::new(),
         SyncReason::Edit => tags::wanted_ids(s, &follow)
             .await?
@@ -491,7 +496,7 @@ async fn record(s: &Services, r: &Relation<'_>, detail: CustomerDetail) -> Resul
             tiers::enqueue_evaluation(
                 s,
                 &mut tx,
-                Some(vec![r.external_userid.to_string()]),
+                Some(vec![r.external_userid.clone()]),
                 &format!("evaluate:add:{key}"),
             )
             .await?;
@@ -499,10 +504,16 @@ async fn record(s: &Services, r: &Relation<'_>, detail: CustomerDetail) -> Resul
         SyncReason::Edit if !removed.is_empty() => {
             // A member took one of siyu's tags off by hand.
             let event = ContactEvent {
-                external_userid: r.external_userid.to_string(),
-                userid: r.userid.to_string(),
-                kind: "tag_removed".into(),
-                detail: Some(removed.join(",")),
+                external_userid: r.external_userid.clone(),
+                userid: r.userid.clone(),
+                kind: ContactEventKind::TagRemoved,
+                detail: Some(
+                    removed
+                        .iter()
+                        .map(TagId::as_str)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
                 at: now,
             };
             contacts::record_contact_event(&mut tx, &event)

@@ -4,11 +4,12 @@
 use serde_json::json;
 
 use super::{AppError, Services, tiers};
+use crate::ids::ExternalUserId;
 use crate::store::tiers as store_tiers;
 
 /// Profile, tier, pin, value segment, the metrics the rules look at, relations, tier history and
 /// relation events.
-pub async fn view(services: &Services, id: &str) -> Result<serde_json::Value, AppError> {
+pub async fn view(services: &Services, id: &ExternalUserId) -> Result<serde_json::Value, AppError> {
     let store = &services.store;
     let Some(customer) = store.customer(id).await? else {
         return Err(AppError::NotFound(format!("no customer {id:?}")));
@@ -31,7 +32,11 @@ pub async fn view(services: &Services, id: &str) -> Result<serde_json::Value, Ap
 /// Maps the shop's customer ids to a customer: activity sent under them counts for the customer
 /// from now on. The customers that held one of the ids before lose its activity; they and this
 /// customer are re-evaluated, decided in the transaction that moves the ids.
-pub async fn set_refs(services: &Services, id: &str, refs: &[String]) -> Result<(), AppError> {
+pub async fn set_refs(
+    services: &Services,
+    id: &ExternalUserId,
+    refs: &[String],
+) -> Result<(), AppError> {
     if let Some(bad) = refs.iter().find(|r| r.trim().is_empty()) {
         return Err(AppError::Invalid(format!(
             "refs: {bad:?}: empty ids are not allowed"
@@ -41,7 +46,7 @@ pub async fn set_refs(services: &Services, id: &str, refs: &[String]) -> Result<
     let mut tx = services.store.begin().await?;
     let mut affected = store_tiers::set_customer_refs(&mut tx, id, refs).await?;
     if known {
-        affected.push(id.to_string());
+        affected.push(id.clone());
     }
     if !affected.is_empty() {
         let key = format!("evaluate:refs:{id}:{}", services.clock.now_ms());

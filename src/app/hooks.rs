@@ -5,6 +5,7 @@
 //! its own rows and jobs to that transaction. The decision and everything it sets off then commit
 //! together or not at all, and the deciding feature knows nothing of who listens.
 
+use crate::ids::{ExternalUserId, UserId};
 use crate::jobs::BoxFuture;
 use crate::store::Tx;
 
@@ -15,11 +16,11 @@ use super::{AppError, Services};
 pub struct TierChanged {
     /// The `tier_history` row: the key of every job the change sets off.
     pub change_id: i64,
-    pub external_userid: String,
+    pub external_userid: ExternalUserId,
     pub from: String,
     pub to: String,
     pub at: i64,
-    pub members: Vec<String>,
+    pub members: Vec<UserId>,
 }
 
 /// Called with a batch of tier changes inside the transaction that records them.
@@ -30,7 +31,7 @@ pub type TierHook =
 pub type SegmentHook = for<'a> fn(
     &'a Services,
     &'a mut Tx,
-    &'a [(String, String)],
+    &'a [(UserId, ExternalUserId)],
     i64,
 ) -> BoxFuture<'a, Result<(), AppError>>;
 
@@ -73,7 +74,7 @@ impl Hooks {
         &self,
         services: &Services,
         tx: &mut Tx,
-        relations: &[(String, String)],
+        relations: &[(UserId, ExternalUserId)],
         at: i64,
     ) -> Result<(), AppError> {
         for (feature, hook) in &self.segment_changed {

@@ -276,7 +276,7 @@ async fn commit(
     let refs = services.store.refs_of(&keys).await?;
     for r in chunk.iter_mut() {
         if let Some(ext) = refs.get(&r.customer) {
-            r.who = ext.clone();
+            r.who = ext.to_string();
         }
     }
     let mut tx = services.store.begin().await?;

@@ -30,6 +30,7 @@ use serde::Serialize;
 
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::ids::{ExternalUserId, UserId};
 use crate::jobs::scheduler::Recurring;
 use crate::jobs::{self, Registry};
 use crate::store::{Store, Tx};
@@ -154,8 +155,8 @@ impl Services {
 /// The payload of a job about one relation (a member following a customer): its tags, its note.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct RelationJob {
-    pub userid: String,
-    pub external_userid: String,
+    pub userid: UserId,
+    pub external_userid: ExternalUserId,
 }
 
 /// What the features register to run: event handlers, job kinds and recurring jobs. (Their

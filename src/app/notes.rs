@@ -9,10 +9,11 @@ use super::channels::attribute;
 use super::hooks::{Hooks, TierChanged};
 use super::templates::truncate_chars;
 use super::{AppError, Registrar, RelationJob, Services, local_time};
+use crate::ids::{ExternalUserId, UserId};
 use crate::jobs::send::{Look, Outcome};
 use crate::jobs::{BoxFuture, JobContext, JobError};
 use crate::store::Tx;
-use crate::store::contacts::{self, ContactEvent};
+use crate::store::contacts::{self, ContactEvent, ContactEventKind};
 use crate::wecom::client::types::RemarkRequest;
 use crate::wecom::client::{WecomError, code};
 
@@ -21,14 +22,14 @@ pub const MEMBER_NOTICE_JOB: &str = "contact.member_notice";
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct MemberNoticeJob {
-    pub userid: String,
+    pub userid: UserId,
 }
 
 /// A notice as rendered on the first attempt and kept in the job's ledger, so that a retry sends
 /// byte for byte the same message (and WeCom's duplicate check can catch a repeat).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct NoticeBody {
-    to: Vec<String>,
+    to: Vec<UserId>,
     text: String,
     /// The contact events it tells of, marked told once it is sent.
     told: Vec<i64>,
@@ -62,13 +63,13 @@ pub fn hooks(h: &mut Hooks) {
 pub async fn enqueue_note(
     s: &Services,
     tx: &mut Tx,
-    userid: &str,
-    external_userid: &str,
+    userid: &UserId,
+    external_userid: &ExternalUserId,
     key: &str,
 ) -> Result<(), AppError> {
     let job = RelationJob {
-        userid: userid.to_string(),
-        external_userid: external_userid.to_string(),
+        userid: userid.clone(),
+        external_userid: external_userid.clone(),
     };
     s.enqueue(tx, NOTE_JOB, &job, key, None).await
 }
@@ -87,7 +88,7 @@ fn on_tier_change<'a>(
                 let event = ContactEvent {
                     external_userid: c.external_userid.clone(),
                     userid: member.clone(),
-                    kind: "tier".into(),
+                    kind: ContactEventKind::Tier,
                     detail: Some(format!("{}→{}", c.from, c.to)),
                     at: c.at,
                 };
@@ -175,14 +176,14 @@ async fn note(s: &Services, job: &RelationJob) -> Result<(), JobError> {
 pub async fn enqueue_member_notice(
     s: &Services,
     tx: &mut Tx,
-    userid: &str,
+    userid: &UserId,
     now: i64,
 ) -> Result<(), AppError> {
     let batch_ms = (s.settings.notify.batch_secs.max(1) * 1000) as i64;
     let window = now - now.rem_euclid(batch_ms);
     let key = format!("member-notice:{userid}:{window}");
     let job = MemberNoticeJob {
-        userid: userid.to_string(),
+        userid: userid.clone(),
     };
     s.enqueue(tx, MEMBER_NOTICE_JOB, &job, &key, Some(window + batch_ms))
         .await
@@ -218,8 +219,7 @@ async fn member_notice(
                     // Told from the moment the notice is on its way (its body is in the ledger):
                     // the next window's notice must not tell the same news again.
                     s.store.mark_told(&body.told, s.clock.now_ms()).await?;
-                    let to: Vec<&str> = body.to.iter().map(String::as_str).collect();
-                    Ok::<_, NoticeError>(s.wecom.send_text_to_members(&to, &body.text).await?)
+                    Ok::<_, NoticeError>(s.wecom.send_text_to_members(&body.to, &body.text).await?)
                 }
             },
         )
@@ -284,8 +284,8 @@ async fn render_notice(
     let mut tiers = Vec::new();
     for (_, e) in &untold {
         let c = s.store.customer(&e.external_userid).await?;
-        let name = c.map_or(e.external_userid.clone(), |c| c.name);
-        if e.kind == "tier" {
+        let name = c.map_or(e.external_userid.to_string(), |c| c.name);
+        if e.kind == ContactEventKind::Tier {
             let (from, to) = e
                 .detail
                 .as_deref()
@@ -305,8 +305,8 @@ async fn render_notice(
     let mut to = vec![job.userid.clone()];
     if !churned.is_empty() {
         for op in &s.settings.notify.operators {
-            if !to.contains(op) {
-                to.push(op.clone());
+            if !to.iter().any(|t| t == op) {
+                to.push(UserId::from(op));
             }
         }
     }

@@ -8,6 +8,7 @@
 use serde::Serialize;
 
 use super::{AppError, Services};
+use crate::ids::{ExternalUserId, UserId};
 use crate::store::tiers::{self as store_tiers, RfmInput};
 
 /// The eight segments, by (R high, F high, M high).
@@ -54,7 +55,7 @@ fn quintile_cuts(mut values: Vec<i64>) -> [i64; 4] {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SegmentChange {
-    pub external_userid: String,
+    pub external_userid: ExternalUserId,
     pub from: Option<String>,
     pub to: String,
     pub rfm: String,
@@ -130,12 +131,12 @@ pub async fn evaluate(services: &Services, apply: bool) -> Result<Vec<SegmentCha
 /// a segment change (the tags feature syncs each relation's tags) with the customers' connected
 /// relations.
 async fn apply_changes(services: &Services, changes: &[SegmentChange]) -> Result<(), AppError> {
-    let rows: Vec<(String, String, String)> = changes
+    let rows: Vec<(ExternalUserId, String, String)> = changes
         .iter()
         .map(|c| (c.external_userid.clone(), c.to.clone(), c.rfm.clone()))
         .collect();
-    let ids: Vec<String> = changes.iter().map(|c| c.external_userid.clone()).collect();
-    let relations: Vec<(String, String)> = services
+    let ids: Vec<ExternalUserId> = changes.iter().map(|c| c.external_userid.clone()).collect();
+    let relations: Vec<(UserId, ExternalUserId)> = services
         .store
         .connected_follows_of(&ids)
         .await?

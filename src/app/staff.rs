@@ -6,6 +6,7 @@ use minijinja::context;
 
 use super::channels::attribute;
 use super::{AppError, Registrar, Services, local_time};
+use crate::ids::{ExternalUserId, UserId};
 
 /// Staff messages are answered in the callback itself (a passive reply); entering the app needs
 /// nothing. Registered so the inbox marks them done rather than unhandled.
@@ -19,7 +20,7 @@ pub fn register(r: &mut Registrar) {
 const LIST_MAX: i64 = 10;
 
 /// The text answer to `content` sent by member `userid`.
-pub async fn answer(s: &Services, userid: &str, content: &str) -> Result<String, AppError> {
+pub async fn answer(s: &Services, userid: &UserId, content: &str) -> Result<String, AppError> {
     let query = content.trim();
     let query = query
         .strip_prefix('查')
@@ -77,7 +78,11 @@ fn tier_name(tiers: &[crate::config::TierSettings], code: &str) -> String {
         .map_or(code.to_string(), |t| t.name.clone())
 }
 
-async fn detail(s: &Services, userid: &str, external_userid: &str) -> Result<String, AppError> {
+async fn detail(
+    s: &Services,
+    userid: &UserId,
+    external_userid: &ExternalUserId,
+) -> Result<String, AppError> {
     let Some(customer) = s.store.customer(external_userid).await? else {
         return Ok(s
             .templates
@@ -87,7 +92,7 @@ async fn detail(s: &Services, userid: &str, external_userid: &str) -> Result<Str
     // The asking member's own relation first, else the first one.
     let Some(follow) = follows
         .iter()
-        .find(|f| f.userid == userid)
+        .find(|f| f.userid == *userid)
         .or(follows.first())
     else {
         return Ok(s
@@ -103,8 +108,8 @@ async fn detail(s: &Services, userid: &str, external_userid: &str) -> Result<Str
         .map(|id| {
             siyu_tags
                 .iter()
-                .find(|t| t.tag_id.as_deref() == Some(id))
-                .map_or(id.clone(), |t| t.name.clone())
+                .find(|t| t.tag_id.as_ref() == Some(id))
+                .map_or(id.to_string(), |t| t.name.clone())
         })
         .collect();
     let last = s.store.contact_events_of(external_userid).await?.pop();

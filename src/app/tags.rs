@@ -13,20 +13,16 @@
 
 use super::hooks::{Hooks, TierChanged};
 use super::{AppError, Registrar, RelationJob, Services};
+use crate::ids::{ExternalUserId, TagId, UserId};
 use crate::jobs::{BoxFuture, JobError};
 use crate::store::Tx;
-use crate::store::contacts::{self, Channel, Follow, SiyuTag};
+use crate::store::contacts::{self, Channel, Follow, FollowStatus, SiyuTag, TagKind};
 use crate::wecom::client::types::{AddTagsRequest, MarkTagRequest, NewTag, TagGroup};
 use crate::wecom::client::{WecomError, code};
 
 /// The channel of customers whose `State` matches no channel.
 pub const UNATTRIBUTED: &str = "unattributed";
 pub const UNATTRIBUTED_NAME: &str = "未归因";
-
-pub const CHANNEL: &str = "channel";
-pub const EXTRA: &str = "extra";
-pub const TIER: &str = "tier";
-pub const SEGMENT: &str = "segment";
 
 /// Job: bring one relation's siyu tags to what they should be now.
 pub const SYNC_JOB: &str = "tags.sync";
@@ -37,7 +33,7 @@ pub const LIBRARY_JOB: &str = "tags.resync";
 const LEGACY_JOBS: [&str; 3] = ["contact.tag", "tiers.retag", "tags.reapply"];
 
 /// Tag kinds of which a relation carries exactly one: siyu takes the others off.
-const EXCLUSIVE: [&str; 2] = [TIER, SEGMENT];
+const EXCLUSIVE: [TagKind; 2] = [TagKind::Tier, TagKind::Segment];
 
 pub fn register(services: &Services, r: &mut Registrar) {
     for kind in std::iter::once(SYNC_JOB).chain(LEGACY_JOBS) {
@@ -82,13 +78,13 @@ pub fn hooks(h: &mut Hooks) {
 pub async fn enqueue_sync(
     s: &Services,
     tx: &mut Tx,
-    userid: &str,
-    external_userid: &str,
+    userid: &UserId,
+    external_userid: &ExternalUserId,
     key: &str,
 ) -> Result<(), AppError> {
     let job = RelationJob {
-        userid: userid.to_string(),
-        external_userid: external_userid.to_string(),
+        userid: userid.clone(),
+        external_userid: external_userid.clone(),
     };
     s.enqueue(tx, SYNC_JOB, &job, key, None).await
 }
@@ -112,7 +108,7 @@ fn on_tier_change<'a>(
 fn on_segment_change<'a>(
     s: &'a Services,
     tx: &'a mut Tx,
-    relations: &'a [(String, String)],
+    relations: &'a [(UserId, ExternalUserId)],
     at: i64,
 ) -> BoxFuture<'a, Result<(), AppError>> {
     Box::pin(async move {
@@ -127,8 +123,8 @@ fn on_segment_change<'a>(
 /// siyu's tags as they bear on one relation: each wanted one (its channel's tag and extra tags,
 /// the customer's tier and segment) and every other tag of an exclusive kind (to take off).
 struct Plan {
-    add: Vec<String>,
-    remove: Vec<String>,
+    add: Vec<TagId>,
+    remove: Vec<TagId>,
     /// A wanted tag siyu has no id for yet (a new channel, tier or segment).
     missing: bool,
 }
@@ -140,24 +136,24 @@ async fn plan(s: &Services, follow: &Follow) -> Result<Plan, AppError> {
     };
     let customer = s.store.customer(&follow.external_userid).await?;
     let segment = s.store.segment_of(&follow.external_userid).await?;
-    let mut want: Vec<(&str, String)> = vec![(CHANNEL, follow.channel.clone())];
-    want.extend(extras.into_iter().map(|e| (EXTRA, e)));
+    let mut want: Vec<(TagKind, String)> = vec![(TagKind::Channel, follow.channel.clone())];
+    want.extend(extras.into_iter().map(|e| (TagKind::Extra, e)));
     if let Some(c) = customer {
-        want.push((TIER, c.tier));
+        want.push((TagKind::Tier, c.tier));
     }
     if let Some((segment, _)) = segment {
-        want.push((SEGMENT, segment));
+        want.push((TagKind::Segment, segment));
     }
     let all = s.store.siyu_tags().await?;
-    let id_of = |kind: &str, code: &str| {
+    let id_of = |kind: TagKind, code: &str| {
         all.iter()
             .find(|t| t.kind == kind && t.code == code)
             .and_then(|t| t.tag_id.clone())
     };
-    let add: Vec<String> = want.iter().filter_map(|(k, c)| id_of(k, c)).collect();
+    let add: Vec<TagId> = want.iter().filter_map(|(k, c)| id_of(*k, c)).collect();
     let remove = all
         .iter()
-        .filter(|t| EXCLUSIVE.contains(&t.kind.as_str()))
+        .filter(|t| EXCLUSIVE.contains(&t.kind))
         .filter_map(|t| t.tag_id.clone())
         .filter(|id| !add.contains(id))
         .collect();
@@ -169,7 +165,7 @@ async fn plan(s: &Services, follow: &Follow) -> Result<Plan, AppError> {
 }
 
 /// The ids of the tags siyu keeps on a relation now (those it has ids for).
-pub async fn wanted_ids(s: &Services, follow: &Follow) -> Result<Vec<String>, AppError> {
+pub async fn wanted_ids(s: &Services, follow: &Follow) -> Result<Vec<TagId>, AppError> {
     Ok(plan(s, follow).await?.add)
 }
 
@@ -187,7 +183,7 @@ pub async fn sync(s: &Services, job: &RelationJob) -> Result<(), JobError> {
         else {
             return Err(JobError::Permanent("relation not recorded".into()));
         };
-        if follow.status != "connected" {
+        if follow.status != FollowStatus::Connected {
             // The relation ended: there is nothing to tag.
             return Ok(());
         }
@@ -271,8 +267,8 @@ fn needed(
     tiers: &[crate::config::TierSettings],
 ) -> Vec<SiyuTag> {
     let s = &services.settings;
-    let tag = |kind: &str, code: &str, name: &str, group: &str| SiyuTag {
-        kind: kind.into(),
+    let tag = |kind: TagKind, code: &str, name: &str, group: &str| SiyuTag {
+        kind,
         code: code.into(),
         name: name.into(),
         group_name: group.into(),
@@ -280,24 +276,32 @@ fn needed(
         group_id: None,
     };
     let mut out = vec![tag(
-        CHANNEL,
+        TagKind::Channel,
         UNATTRIBUTED,
         UNATTRIBUTED_NAME,
         &s.tags.channel_group,
     )];
     for c in channels {
-        out.push(tag(CHANNEL, &c.code, &c.name, &s.tags.channel_group));
+        out.push(tag(
+            TagKind::Channel,
+            &c.code,
+            &c.name,
+            &s.tags.channel_group,
+        ));
         for extra in &c.tags {
-            if !out.iter().any(|t| t.kind == EXTRA && t.code == *extra) {
-                out.push(tag(EXTRA, extra, extra, &s.tags.channel_group));
+            if !out
+                .iter()
+                .any(|t| t.kind == TagKind::Extra && t.code == *extra)
+            {
+                out.push(tag(TagKind::Extra, extra, extra, &s.tags.channel_group));
             }
         }
     }
     for t in tiers {
-        out.push(tag(TIER, &t.code, &t.name, &s.tags.tier_group));
+        out.push(tag(TagKind::Tier, &t.code, &t.name, &s.tags.tier_group));
     }
     for name in super::segments::SEGMENTS {
-        out.push(tag(SEGMENT, name, name, &s.rfm.group_name));
+        out.push(tag(TagKind::Segment, name, name, &s.rfm.group_name));
     }
     out
 }
@@ -379,12 +383,12 @@ pub async fn ensure(services: &Services) -> Result<Vec<SiyuTag>, AppError> {
 
 fn find_by_id<'a>(
     library: &'a [TagGroup],
-    id: &str,
+    id: &TagId,
 ) -> Option<(&'a TagGroup, &'a crate::wecom::client::types::Tag)> {
     library.iter().filter(|g| !g.deleted).find_map(|g| {
         g.tag
             .iter()
-            .find(|t| t.id == id && !t.deleted)
+            .find(|t| t.id == *id && !t.deleted)
             .map(|t| (g, t))
     })
 }
@@ -420,7 +424,7 @@ fn merge(library: &mut Vec<TagGroup>, created: TagGroup) {
 
 /// A deleted tag was recreated under a new id: the relations that had it forget the old id and
 /// get their tags synced (which puts the new one on), paced by the client's limiter.
-async fn enqueue_reapply(services: &Services, old: &str, new: &str) -> Result<(), AppError> {
+async fn enqueue_reapply(services: &Services, old: &TagId, new: &TagId) -> Result<(), AppError> {
     let now = services.clock.now_ms();
     let mut tx = services.store.begin().await?;
     let had = contacts::drop_tag_from_follows(&mut tx, old, now).await?;
@@ -430,8 +434,8 @@ async fn enqueue_reapply(services: &Services, old: &str, new: &str) -> Result<()
     }
     tx.commit().await?;
     tracing::info!(
-        old,
-        new,
+        %old,
+        %new,
         relations = had.len(),
         "putting a recreated tag back"
     );

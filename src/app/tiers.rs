@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::hooks::TierChanged;
 use super::{AppError, Registrar, Services};
 use crate::config::{Condition, RuleSet, Settings, TierSettings};
+use crate::ids::ExternalUserId;
 use crate::store::Tx;
 use crate::store::tiers::{self as store_tiers, TierChange, TierState};
 
@@ -263,7 +264,7 @@ impl Metrics<'_> {
 /// What evaluation decided for one customer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Decision {
-    pub external_userid: String,
+    pub external_userid: ExternalUserId,
     pub from: String,
     pub to: String,
     pub reason: String,
@@ -364,7 +365,7 @@ fn terms_of(tiers: &[Tier]) -> Vec<(String, i64)> {
 /// and dry runs; the nightly job uses [`evaluate_with`], which keeps nothing).
 pub async fn evaluate(
     services: &Services,
-    customers: Option<&[String]>,
+    customers: Option<&[ExternalUserId]>,
     apply: bool,
 ) -> Result<Vec<Decision>, AppError> {
     let mut decisions = Vec::new();
@@ -384,7 +385,7 @@ pub struct Evaluated {
 /// many customers there are and however many change. `on_change` sees every decision.
 pub async fn evaluate_with(
     services: &Services,
-    customers: Option<&[String]>,
+    customers: Option<&[ExternalUserId]>,
     apply: bool,
     mut on_change: impl FnMut(&Decision),
 ) -> Result<Evaluated, AppError> {
@@ -398,7 +399,7 @@ pub async fn evaluate_with(
     let decide_and_apply = async {
         let mut report = Evaluated::default();
         let mut changes: Vec<(Decision, Option<i64>)> = Vec::new();
-        let mut failing: Vec<(String, Option<i64>)> = Vec::new();
+        let mut failing: Vec<(ExternalUserId, Option<i64>)> = Vec::new();
         while let Some((state, values)) = rows.recv().await {
             report.customers += 1;
             let metrics = Metrics {
@@ -443,7 +444,7 @@ pub async fn evaluate_with(
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct EvaluateJob {
     /// None: everyone.
-    pub customers: Option<Vec<String>>,
+    pub customers: Option<Vec<ExternalUserId>>,
 }
 
 /// Records changes and, in the same transaction, calls what each feature registered for a tier
@@ -457,7 +458,7 @@ async fn apply_changes(
     if changes.is_empty() {
         return Ok(());
     }
-    let ids: Vec<String> = changes
+    let ids: Vec<ExternalUserId> = changes
         .iter()
         .map(|(d, _)| d.external_userid.clone())
         .collect();
@@ -498,12 +499,12 @@ async fn apply_changes(
 /// The metric values the rules look at, for one customer (the customer view).
 pub async fn metrics_of(
     services: &Services,
-    external_userid: &str,
+    external_userid: &ExternalUserId,
 ) -> Result<Vec<serde_json::Value>, AppError> {
     let tiers = compile(&services.tiers().await?).map_err(AppError::Invalid)?;
     let terms = terms_of(&tiers);
     let (tx, mut rx) = tokio::sync::mpsc::channel(1);
-    let who = [external_userid.to_string()];
+    let who = [external_userid.clone()];
     let read =
         services
             .store
@@ -588,7 +589,7 @@ pub struct PinInput {
 /// Pins (or with `None` unpins) a customer's tier, and re-evaluates the customer at once.
 pub async fn pin(
     services: &Services,
-    external_userid: &str,
+    external_userid: &ExternalUserId,
     input: Option<PinInput>,
 ) -> Result<(), AppError> {
     if services.store.customer(external_userid).await?.is_none() {
@@ -641,7 +642,7 @@ pub async fn pin(
         .store
         .set_pin(external_userid, pin.as_ref(), now)
         .await?;
-    evaluate(services, Some(&[external_userid.to_string()]), true).await?;
+    evaluate(services, Some(std::slice::from_ref(external_userid)), true).await?;
     Ok(())
 }
 
@@ -650,7 +651,7 @@ pub async fn pin(
 pub async fn enqueue_evaluation(
     services: &Services,
     tx: &mut Tx,
-    customers: Option<Vec<String>>,
+    customers: Option<Vec<ExternalUserId>>,
     key: &str,
 ) -> Result<(), AppError> {
     services

@@ -19,6 +19,7 @@ use super::doc::{
 use crate::app::activity::{self, ActivityBatch, ActivityOutcome, BatchError};
 use crate::app::channels::{self, ChannelInput, ChannelView};
 use crate::app::{AppError, customers, tiers};
+use crate::ids::ExternalUserId;
 use crate::store::contacts::Channel;
 use crate::store::inbox::{EventFilter, InboxStatus};
 
@@ -375,7 +376,7 @@ struct RefsBody {
 )]
 async fn put_refs(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<ExternalUserId>,
     payload: Result<Json<RefsBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let refs = body(payload)?.refs;
@@ -402,7 +403,7 @@ async fn put_refs(
 )]
 async fn get_customer(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<ExternalUserId>,
 ) -> Result<Response, ApiError> {
     Ok(Json(customers::view(&state.services, &id).await?).into_response())
 }
@@ -424,7 +425,7 @@ async fn get_customer(
 )]
 async fn put_pin(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<ExternalUserId>,
     payload: Result<Json<tiers::PinInput>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     tiers::pin(&state.services, &id, Some(body(payload)?)).await?;
@@ -446,7 +447,7 @@ async fn put_pin(
 )]
 async fn delete_pin(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<ExternalUserId>,
 ) -> Result<Response, ApiError> {
     tiers::pin(&state.services, &id, None).await?;
     get_customer(State(state), Path(id)).await

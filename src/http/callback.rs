@@ -249,7 +249,11 @@ async fn staff_reply(
     head: event::Header,
     content: &str,
 ) -> Response {
-    let Some(member) = head.from_user_name.filter(|m| !m.is_empty()) else {
+    let Some(member) = head
+        .from_user_name
+        .filter(|m| !m.is_empty())
+        .map(crate::ids::UserId::from)
+    else {
         return StatusCode::OK.into_response();
     };
     let text = match crate::app::staff::answer(&state.services, &member, content).await {

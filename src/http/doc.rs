@@ -82,7 +82,7 @@ pub struct ChannelList {
 /// The shop's customer ids now mapped to the customer.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CustomerRefs {
-    pub external_userid: String,
+    pub external_userid: crate::ids::ExternalUserId,
     pub refs: Vec<String>,
 }
 

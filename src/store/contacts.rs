@@ -4,6 +4,108 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use super::{Result, Store, StoreError, Tx, with_pool, with_tx};
+use crate::ids::{ExternalUserId, TagId, UserId};
+
+/// A string-valued enum stored and serialized as its snake_case name.
+macro_rules! string_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)+
+        }
+
+        impl $name {
+            pub const ALL: &[$name] = &[$($name::$variant),+];
+
+            /// The name as stored and serialized.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+
+            /// The variant stored as `text`, if any.
+            pub fn parse(text: &str) -> Option<Self> {
+                match text {
+                    $($text => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.as_str() == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+    };
+}
+
+string_enum! {
+    /// Where a follow relation (a member and a customer) stands; `follows.status`.
+    FollowStatus {
+        /// The customer and the member are contacts.
+        Connected => "connected",
+        /// The customer deleted the member (churn).
+        Lost => "lost",
+        /// The member deleted the customer.
+        Deleted => "deleted",
+        /// The customer was handed over to another member.
+        Transferred => "transferred",
+    }
+}
+
+string_enum! {
+    /// What a contact event records; `contact_events.kind`.
+    ContactEventKind {
+        /// The customer deleted the member.
+        Churn => "churn",
+        /// The customer's tier changed (the detail says from and to).
+        Tier => "tier",
+        /// The member deleted the customer.
+        Deleted => "deleted",
+        /// The customer was handed over to another member.
+        Handover => "handover",
+        /// WeCom failed to hand the customer over (the detail is its reason).
+        TransferFail => "transfer_fail",
+        /// A member took one of siyu's tags off by hand (the detail lists the tag ids).
+        TagRemoved => "tag_removed",
+    }
+}
+
+string_enum! {
+    /// Which of siyu's tags a corp tag is; `siyu_tags.kind`.
+    TagKind {
+        /// A channel's own tag (one per channel, and the unattributed one).
+        Channel => "channel",
+        /// One of a channel's extra tags.
+        Extra => "extra",
+        /// A tier's tag.
+        Tier => "tier",
+        /// A value segment's tag.
+        Segment => "segment",
+    }
+}
+
+/// Reads a stored enum; an unknown value is corrupt data, named with its column.
+fn stored<T>(column: &str, value: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
+    parse(value)
+        .ok_or_else(|| StoreError::Corrupt(format!("{column} has an unknown value {value:?}")))
+}
 
 /// A channel's welcome message: a template text and attachments. The attachments are kept as the
 /// JSON WeCom takes (`{"msgtype": "link", "link": {...}}`); the channels feature checks their
@@ -20,7 +122,8 @@ pub struct Welcome {
 pub struct Channel {
     pub code: String,
     pub name: String,
-    pub staff: Vec<String>,
+    /// The members a customer adds through the channel.
+    pub staff: Vec<UserId>,
     pub tags: Vec<String>,
     pub welcome: Option<Welcome>,
     pub config_id: Option<String>,
@@ -41,7 +144,7 @@ pub struct ChannelStats {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Customer {
-    pub external_userid: String,
+    pub external_userid: ExternalUserId,
     pub name: String,
     pub kind: i64,
     pub corp_name: String,
@@ -52,35 +155,35 @@ pub struct Customer {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Follow {
-    pub userid: String,
-    pub external_userid: String,
+    pub userid: UserId,
+    pub external_userid: ExternalUserId,
     pub channel: String,
     pub state: Option<String>,
     pub add_way: i64,
     pub added_at: i64,
     pub remark: String,
     pub description: String,
-    pub tag_ids: Vec<String>,
-    pub status: String,
+    pub tag_ids: Vec<TagId>,
+    pub status: FollowStatus,
     pub ended_at: Option<i64>,
     pub siyu_remark: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SiyuTag {
-    pub kind: String,
+    pub kind: TagKind,
     pub code: String,
     pub name: String,
     pub group_name: String,
-    pub tag_id: Option<String>,
+    pub tag_id: Option<TagId>,
     pub group_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ContactEvent {
-    pub external_userid: String,
-    pub userid: String,
-    pub kind: String,
+    pub external_userid: ExternalUserId,
+    pub userid: UserId,
+    pub kind: ContactEventKind,
     pub detail: Option<String>,
     pub at: i64,
 }
@@ -113,7 +216,7 @@ macro_rules! channel_from_row {
 macro_rules! follow_from_row {
     ($r:expr) => {{
         let r = $r;
-        Ok::<Follow, sqlx::Error>(Follow {
+        Ok::<Follow, StoreError>(Follow {
             userid: r.try_get("userid")?,
             external_userid: r.try_get("external_userid")?,
             channel: r.try_get("channel")?,
@@ -123,7 +226,11 @@ macro_rules! follow_from_row {
             remark: r.try_get("remark")?,
             description: r.try_get("description")?,
             tag_ids: from_json("tag_ids", &r.try_get::<String, _>("tag_ids")?)?,
-            status: r.try_get("status")?,
+            status: stored(
+                "follows.status",
+                &r.try_get::<String, _>("status")?,
+                FollowStatus::parse,
+            )?,
             ended_at: r.try_get("ended_at")?,
             siyu_remark: r.try_get("siyu_remark")?,
         })
@@ -148,10 +255,14 @@ macro_rules! customer_from_row {
 macro_rules! contact_event_from_row {
     ($r:expr) => {{
         let r = $r;
-        Ok::<ContactEvent, sqlx::Error>(ContactEvent {
+        Ok::<ContactEvent, StoreError>(ContactEvent {
             external_userid: r.try_get("external_userid")?,
             userid: r.try_get("userid")?,
-            kind: r.try_get("kind")?,
+            kind: stored(
+                "contact_events.kind",
+                &r.try_get::<String, _>("kind")?,
+                ContactEventKind::parse,
+            )?,
             detail: r.try_get("detail")?,
             at: r.try_get("at")?,
         })
@@ -271,10 +382,10 @@ impl Store {
             };
             let stats = &mut out[i].1;
             stats.added += n;
-            match status.as_str() {
-                "connected" => stats.connected += n,
-                "lost" => stats.lost += n,
-                _ => {}
+            match stored("follows.status", &status, FollowStatus::parse)? {
+                FollowStatus::Connected => stats.connected += n,
+                FollowStatus::Lost => stats.lost += n,
+                FollowStatus::Deleted | FollowStatus::Transferred => {}
             }
         }
         Ok(out)
@@ -329,7 +440,7 @@ pub async fn upsert_follow(tx: &mut Tx, f: &Follow, now: i64) -> Result<()> {
         .bind(&f.remark)
         .bind(&f.description)
         .bind(&tag_ids)
-        .bind(&f.status)
+        .bind(f.status.as_str())
         .bind(f.ended_at)
         .bind(&f.siyu_remark)
         .bind(now)
@@ -344,7 +455,7 @@ pub async fn record_contact_event(tx: &mut Tx, e: &ContactEvent) -> Result<()> {
         sqlx::query("INSERT INTO contact_events (external_userid, userid, kind, detail, at) VALUES ($1, $2, $3, $4, $5)")
             .bind(&e.external_userid)
             .bind(&e.userid)
-            .bind(&e.kind)
+            .bind(e.kind.as_str())
             .bind(&e.detail)
             .bind(e.at)
             .execute(&mut *conn)
@@ -356,20 +467,21 @@ pub async fn record_contact_event(tx: &mut Tx, e: &ContactEvent) -> Result<()> {
 /// Ends a relation (`lost`, `deleted`, `transferred`); false when there was none to end.
 pub async fn end_follow(
     tx: &mut Tx,
-    userid: &str,
-    external_userid: &str,
-    status: &str,
+    userid: &UserId,
+    external_userid: &ExternalUserId,
+    status: FollowStatus,
     at: i64,
 ) -> Result<bool> {
     let n = with_tx!(tx, |conn| {
         sqlx::query(
             "UPDATE follows SET status = $1, ended_at = $2, updated_at = $2
-             WHERE userid = $3 AND external_userid = $4 AND status = 'connected'",
+             WHERE userid = $3 AND external_userid = $4 AND status = $5",
         )
-        .bind(status)
+        .bind(status.as_str())
         .bind(at)
         .bind(userid)
         .bind(external_userid)
+        .bind(FollowStatus::Connected.as_str())
         .execute(&mut *conn)
         .await?
         .rows_affected()
@@ -379,18 +491,20 @@ pub async fn end_follow(
 
 impl Store {
     /// Churn and tier events of `userid`'s customers the member was not told about yet, oldest first.
-    pub async fn untold_notices(&self, userid: &str) -> Result<Vec<(i64, ContactEvent)>> {
+    pub async fn untold_notices(&self, userid: &UserId) -> Result<Vec<(i64, ContactEvent)>> {
         let rows = with_pool!(self, |pool| {
             let rows = sqlx::query(
                 "SELECT id, external_userid, userid, kind, detail, at FROM contact_events
-                 WHERE userid = $1 AND kind IN ('churn', 'tier') AND notified_at IS NULL ORDER BY id",
+                 WHERE userid = $1 AND kind IN ($2, $3) AND notified_at IS NULL ORDER BY id",
             )
             .bind(userid)
+            .bind(ContactEventKind::Churn.as_str())
+            .bind(ContactEventKind::Tier.as_str())
             .fetch_all(pool)
             .await?;
             rows.iter()
                 .map(|r| Ok((r.try_get("id")?, contact_event_from_row!(r)?)))
-                .collect::<Result<Vec<_>, sqlx::Error>>()?
+                .collect::<Result<Vec<_>>>()?
         });
         Ok(rows)
     }
@@ -409,7 +523,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn customer(&self, external_userid: &str) -> Result<Option<Customer>> {
+    pub async fn customer(&self, external_userid: &ExternalUserId) -> Result<Option<Customer>> {
         let row = with_pool!(self, |pool| {
             let row = sqlx::query(
                 "SELECT external_userid, name, kind, corp_name, tier, channel, first_added_at
@@ -423,7 +537,11 @@ impl Store {
         Ok(row)
     }
 
-    pub async fn follow(&self, userid: &str, external_userid: &str) -> Result<Option<Follow>> {
+    pub async fn follow(
+        &self,
+        userid: &UserId,
+        external_userid: &ExternalUserId,
+    ) -> Result<Option<Follow>> {
         let row = with_pool!(self, |pool| {
             let row = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "SELECT {FOLLOW_COLUMNS} FROM follows WHERE userid = $1 AND external_userid = $2"
@@ -437,7 +555,7 @@ impl Store {
         Ok(row)
     }
 
-    pub async fn follows_of(&self, external_userid: &str) -> Result<Vec<Follow>> {
+    pub async fn follows_of(&self, external_userid: &ExternalUserId) -> Result<Vec<Follow>> {
         let rows = with_pool!(self, |pool| {
             let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "SELECT {FOLLOW_COLUMNS} FROM follows WHERE external_userid = $1 ORDER BY added_at"
@@ -447,19 +565,21 @@ impl Store {
             .await?;
             rows.iter()
                 .map(|r| follow_from_row!(r))
-                .collect::<Result<Vec<_>, sqlx::Error>>()?
+                .collect::<Result<Vec<_>>>()?
         });
         Ok(rows)
     }
 
     /// The connected relations of these customers.
-    pub async fn connected_follows_of(&self, customers: &[String]) -> Result<Vec<Follow>> {
+    pub async fn connected_follows_of(&self, customers: &[ExternalUserId]) -> Result<Vec<Follow>> {
         let mut out = Vec::new();
         for chunk in customers.chunks(500) {
             let rows = with_pool!(self, |pool| {
                 let mut q = sqlx::QueryBuilder::new(format!(
-                    "SELECT {FOLLOW_COLUMNS} FROM follows WHERE status = 'connected' AND external_userid IN ("
+                    "SELECT {FOLLOW_COLUMNS} FROM follows WHERE status = "
                 ));
+                q.push_bind(FollowStatus::Connected.as_str());
+                q.push(" AND external_userid IN (");
                 let mut sep = q.separated(", ");
                 for c in chunk {
                     sep.push_bind(c);
@@ -468,7 +588,7 @@ impl Store {
                 let rows = q.build().fetch_all(pool).await?;
                 rows.iter()
                     .map(|r| follow_from_row!(r))
-                    .collect::<Result<Vec<_>, sqlx::Error>>()?
+                    .collect::<Result<Vec<_>>>()?
             });
             out.extend(rows);
         }
@@ -476,18 +596,19 @@ impl Store {
     }
 
     /// Connected relations that carry `tag_id` (to put a recreated tag back).
-    pub async fn follows_with_tag(&self, tag_id: &str) -> Result<Vec<Follow>> {
+    pub async fn follows_with_tag(&self, tag_id: &TagId) -> Result<Vec<Follow>> {
         let pattern = format!("%{}%", to_json(&tag_id)?);
         let rows = with_pool!(self, |pool| {
             let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {FOLLOW_COLUMNS} FROM follows WHERE status = 'connected' AND tag_ids LIKE $1 ORDER BY userid, external_userid"
+                "SELECT {FOLLOW_COLUMNS} FROM follows WHERE status = $1 AND tag_ids LIKE $2 ORDER BY userid, external_userid"
             )))
+            .bind(FollowStatus::Connected.as_str())
             .bind(&pattern)
             .fetch_all(pool)
             .await?;
             rows.iter()
                 .map(|r| follow_from_row!(r))
-                .collect::<Result<Vec<_>, sqlx::Error>>()?
+                .collect::<Result<Vec<_>>>()?
         });
         Ok(rows)
     }
@@ -497,7 +618,7 @@ impl Store {
     pub async fn find_customers(
         &self,
         query: &str,
-        visible_to: Option<&str>,
+        visible_to: Option<&UserId>,
         limit: i64,
     ) -> Result<Vec<Customer>> {
         let like = format!(
@@ -530,7 +651,7 @@ impl Store {
 
     /// How many customers [`Store::find_customers`] would find without a limit: the same match
     /// and the same visibility.
-    pub async fn count_customers(&self, query: &str, visible_to: Option<&str>) -> Result<i64> {
+    pub async fn count_customers(&self, query: &str, visible_to: Option<&UserId>) -> Result<i64> {
         let like = format!(
             "%{}%",
             query
@@ -558,8 +679,8 @@ impl Store {
     /// `remark` is `None` when siyu left the member's own remark alone.
     pub async fn set_siyu_note(
         &self,
-        userid: &str,
-        external_userid: &str,
+        userid: &UserId,
+        external_userid: &ExternalUserId,
         remark: Option<&str>,
         description: &str,
         now: i64,
@@ -585,9 +706,9 @@ impl Store {
     /// Records tags siyu put on a relation.
     pub async fn add_follow_tags(
         &self,
-        userid: &str,
-        external_userid: &str,
-        tag_ids: &[String],
+        userid: &UserId,
+        external_userid: &ExternalUserId,
+        tag_ids: &[TagId],
         now: i64,
     ) -> Result<()> {
         self.edit_follow_tags(userid, external_userid, now, |tags| {
@@ -603,16 +724,16 @@ impl Store {
     /// Records a recreated tag in place of the deleted one.
     pub async fn replace_follow_tag(
         &self,
-        userid: &str,
-        external_userid: &str,
-        old: &str,
-        new: &str,
+        userid: &UserId,
+        external_userid: &ExternalUserId,
+        old: &TagId,
+        new: &TagId,
         now: i64,
     ) -> Result<()> {
         self.edit_follow_tags(userid, external_userid, now, |tags| {
             tags.retain(|t| t != old);
-            if !tags.iter().any(|t| t == new) {
-                tags.push(new.to_string());
+            if !tags.contains(new) {
+                tags.push(new.clone());
             }
         })
         .await
@@ -621,10 +742,10 @@ impl Store {
     /// Edits the tag ids recorded on a relation (what siyu knows WeCom has on it).
     pub async fn edit_follow_tags(
         &self,
-        userid: &str,
-        external_userid: &str,
+        userid: &UserId,
+        external_userid: &ExternalUserId,
         now: i64,
-        edit: impl FnOnce(&mut Vec<String>),
+        edit: impl FnOnce(&mut Vec<TagId>),
     ) -> Result<()> {
         let _turn = self.write_turn().await;
         let Some(mut follow) = self.follow(userid, external_userid).await? else {
@@ -644,7 +765,10 @@ impl Store {
         Ok(())
     }
 
-    pub async fn contact_events_of(&self, external_userid: &str) -> Result<Vec<ContactEvent>> {
+    pub async fn contact_events_of(
+        &self,
+        external_userid: &ExternalUserId,
+    ) -> Result<Vec<ContactEvent>> {
         let rows = with_pool!(self, |pool| {
             let rows = sqlx::query(
                 "SELECT external_userid, userid, kind, detail, at FROM contact_events
@@ -655,7 +779,7 @@ impl Store {
             .await?;
             rows.iter()
                 .map(|r| contact_event_from_row!(r))
-                .collect::<Result<Vec<_>, sqlx::Error>>()?
+                .collect::<Result<Vec<_>>>()?
         });
         Ok(rows)
     }
@@ -665,11 +789,11 @@ impl Store {
 /// answers the relations that had it.
 pub async fn drop_tag_from_follows(
     tx: &mut Tx,
-    tag_id: &str,
+    tag_id: &TagId,
     now: i64,
-) -> Result<Vec<(String, String)>> {
+) -> Result<Vec<(UserId, ExternalUserId)>> {
     let pattern = format!("%{}%", to_json(&tag_id)?);
-    let rows: Vec<(String, String, String)> = with_tx!(tx, |conn| {
+    let rows: Vec<(UserId, ExternalUserId, String)> = with_tx!(tx, |conn| {
         sqlx::query_as(
             "SELECT userid, external_userid, tag_ids FROM follows WHERE tag_ids LIKE $1
              ORDER BY userid, external_userid",
@@ -680,8 +804,8 @@ pub async fn drop_tag_from_follows(
     });
     let mut had = Vec::new();
     for (userid, external_userid, tags) in rows {
-        let mut tags: Vec<String> = from_json("tag_ids", &tags)?;
-        if !tags.iter().any(|t| t == tag_id) {
+        let mut tags: Vec<TagId> = from_json("tag_ids", &tags)?;
+        if !tags.contains(tag_id) {
             continue;
         }
         tags.retain(|t| t != tag_id);
@@ -713,7 +837,11 @@ impl Store {
             rows.iter()
                 .map(|r| {
                     Ok(SiyuTag {
-                        kind: r.try_get("kind")?,
+                        kind: stored(
+                            "siyu_tags.kind",
+                            &r.try_get::<String, _>("kind")?,
+                            TagKind::parse,
+                        )?,
                         code: r.try_get("code")?,
                         name: r.try_get("name")?,
                         group_name: r.try_get("group_name")?,
@@ -721,7 +849,7 @@ impl Store {
                         group_id: r.try_get("group_id")?,
                     })
                 })
-                .collect::<Result<Vec<_>, sqlx::Error>>()?
+                .collect::<Result<Vec<_>>>()?
         });
         Ok(rows)
     }
@@ -735,7 +863,7 @@ impl Store {
                  ON CONFLICT (kind, code) DO UPDATE SET name = excluded.name, group_name = excluded.group_name,
                      tag_id = excluded.tag_id, group_id = excluded.group_id, updated_at = excluded.updated_at",
             )
-            .bind(&t.kind)
+            .bind(t.kind.as_str())
             .bind(&t.code)
             .bind(&t.name)
             .bind(&t.group_name)
@@ -746,5 +874,69 @@ impl Store {
             .await?;
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enums_are_stored_and_serialized_as_their_old_strings() {
+        fn check<T: Serialize + Copy + PartialEq + std::fmt::Debug>(
+            all: &[T],
+            as_str: fn(T) -> &'static str,
+            parse: fn(&str) -> Option<T>,
+            expected: &[&str],
+        ) {
+            let names: Vec<&str> = all.iter().map(|v| as_str(*v)).collect();
+            assert_eq!(names, expected);
+            for v in all {
+                assert_eq!(
+                    serde_json::to_string(v).unwrap(),
+                    format!("\"{}\"", as_str(*v))
+                );
+                assert_eq!(parse(as_str(*v)), Some(*v));
+            }
+        }
+        check(
+            FollowStatus::ALL,
+            FollowStatus::as_str,
+            FollowStatus::parse,
+            &["connected", "lost", "deleted", "transferred"],
+        );
+        check(
+            ContactEventKind::ALL,
+            ContactEventKind::as_str,
+            ContactEventKind::parse,
+            &[
+                "churn",
+                "tier",
+                "deleted",
+                "handover",
+                "transfer_fail",
+                "tag_removed",
+            ],
+        );
+        check(
+            TagKind::ALL,
+            TagKind::as_str,
+            TagKind::parse,
+            &["channel", "extra", "tier", "segment"],
+        );
+    }
+
+    #[test]
+    fn an_unknown_stored_value_is_corrupt_naming_column_and_value() {
+        let err = stored("follows.status", "gone", FollowStatus::parse).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "stored data is invalid: follows.status has an unknown value \"gone\""
+        );
+        assert_eq!(
+            stored("siyu_tags.kind", "tier", TagKind::parse).unwrap(),
+            TagKind::Tier
+        );
     }
 }

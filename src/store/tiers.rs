@@ -6,6 +6,7 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::{Result, Store, Tx, with_pool, with_tx};
+use crate::ids::ExternalUserId;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewActivity {
@@ -21,7 +22,7 @@ pub struct NewActivity {
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct TierChange {
-    pub external_userid: String,
+    pub external_userid: ExternalUserId,
     pub from_tier: String,
     pub to_tier: String,
     pub reason: String,
@@ -31,7 +32,7 @@ pub struct TierChange {
 /// A customer's tier state, for evaluation.
 #[derive(Debug, Clone)]
 pub struct TierState {
-    pub external_userid: String,
+    pub external_userid: ExternalUserId,
     pub tier: String,
     pub keep_failing_since: Option<i64>,
     pub pin: Option<Pin>,
@@ -105,13 +106,13 @@ pub async fn record_tier_change(
 /// customers those ids were taken from (their metrics change too).
 pub async fn set_customer_refs(
     tx: &mut Tx,
-    external_userid: &str,
+    external_userid: &ExternalUserId,
     refs: &[String],
-) -> Result<Vec<String>> {
+) -> Result<Vec<ExternalUserId>> {
     let mut previous = Vec::new();
     for r in refs {
         with_tx!(tx, |conn| {
-            let before: Option<String> =
+            let before: Option<ExternalUserId> =
                 sqlx::query_scalar("SELECT external_userid FROM customer_refs WHERE ref = $1")
                     .bind(r)
                     .fetch_optional(&mut *conn)
@@ -174,7 +175,7 @@ pub async fn activity_by_ids(tx: &mut Tx, ids: &[String]) -> Result<Vec<NewActiv
 }
 
 /// Records customers' new value segments (`(external_userid, segment, scores)`).
-pub async fn set_segments(tx: &mut Tx, changes: &[(String, String, String)]) -> Result<()> {
+pub async fn set_segments(tx: &mut Tx, changes: &[(ExternalUserId, String, String)]) -> Result<()> {
     for (id, segment, rfm) in changes {
         with_tx!(tx, |conn| {
             sqlx::query("UPDATE customers SET segment = $1, rfm = $2 WHERE external_userid = $3")
@@ -190,10 +191,10 @@ pub async fn set_segments(tx: &mut Tx, changes: &[(String, String, String)]) -> 
 
 impl Store {
     /// The external_userid each of `keys` maps to, for those that are shop references.
-    pub async fn refs_of(&self, keys: &[String]) -> Result<HashMap<String, String>> {
+    pub async fn refs_of(&self, keys: &[String]) -> Result<HashMap<String, ExternalUserId>> {
         let mut out = HashMap::new();
         for chunk in keys.chunks(500) {
-            let rows: Vec<(String, String)> = with_pool!(self, |pool| {
+            let rows: Vec<(String, ExternalUserId)> = with_pool!(self, |pool| {
                 let mut q = sqlx::QueryBuilder::new(
                     "SELECT ref, external_userid FROM customer_refs WHERE ref IN (",
                 );
@@ -210,13 +211,13 @@ impl Store {
     }
 
     /// The customers (external_userid) that activity ids or references point to and that exist.
-    pub async fn resolve_customers(&self, keys: &[String]) -> Result<Vec<String>> {
+    pub async fn resolve_customers(&self, keys: &[String]) -> Result<Vec<ExternalUserId>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let mut out: Vec<String> = Vec::new();
+        let mut out: Vec<ExternalUserId> = Vec::new();
         for chunk in keys.chunks(500) {
-            let found: Vec<String> = with_pool!(self, |pool| {
+            let found: Vec<ExternalUserId> = with_pool!(self, |pool| {
                 let mut q = sqlx::QueryBuilder::new(
                     "SELECT DISTINCT c.external_userid FROM customers c
                      LEFT JOIN customer_refs r ON r.external_userid = c.external_userid
@@ -251,7 +252,7 @@ impl Store {
         &self,
         now: i64,
         terms: &[(String, i64)],
-        customers: Option<&[String]>,
+        customers: Option<&[ExternalUserId]>,
         each: tokio::sync::mpsc::Sender<(TierState, Vec<i64>)>,
     ) -> Result<u64> {
         use futures_util::TryStreamExt;
@@ -348,7 +349,10 @@ impl Store {
     }
 
     /// Tier state of the given customers, or of everyone.
-    pub async fn tier_states(&self, customers: Option<&[String]>) -> Result<Vec<TierState>> {
+    pub async fn tier_states(
+        &self,
+        customers: Option<&[ExternalUserId]>,
+    ) -> Result<Vec<TierState>> {
         let rows = with_pool!(self, |pool| {
             let mut q = sqlx::QueryBuilder::new(
                 "SELECT external_userid, tier, keep_failing_since FROM customers",
@@ -382,7 +386,10 @@ impl Store {
 
     /// Records when customers started (or stopped, with `None`) failing their keep rules, in
     /// one transaction.
-    pub async fn set_keep_failing_since(&self, updates: &[(String, Option<i64>)]) -> Result<()> {
+    pub async fn set_keep_failing_since(
+        &self,
+        updates: &[(ExternalUserId, Option<i64>)],
+    ) -> Result<()> {
         if updates.is_empty() {
             return Ok(());
         }
@@ -402,7 +409,12 @@ impl Store {
     }
 
     /// Pins a customer's tier (replacing an earlier pin), or unpins with `None`.
-    pub async fn set_pin(&self, external_userid: &str, pin: Option<&Pin>, now: i64) -> Result<()> {
+    pub async fn set_pin(
+        &self,
+        external_userid: &ExternalUserId,
+        pin: Option<&Pin>,
+        now: i64,
+    ) -> Result<()> {
         let mut tx = self.begin().await?;
         with_tx!(tx, |conn| {
             sqlx::query("DELETE FROM tier_pins WHERE external_userid = $1")
@@ -427,7 +439,7 @@ impl Store {
         tx.commit().await
     }
 
-    pub async fn pin(&self, external_userid: &str) -> Result<Option<Pin>> {
+    pub async fn pin(&self, external_userid: &ExternalUserId) -> Result<Option<Pin>> {
         let row = with_pool!(self, |pool| {
             let row = sqlx::query("SELECT tier, reason, pinned_by, expires_at FROM tier_pins WHERE external_userid = $1")
                 .bind(external_userid)
@@ -446,7 +458,7 @@ impl Store {
         Ok(row)
     }
 
-    pub async fn tier_history(&self, external_userid: &str) -> Result<Vec<TierChange>> {
+    pub async fn tier_history(&self, external_userid: &ExternalUserId) -> Result<Vec<TierChange>> {
         let rows = with_pool!(self, |pool| {
             let rows = sqlx::query(
                 "SELECT external_userid, from_tier, to_tier, reason, at FROM tier_history
@@ -565,7 +577,7 @@ impl Store {
 /// One customer's RFM inputs.
 #[derive(Debug, Clone)]
 pub struct RfmInput {
-    pub external_userid: String,
+    pub external_userid: ExternalUserId,
     pub segment: Option<String>,
     /// Unix ms of the last order in the window.
     pub last_order: Option<i64>,
@@ -593,7 +605,7 @@ impl Store {
             .into_iter()
             .map(|(w, l, o, s)| (w, (l, o.unwrap_or(0), s.unwrap_or(0))))
             .collect();
-        let customers: Vec<(String, Option<String>)> = with_pool!(self, |pool| {
+        let customers: Vec<(ExternalUserId, Option<String>)> = with_pool!(self, |pool| {
             sqlx::query_as(
                 "SELECT external_userid, segment FROM customers ORDER BY external_userid",
             )
@@ -604,7 +616,7 @@ impl Store {
             .into_iter()
             .map(|(id, segment)| {
                 let (last_order, orders, spend_fen) =
-                    by_who.get(&id).copied().unwrap_or((None, 0, 0));
+                    by_who.get(id.as_str()).copied().unwrap_or((None, 0, 0));
                 RfmInput {
                     external_userid: id,
                     segment,
@@ -628,7 +640,10 @@ impl Store {
     }
 
     /// A customer's value segment and scores.
-    pub async fn segment_of(&self, external_userid: &str) -> Result<Option<(String, String)>> {
+    pub async fn segment_of(
+        &self,
+        external_userid: &ExternalUserId,
+    ) -> Result<Option<(String, String)>> {
         let row: Option<(Option<String>, Option<String>)> = with_pool!(self, |pool| {
             sqlx::query_as("SELECT segment, rfm FROM customers WHERE external_userid = $1")
                 .bind(external_userid)

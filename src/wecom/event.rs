@@ -12,6 +12,8 @@
 use quick_xml::events::Event as XmlEvent;
 use serde::Deserialize;
 
+use crate::ids::{ChatId, ExternalUserId, UserId};
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EventError {
     /// The text is not XML at all. Well-formed XML of an unexpected shape is [`Event::Unknown`].
@@ -33,8 +35,8 @@ pub enum Event {
     ExternalContact {
         header: Header,
         change: ContactChange,
-        user_id: Option<String>,
-        external_user_id: Option<String>,
+        user_id: Option<UserId>,
+        external_user_id: Option<ExternalUserId>,
         state: Option<String>,
         welcome_code: Option<String>,
         source: Option<String>,
@@ -43,7 +45,7 @@ pub enum Event {
     ExternalChat {
         header: Header,
         change: ChatChange,
-        chat_id: Option<String>,
+        chat_id: Option<ChatId>,
         update_detail: Option<String>,
         join_scene: Option<i64>,
         quit_scene: Option<i64>,
@@ -405,8 +407,8 @@ fn build(raw: RawEvent, xml: &str) -> Event {
         (Some("event"), Some("change_external_contact"), Some(change)) => Event::ExternalContact {
             change: ContactChange::from_wire(change),
             header,
-            user_id: text(raw.user_id),
-            external_user_id: text(raw.external_user_id),
+            user_id: text(raw.user_id).map(UserId::from),
+            external_user_id: text(raw.external_user_id).map(ExternalUserId::from),
             state: text(raw.state),
             welcome_code: text(raw.welcome_code),
             source: text(raw.source),
@@ -415,7 +417,7 @@ fn build(raw: RawEvent, xml: &str) -> Event {
         (Some("event"), Some("change_external_chat"), Some(change)) => Event::ExternalChat {
             change: ChatChange::from_wire(change),
             header,
-            chat_id: text(raw.chat_id),
+            chat_id: text(raw.chat_id).map(ChatId::from),
             update_detail: text(raw.update_detail),
             join_scene: number(raw.join_scene),
             quit_scene: number(raw.quit_scene),
@@ -527,8 +529,9 @@ mod tests {
         }
     }
 
-    fn s(value: &str) -> Option<String> {
-        Some(value.to_owned())
+    /// Some text: a `String` or an id.
+    fn s<T: for<'a> From<&'a str>>(value: &str) -> Option<T> {
+        Some(T::from(value))
     }
 
     fn contact(
@@ -624,8 +627,11 @@ mod tests {
             panic!("{event:?}");
         };
         assert_eq!(change, &ContactChange::AddHalf);
-        assert_eq!(user_id.as_deref(), Some("lisi"));
-        assert_eq!(external_user_id.as_deref(), Some(EXTERNAL_B));
+        assert_eq!(user_id.as_ref().map(UserId::as_str), Some("lisi"));
+        assert_eq!(
+            external_user_id.as_ref().map(ExternalUserId::as_str),
+            Some(EXTERNAL_B)
+        );
         assert_eq!(state.as_deref(), Some("channel_07"));
         assert_eq!(
             welcome_code.as_deref(),
@@ -676,8 +682,11 @@ mod tests {
         };
         assert_eq!(change, &ContactChange::TransferFail);
         assert_eq!(fail_reason.as_deref(), Some("customer_refused"));
-        assert_eq!(user_id.as_deref(), Some("wangwu"));
-        assert_eq!(external_user_id.as_deref(), Some(EXTERNAL_A));
+        assert_eq!(user_id.as_ref().map(UserId::as_str), Some("wangwu"));
+        assert_eq!(
+            external_user_id.as_ref().map(ExternalUserId::as_str),
+            Some(EXTERNAL_A)
+        );
         assert_eq!(event.kind(), "change_external_contact.transfer_fail");
     }
 

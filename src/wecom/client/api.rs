@@ -5,6 +5,7 @@ use serde_json::json;
 
 use super::types::*;
 use super::{Credential, Effect, Endpoint, Result, WecomClient, WecomError};
+use crate::ids::{ChatId, ExternalUserId, TagId, UserId};
 
 const fn read(path: &'static str, post: bool) -> Endpoint {
     Endpoint {
@@ -117,7 +118,7 @@ impl WecomClient {
     // ---- customers ----
 
     /// `externalcontact/get`: the customer and its followers (first page of 500).
-    pub async fn get_customer(&self, external_userid: &str) -> Result<CustomerDetail> {
+    pub async fn get_customer(&self, external_userid: &ExternalUserId) -> Result<CustomerDetail> {
         self.call::<(), _>(
             GET_CUSTOMER,
             &[("external_userid", external_userid.to_string())],
@@ -127,7 +128,10 @@ impl WecomClient {
     }
 
     /// Every follower page of a customer (beyond 500 followers WeCom pages them).
-    pub async fn get_customer_all(&self, external_userid: &str) -> Result<CustomerDetail> {
+    pub async fn get_customer_all(
+        &self,
+        external_userid: &ExternalUserId,
+    ) -> Result<CustomerDetail> {
         let mut detail = self.get_customer(external_userid).await?;
         let mut cursor = std::mem::take(&mut detail.next_cursor);
         while !cursor.is_empty() {
@@ -147,14 +151,14 @@ impl WecomClient {
         Ok(detail)
     }
 
-    pub async fn list_customers(&self, userid: &str) -> Result<CustomerList> {
+    pub async fn list_customers(&self, userid: &UserId) -> Result<CustomerList> {
         self.call::<(), _>(LIST_CUSTOMERS, &[("userid", userid.to_string())], None)
             .await
     }
 
     pub async fn batch_customers(
         &self,
-        userids: &[String],
+        userids: &[UserId],
         cursor: &str,
         limit: u32,
     ) -> Result<BatchCustomers> {
@@ -203,7 +207,7 @@ impl WecomClient {
             .map(|a| a.tag_group)
     }
 
-    pub async fn edit_tag(&self, id: &str, name: Option<&str>, order: Option<i64>) -> Result<()> {
+    pub async fn edit_tag(&self, id: &TagId, name: Option<&str>, order: Option<i64>) -> Result<()> {
         if let Some(n) = name {
             check_chars("name", n, 30)?;
         }
@@ -217,7 +221,7 @@ impl WecomClient {
         self.post::<_, Empty>(EDIT_TAG, &body).await.map(drop)
     }
 
-    pub async fn delete_tags(&self, tag_ids: &[String], group_ids: &[String]) -> Result<()> {
+    pub async fn delete_tags(&self, tag_ids: &[TagId], group_ids: &[String]) -> Result<()> {
         if tag_ids.is_empty() && group_ids.is_empty() {
             return Err(WecomError::Invalid(
                 "del_corp_tag needs a tag or a group".into(),
@@ -298,7 +302,7 @@ impl WecomClient {
 
     pub async fn list_group_chats(
         &self,
-        owners: &[String],
+        owners: &[UserId],
         cursor: &str,
         limit: u32,
     ) -> Result<GroupChatList> {
@@ -310,7 +314,7 @@ impl WecomClient {
         self.post(GROUP_LIST, &body).await
     }
 
-    pub async fn get_group_chat(&self, chat_id: &str) -> Result<GroupChat> {
+    pub async fn get_group_chat(&self, chat_id: &ChatId) -> Result<GroupChat> {
         self.post::<_, GroupChatAnswer>(GROUP_GET, &json!({ "chat_id": chat_id, "need_name": 1 }))
             .await
             .map(|a| a.group_chat)
@@ -397,7 +401,7 @@ impl WecomClient {
     pub async fn mass_message_results(
         &self,
         msgid: &str,
-        userid: &str,
+        userid: &UserId,
         cursor: &str,
     ) -> Result<SendResults> {
         self.post(
@@ -490,7 +494,7 @@ impl WecomClient {
     /// 1000/h cap (beyond it WeCom drops messages silently, so the client refuses instead).
     pub async fn send_text_to_members(
         &self,
-        members: &[&str],
+        members: &[UserId],
         content: &str,
     ) -> Result<AppMessageSent> {
         if members.is_empty() || members.len() > 1000 {
@@ -499,7 +503,8 @@ impl WecomClient {
             ));
         }
         check_bytes("message text", content, 2048)?;
-        self.take_member_quota(members)?;
+        let members: Vec<&str> = members.iter().map(UserId::as_str).collect();
+        self.take_member_quota(&members)?;
         let body = json!({
             "touser": members.join("|"),
             "msgtype": "text",

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::ids::{ChatId, ExternalUserId, TagId, UserId};
+
 /// Accepts `123`, `"123"`, `""` and `null` (WeCom's examples use all of them for times).
 pub fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     #[derive(Deserialize)]
@@ -26,7 +28,7 @@ pub fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct ExternalContact {
-    pub external_userid: String,
+    pub external_userid: ExternalUserId,
     pub name: String,
     pub avatar: String,
     #[serde(rename = "type")]
@@ -42,7 +44,7 @@ pub struct ExternalContact {
 pub struct FollowTag {
     pub group_name: String,
     pub tag_name: String,
-    pub tag_id: String,
+    pub tag_id: TagId,
     #[serde(rename = "type")]
     pub kind: i64,
 }
@@ -50,7 +52,7 @@ pub struct FollowTag {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct FollowUser {
-    pub userid: String,
+    pub userid: UserId,
     pub remark: String,
     pub description: String,
     #[serde(deserialize_with = "lenient_i64")]
@@ -60,7 +62,7 @@ pub struct FollowUser {
     /// Phone numbers: never log them.
     pub remark_mobiles: Vec<String>,
     pub add_way: i64,
-    pub oper_userid: String,
+    pub oper_userid: UserId,
     pub state: String,
 }
 
@@ -75,12 +77,12 @@ pub struct CustomerDetail {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct FollowInfo {
-    pub userid: String,
+    pub userid: UserId,
     pub remark: String,
     pub description: String,
     #[serde(deserialize_with = "lenient_i64")]
     pub createtime: i64,
-    pub tag_id: Vec<String>,
+    pub tag_id: Vec<TagId>,
     pub add_way: i64,
     pub state: String,
 }
@@ -102,13 +104,13 @@ pub struct BatchCustomers {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct CustomerList {
-    pub external_userid: Vec<String>,
+    pub external_userid: Vec<ExternalUserId>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RemarkRequest {
-    pub userid: String,
-    pub external_userid: String,
+    pub userid: UserId,
+    pub external_userid: ExternalUserId,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remark: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -126,7 +128,7 @@ pub struct RemarkRequest {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default)]
 pub struct Tag {
-    pub id: String,
+    pub id: TagId,
     pub name: String,
     #[serde(deserialize_with = "lenient_i64")]
     pub create_time: i64,
@@ -178,12 +180,12 @@ pub struct AddTagsRequest {
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct MarkTagRequest {
-    pub userid: String,
-    pub external_userid: String,
+    pub userid: UserId,
+    pub external_userid: ExternalUserId,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub add_tag: Vec<String>,
+    pub add_tag: Vec<TagId>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub remove_tag: Vec<String>,
+    pub remove_tag: Vec<TagId>,
 }
 
 // ---- contact ways (api.md §5) ----
@@ -202,7 +204,7 @@ pub struct ContactWayRequest {
     /// The channel code, echoed in the add event (≤ 30 characters).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
-    pub user: Vec<String>,
+    pub user: Vec<UserId>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -223,7 +225,7 @@ pub struct ContactWay {
     pub skip_verify: bool,
     pub state: String,
     pub qr_code: String,
-    pub user: Vec<String>,
+    pub user: Vec<UserId>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -242,7 +244,7 @@ pub struct UpdateContactWayRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub user: Option<Vec<String>>,
+    pub user: Option<Vec<UserId>>,
 }
 
 // ---- messages, welcome, attachments (api.md §6, §8) ----
@@ -310,7 +312,7 @@ pub struct TagFilter {
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TagFilterGroup {
-    pub tag_list: Vec<String>,
+    pub tag_list: Vec<TagId>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -318,13 +320,13 @@ pub struct MassMessageRequest {
     /// "single" (customers) or "group" (customer groups).
     pub chat_type: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub external_userid: Vec<String>,
+    pub external_userid: Vec<ExternalUserId>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub chat_id_list: Vec<String>,
+    pub chat_id_list: Vec<ChatId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tag_filter: Option<TagFilter>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sender: Option<String>,
+    pub sender: Option<UserId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_select: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -336,7 +338,8 @@ pub struct MassMessageRequest {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct MassMessageCreated {
-    pub fail_list: Vec<String>,
+    /// The customers it cannot go to.
+    pub fail_list: Vec<ExternalUserId>,
     pub msgid: String,
 }
 
@@ -344,7 +347,7 @@ pub struct MassMessageCreated {
 #[serde(default)]
 pub struct GroupMessage {
     pub msgid: String,
-    pub creator: String,
+    pub creator: UserId,
     #[serde(deserialize_with = "lenient_i64")]
     pub create_time: i64,
     pub create_type: i64,
@@ -361,7 +364,7 @@ pub struct GroupMessageList {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct SenderTask {
-    pub userid: String,
+    pub userid: UserId,
     /// 0 not sent, 2 sent.
     pub status: i64,
     #[serde(deserialize_with = "lenient_i64")]
@@ -378,9 +381,9 @@ pub struct SenderTasks {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct SendResult {
-    pub external_userid: String,
-    pub chat_id: String,
-    pub userid: String,
+    pub external_userid: ExternalUserId,
+    pub chat_id: ChatId,
+    pub userid: UserId,
     /// 0 not sent, 1 sent, 2 not a friend, 3 the customer already got a mass message (cap).
     pub status: i64,
     #[serde(deserialize_with = "lenient_i64")]
@@ -399,7 +402,7 @@ pub struct SendResults {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct GroupChatEntry {
-    pub chat_id: String,
+    pub chat_id: ChatId,
     pub status: i64,
 }
 
@@ -413,6 +416,7 @@ pub struct GroupChatList {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct GroupMember {
+    /// A member's userid or a customer's external_userid, as `kind` says: left a string.
     pub userid: String,
     /// 1 corp member, 2 customer.
     #[serde(rename = "type")]
@@ -428,9 +432,9 @@ pub struct GroupMember {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct GroupChat {
-    pub chat_id: String,
+    pub chat_id: ChatId,
     pub name: String,
-    pub owner: String,
+    pub owner: UserId,
     #[serde(deserialize_with = "lenient_i64")]
     pub create_time: i64,
     pub notice: String,
@@ -458,7 +462,7 @@ pub struct JoinWayRequest {
     pub room_base_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub room_base_id: Option<i64>,
-    pub chat_id_list: Vec<String>,
+    pub chat_id_list: Vec<ChatId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
 }
@@ -478,7 +482,7 @@ pub struct JoinWay {
     pub auto_create_room: i64,
     pub room_base_name: String,
     pub room_base_id: i64,
-    pub chat_id_list: Vec<String>,
+    pub chat_id_list: Vec<ChatId>,
     pub qr_code: String,
     pub state: String,
 }
@@ -501,12 +505,12 @@ pub struct MomentVisibleRange {
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct MomentSenders {
-    pub user_list: Vec<String>,
+    pub user_list: Vec<UserId>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct MomentCustomers {
-    pub tag_list: Vec<String>,
+    pub tag_list: Vec<TagId>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
