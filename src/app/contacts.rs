@@ -121,15 +121,16 @@ async fn on_contact_event(s: &Services, ctx: &EventContext, event: Event) -> Res
         ));
     };
     let now = s.clock.now_ms();
+    // An add with a code, through a channel that has a welcome, is welcomed. Read before the
+    // transaction: on SQLite it holds the process's write turn.
+    let welcome_code = match welcome_code.filter(|c| !c.is_empty()) {
+        Some(code) if attribute(s, state.as_deref()).await?.welcome.is_some() => Some(code),
+        _ => None,
+    };
     let mut tx = s.store.begin().await?;
     match change {
         ContactChange::Add | ContactChange::AddHalf => {
-            let welcome_code = welcome_code.filter(|c| !c.is_empty());
-            let welcomed = match &welcome_code {
-                Some(_) => attribute(s, state.as_deref()).await?.welcome.is_some(),
-                None => false,
-            };
-            if let (Some(code), true) = (welcome_code, welcomed) {
+            if let Some(code) = welcome_code {
                 // The welcome first, urgently: its code lives 20 seconds. The same job reads the
                 // customer once and records them after sending.
                 let job = WelcomeJob {

@@ -595,24 +595,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Connected relations that carry `tag_id` (to put a recreated tag back).
-    pub async fn follows_with_tag(&self, tag_id: &TagId) -> Result<Vec<Follow>> {
-        let pattern = format!("%{}%", to_json(&tag_id)?);
-        let rows = with_pool!(self, |pool| {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {FOLLOW_COLUMNS} FROM follows WHERE status = $1 AND tag_ids LIKE $2 ORDER BY userid, external_userid"
-            )))
-            .bind(FollowStatus::Connected.as_str())
-            .bind(&pattern)
-            .fetch_all(pool)
-            .await?;
-            rows.iter()
-                .map(|r| follow_from_row!(r))
-                .collect::<Result<Vec<_>>>()?
-        });
-        Ok(rows)
-    }
-
     /// Customers whose name, a member's remark, or external id contains `query`, limited to
     /// those `visible_to` follows when given. At most `limit`, by name.
     pub async fn find_customers(
@@ -701,42 +683,6 @@ impl Store {
             .await?;
         });
         Ok(())
-    }
-
-    /// Records tags siyu put on a relation.
-    pub async fn add_follow_tags(
-        &self,
-        userid: &UserId,
-        external_userid: &ExternalUserId,
-        tag_ids: &[TagId],
-        now: i64,
-    ) -> Result<()> {
-        self.edit_follow_tags(userid, external_userid, now, |tags| {
-            for t in tag_ids {
-                if !tags.contains(t) {
-                    tags.push(t.clone());
-                }
-            }
-        })
-        .await
-    }
-
-    /// Records a recreated tag in place of the deleted one.
-    pub async fn replace_follow_tag(
-        &self,
-        userid: &UserId,
-        external_userid: &ExternalUserId,
-        old: &TagId,
-        new: &TagId,
-        now: i64,
-    ) -> Result<()> {
-        self.edit_follow_tags(userid, external_userid, now, |tags| {
-            tags.retain(|t| t != old);
-            if !tags.contains(new) {
-                tags.push(new.clone());
-            }
-        })
-        .await
     }
 
     /// Edits the tag ids recorded on a relation (what siyu knows WeCom has on it).
