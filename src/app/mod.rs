@@ -159,6 +159,24 @@ pub struct RelationJob {
     pub external_userid: ExternalUserId,
 }
 
+impl Services {
+    /// Enqueues a job of `kind` about one relation in `tx`, keyed by its cause.
+    pub async fn enqueue_for_relation(
+        &self,
+        tx: &mut Tx,
+        kind: &str,
+        userid: &UserId,
+        external_userid: &ExternalUserId,
+        key: &str,
+    ) -> Result<(), AppError> {
+        let job = RelationJob {
+            userid: userid.clone(),
+            external_userid: external_userid.clone(),
+        };
+        self.enqueue(tx, kind, &job, key, None).await
+    }
+}
+
 /// What the features register to run: event handlers, job kinds and recurring jobs. (Their
 /// hooks are in place from [`Services::new`].)
 #[derive(Default)]

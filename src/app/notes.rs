@@ -67,11 +67,8 @@ pub async fn enqueue_note(
     external_userid: &ExternalUserId,
     key: &str,
 ) -> Result<(), AppError> {
-    let job = RelationJob {
-        userid: userid.clone(),
-        external_userid: external_userid.clone(),
-    };
-    s.enqueue(tx, NOTE_JOB, &job, key, None).await
+    s.enqueue_for_relation(tx, NOTE_JOB, userid, external_userid, key)
+        .await
 }
 
 /// A tier change rewrites the note (it names the tier) and is news for the member.

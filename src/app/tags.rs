@@ -82,11 +82,8 @@ pub async fn enqueue_sync(
     external_userid: &ExternalUserId,
     key: &str,
 ) -> Result<(), AppError> {
-    let job = RelationJob {
-        userid: userid.clone(),
-        external_userid: external_userid.clone(),
-    };
-    s.enqueue(tx, SYNC_JOB, &job, key, None).await
+    s.enqueue_for_relation(tx, SYNC_JOB, userid, external_userid, key)
+        .await
 }
 
 fn on_tier_change<'a>(
