@@ -702,6 +702,31 @@ fn print_stages(
         "calls at the fake while the adds ran: {}",
         listed.join(", ")
     );
+    // The spacing of the two welcome APIs' calls while the adds ran: against the pace's
+    // interval, it shows whether the limiter delivers the pace it is set to.
+    for path in [get_path, welcome_path] {
+        let mut at: Vec<std::time::SystemTime> = calls
+            .iter()
+            .filter(|c| c.path == path && c.at >= adds_started && c.at <= adds_done)
+            .map(|c| c.at)
+            .collect();
+        at.sort();
+        let mut gaps: Vec<Duration> = at
+            .windows(2)
+            .map(|w| w[1].duration_since(w[0]).unwrap_or_default())
+            .collect();
+        if gaps.is_empty() {
+            continue;
+        }
+        println!(
+            "spacing of {}: p10 {:.2} ms  p50 {:.2} ms  p90 {:.2} ms  ({} calls)",
+            path.trim_start_matches("/cgi-bin/"),
+            ms(&mut gaps, 0.1),
+            ms(&mut gaps, 0.5),
+            ms(&mut gaps, 0.9),
+            at.len()
+        );
+    }
 }
 
 /// `siyu bench tiers`: a temporary SQLite database with `customers` customers and `activity`
