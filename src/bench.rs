@@ -524,7 +524,9 @@ async fn seed_backlog(
     let now = s.clock.now_ms();
     for (chunk_no, chunk) in ids.chunks(5_000).enumerate() {
         let mut tx = s.store.begin().await.map_err(|e| setup(&e))?;
+        let member = crate::ids::UserId::from("zhangsan");
         for (i, id) in chunk.iter().enumerate() {
+            let id = crate::ids::ExternalUserId::from(id.as_str());
             let customer = Customer {
                 external_userid: id.clone(),
                 name: format!("老客户{}", chunk_no * 5_000 + i),
@@ -535,7 +537,7 @@ async fn seed_backlog(
                 first_added_at: now,
             };
             let follow = Follow {
-                userid: "zhangsan".into(),
+                userid: member.clone(),
                 external_userid: id.clone(),
                 channel: "douyin".into(),
                 state: None,
@@ -544,7 +546,7 @@ async fn seed_backlog(
                 remark: String::new(),
                 description: String::new(),
                 tag_ids: Vec::new(),
-                status: "connected".into(),
+                status: contacts::FollowStatus::Connected,
                 ended_at: None,
                 siyu_remark: None,
             };
@@ -554,15 +556,9 @@ async fn seed_backlog(
             contacts::upsert_follow(&mut tx, &follow, now)
                 .await
                 .map_err(|e| setup(&e))?;
-            crate::app::tags::enqueue_sync(
-                s,
-                &mut tx,
-                "zhangsan",
-                id,
-                &format!("{BACKLOG_KEY}{id}"),
-            )
-            .await
-            .map_err(|e| setup(&e))?;
+            crate::app::tags::enqueue_sync(s, &mut tx, &member, &id, &format!("{BACKLOG_KEY}{id}"))
+                .await
+                .map_err(|e| setup(&e))?;
         }
         tx.commit().await.map_err(|e| setup(&e))?;
     }
