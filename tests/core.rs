@@ -201,3 +201,93 @@ async fn a_member_notice_retried_after_a_lost_answer_is_byte_identical_and_later
     assert_eq!(told_of_b, 1, "{delivered:?}");
     w.app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_job_looks_before_it_retries_and_does_not_send_what_the_look_finds_sent() {
+    use siyu::jobs::send::{Look, Outcome};
+    use siyu::wecom::client::WecomClient;
+
+    let db = TestDb::new().await;
+    let fake = world::fake();
+    fake.set_timeout_hold(Duration::from_secs(2));
+    let (addr, _server) = fake.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let mut settings = world::settings(&db, addr);
+    settings.wecom.request_timeout_ms = 500;
+    // A send job of its own, as campaigns will have: its look reads what WeCom holds (here the
+    // fake's delivered messages stand for a list endpoint such as get_groupmsg_list_v2).
+    let client = WecomClient::new(&settings.wecom, None, siyu::clock::Clock::default()).unwrap();
+    let mut components = siyu::Components::default();
+    let looked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let (fake, looked) = (fake.clone(), looked.clone());
+        components.jobs.register("test.announce", move |ctx| {
+            let (fake, client, looked) = (fake.clone(), client.clone(), looked.clone());
+            async move {
+                let (_, outcome) = ctx
+                    .send_once(
+                        || async { Ok("本周新品上架".to_string()) },
+                        |text: &String| {
+                            let text = text.clone();
+                            looked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            async move {
+                                let found = fake
+                                    .app_messages()
+                                    .iter()
+                                    .any(|m| m["text"]["content"] == text.as_str());
+                                Ok(if found { Look::Sent } else { Look::SendAgain })
+                            }
+                        },
+                        |text: &String| {
+                            let (client, text) = (client.clone(), text.clone());
+                            async move {
+                                let member = siyu::ids::UserId::from("zhangsan");
+                                client.send_text_to_members(&[member], &text).await
+                            }
+                        },
+                    )
+                    .await?;
+                match outcome {
+                    Outcome::Sent(_) | Outcome::SentBefore => Ok(()),
+                    Outcome::Refused { error, .. } => {
+                        Err(siyu::jobs::JobError::Permanent(error.to_string()))
+                    }
+                }
+            }
+        });
+    }
+    let app = common::start_with(settings.clone(), components).await;
+    fake.fail_next("/cgi-bin/message/send", 1, Failure::Timeout);
+    let mut tx = app.store().begin().await.unwrap();
+    siyu::jobs::enqueue(
+        &mut tx,
+        &settings.jobs,
+        app.clock(),
+        "test.announce",
+        &serde_json::json!({}),
+        "announce-1",
+        None,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let done = eventually(Duration::from_secs(15), || async {
+        app.store()
+            .job_by_key("announce-1")
+            .await
+            .unwrap()
+            .is_some_and(|j| j.state == "done")
+    })
+    .await;
+    let job = app.store().job_by_key("announce-1").await.unwrap().unwrap();
+    assert!(done, "{job:?}");
+    assert_eq!(job.attempts, 2, "the first attempt's answer was lost");
+    assert_eq!(looked.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        fake.calls_to("/cgi-bin/message/send").len(),
+        1,
+        "the look found it sent: no second call"
+    );
+    let ledger: serde_json::Value = serde_json::from_str(job.ledger.as_deref().unwrap()).unwrap();
+    assert_eq!(ledger["state"], "sent", "{ledger}");
+    app.shutdown().await;
+}
