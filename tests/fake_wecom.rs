@@ -628,15 +628,13 @@ async fn mass_message_lifecycle_dispatch_confirm_remind_cancel() {
         )
     };
     assert_eq!(code(&task().await), 41063, "still dispatching");
-    // Dispatching ends after the delay set above: poll for it rather than sleep past it.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let tasks = loop {
-        let tasks = task().await;
-        if code(&tasks) != 41063 || tokio::time::Instant::now() >= deadline {
-            break tasks;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    // Dispatching ends after the delay set above: wait for it rather than sleep past it.
+    let dispatched = common::eventually(Duration::from_secs(5), || async {
+        code(&task().await) != 41063
+    })
+    .await;
+    assert!(dispatched, "still dispatching after 5 s");
+    let tasks = task().await;
     assert_eq!(code(&tasks), 0, "{tasks}");
     assert_eq!(
         tasks["task_list"],

@@ -321,7 +321,8 @@ async fn a_graceful_shutdown_hands_back_the_lease_of_a_job_that_did_not_finish()
     settings.jobs.lease_secs = 600; // only a release, not an expiry, can free it in time
     let mut components = Components::default();
     components.jobs.register("slow", |_ctx| async {
-        tokio::time::sleep(Duration::from_secs(3600)).await;
+        // Never finishes on its own.
+        std::future::pending::<()>().await;
         Ok(())
     });
     let app = start_with(settings.clone(), components).await;

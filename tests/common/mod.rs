@@ -145,7 +145,10 @@ pub fn sender(app: &App) -> CallbackSender {
     )
 }
 
-/// Polls `check` every 50 ms until it returns true or `timeout` passes.
+/// How often the wait helpers look again.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Polls `check` every [`POLL`] until it returns true or `timeout` passes.
 pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
@@ -159,7 +162,7 @@ where
         if tokio::time::Instant::now() >= deadline {
             return false;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(POLL).await;
     }
 }
 
@@ -175,7 +178,7 @@ pub async fn wait_idle(app: &App, timeout: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if idle().await {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(POLL).await;
             if idle().await {
                 return true;
             }
@@ -183,7 +186,7 @@ pub async fn wait_idle(app: &App, timeout: Duration) -> bool {
         if tokio::time::Instant::now() >= deadline {
             return false;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(POLL).await;
     }
 }
 
