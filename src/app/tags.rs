@@ -248,7 +248,15 @@ pub async fn sync(s: &Services, job: &RelationJob) -> Result<(), JobError> {
         else {
             return Ok(());
         };
-        if plan(s, &after).await?.add == add {
+        let now_wanted = plan(s, &after).await?;
+        if now_wanted.add == add {
+            if missing {
+                // What could be written is; the tag still missing from the library is tried
+                // again later.
+                return Err(JobError::Retry(
+                    "a wanted tag is not in WeCom's tag library yet".into(),
+                ));
+            }
             return Ok(());
         }
     }
