@@ -1442,10 +1442,16 @@ async fn api_writes_never_trigger_callbacks() {
         )
         .await;
     assert_eq!(code(&answer), 0, "{answer}");
-    // A callback would be posted as the write is handled; this test has no app to wait for idle,
-    // so it gives one the time of a loopback round trip many times over, then looks.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(sink.lock().unwrap().is_empty());
+    // A barrier: one callback the driver delivers (and awaits) after the writes. Had a write
+    // posted a callback, it would be in the sink too.
+    w.fake
+        .driver()
+        .staff_sends_text("zhangsan", "barrier")
+        .await
+        .unwrap();
+    let got = sink.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].contains("barrier"), "{got:?}");
 }
 
 #[tokio::test]
