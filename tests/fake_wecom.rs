@@ -1799,3 +1799,34 @@ async fn callbacks_have_the_shapes_of_callback_md() {
         )));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_over_the_corps_calls_per_minute_or_hour_is_45009_and_blocked_for_the_window() {
+    let w = Wecom::start().await;
+    w.fake.set_api_caps(siyu::fake::ApiCaps {
+        per_minute: 3,
+        per_hour: 5,
+    });
+    let t = w.token().await;
+    let list = || w.post("externalcontact/get_corp_tag_list", &t, json!({}));
+    for _ in 0..3 {
+        assert_eq!(code(&list().await), 0);
+    }
+    assert_eq!(code(&list().await), 45009, "the fourth call in a minute");
+    // Another API has its own count.
+    let other = w
+        .post("externalcontact/groupchat/list", &t, json!({"limit": 10}))
+        .await;
+    assert_eq!(code(&other), 0, "{other}");
+    // Blocked for the minute, then allowed again until the hour's 5 calls are used.
+    w.fake.advance_clock(Duration::from_secs(30));
+    assert_eq!(code(&list().await), 45009, "still inside the blocked minute");
+    w.fake.advance_clock(Duration::from_secs(31));
+    assert_eq!(code(&list().await), 0);
+    assert_eq!(code(&list().await), 0);
+    assert_eq!(code(&list().await), 45009, "the hour's sixth call");
+    w.fake.advance_clock(Duration::from_secs(30 * 60));
+    assert_eq!(code(&list().await), 45009, "blocked for the hour");
+    w.fake.advance_clock(Duration::from_secs(31 * 60));
+    assert_eq!(code(&list().await), 0);
+}

@@ -252,6 +252,9 @@ fn handle(
         Ok(kind) => kind,
         Err(e) => return Some(Err(e)),
     };
+    if let Err(e) = count_call(st, api) {
+        return Some(Err(e));
+    }
     // A POST API called with GET sees an empty body (api.md §1).
     if *method == Method::GET && !GET_APIS.contains(&api) {
         return Some(Err(invalid(format!("{api} must be called with POST"))));
@@ -263,6 +266,52 @@ fn handle(
         upload,
     };
     Some(endpoint(st, config, &req))
+}
+
+// ---- frequency limits (§2.2) ----------------------------------------------------------------
+
+const MINUTE_MS: i64 = 60_000;
+const HOUR_MS: i64 = 3_600_000;
+
+/// Counts one call of `api` against the corp's caps: over 10,000 in a minute or 150,000 in an
+/// hour it is 45009, and the API stays blocked for the rest of that window.
+fn count_call(st: &mut State, api: &str) -> Result<(), ApiError> {
+    let now = st.now_ms();
+    let caps = st.api_caps;
+    let calls = st.api_calls.entry(api.to_string()).or_default();
+    if now < calls.blocked_until_ms {
+        return Err(err(
+            45009,
+            format!("api freq out of limit: {api} is blocked"),
+        ));
+    }
+    while calls.at.front().is_some_and(|t| now - t >= HOUR_MS) {
+        calls.at.pop_front();
+    }
+    let in_minute = calls.at.len() - calls.at.partition_point(|t| now - t >= MINUTE_MS);
+    let block = if in_minute >= caps.per_minute {
+        Some(MINUTE_MS)
+    } else if calls.at.len() >= caps.per_hour {
+        Some(HOUR_MS)
+    } else {
+        None
+    };
+    if let Some(window) = block {
+        calls.blocked_until_ms = now + window;
+        return Err(err(
+            45009,
+            format!(
+                "api freq out of limit: {api} over the corp's calls per {}",
+                if window == MINUTE_MS {
+                    "minute"
+                } else {
+                    "hour"
+                }
+            ),
+        ));
+    }
+    calls.at.push_back(now);
+    Ok(())
 }
 
 // ---- token (§2.1) ---------------------------------------------------------------------------

@@ -33,8 +33,8 @@ use crate::wecom::crypto::Crypto;
 pub use driver::{AddedCustomer, Driver, DriverError, NewCustomer, TagEdit};
 pub use faults::{Call, Failure};
 pub use state::{
-    ContactWay, CustomerView, FollowView, GroupChatView, GroupMemberView, JoinWay, MassCap,
-    MassMessageView, Media, MediaNamespace, MomentSenderView, MomentView, SendResultView,
+    ApiCaps, ContactWay, CustomerView, FollowView, GroupChatView, GroupMemberView, JoinWay,
+    MassCap, MassMessageView, Media, MediaNamespace, MomentSenderView, MomentView, SendResultView,
     SenderTaskView, SentWelcome, Staff, TagGroupView, TagView,
 };
 
@@ -237,6 +237,12 @@ impl FakeWecom {
 
     pub fn set_mass_cap(&self, cap: MassCap) {
         self.lock().mass_cap = cap;
+    }
+
+    /// The corp's calls per API allowed in a minute and an hour (10,000 and 150,000 by default,
+    /// as WeCom); over either, 45009 and the API is blocked for the window.
+    pub fn set_api_caps(&self, caps: ApiCaps) {
+        self.lock().api_caps = caps;
     }
 
     /// Wrong-secret gettoken calls within an hour that ban the caller for an hour (2000).

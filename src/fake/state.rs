@@ -71,6 +71,30 @@ impl MassCap {
 }
 
 /// Which secret a token was issued for: each has its own tokens (api.md §2.1).
+/// WeCom's frequency limits per corp and API: 10,000 calls a minute and 150,000 an hour; over
+/// either, 45009, and the API stays blocked for the window (a minute, an hour).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiCaps {
+    pub per_minute: usize,
+    pub per_hour: usize,
+}
+
+impl Default for ApiCaps {
+    fn default() -> Self {
+        Self {
+            per_minute: 10_000,
+            per_hour: 150_000,
+        }
+    }
+}
+
+/// One API's calls of the last hour (fake-clock ms, oldest first) and its block.
+#[derive(Debug, Default)]
+pub(crate) struct ApiCalls {
+    pub at: VecDeque<i64>,
+    pub blocked_until_ms: i64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SecretKind {
@@ -337,6 +361,10 @@ pub struct MomentView {
 /// The whole corp.
 #[derive(Debug)]
 pub(crate) struct State {
+    /// Calls per corp and API allowed in a minute and in an hour (api.md §2.2).
+    pub api_caps: ApiCaps,
+    /// Per API: when its calls of the last hour came, and until when it is blocked.
+    pub api_calls: HashMap<String, ApiCalls>,
     pub clock_offset_ms: i64,
     pub welcome_code_ttl: Duration,
     pub dispatch_delay: Duration,
@@ -390,6 +418,8 @@ impl State {
             bad_secret_calls: VecDeque::new(),
             bad_secret_ban_threshold: 2000,
             banned_until_ms: 0,
+            api_caps: ApiCaps::default(),
+            api_calls: HashMap::new(),
             staff: BTreeMap::new(),
             customers: BTreeMap::new(),
             tag_groups: Vec::new(),
