@@ -214,6 +214,11 @@ pub struct WecomSettings {
     /// Calls per API path per minute, paced in each process. WeCom allows 10,000 a minute per
     /// API and corp (api.md §2.2); the default 9000 keeps a 10% margin below that cap.
     pub calls_per_minute: u32,
+    /// Calls per API path per hour, budgeted in each process. WeCom allows 150,000 an hour per
+    /// API and corp, which a sustained 9000 a minute would pass in 17 minutes and then be blocked
+    /// for the hour; the budget (a bucket of a tenth of it, refilling over the hour) keeps any
+    /// hour below 1.1 × this, and the last tenth of the bucket for urgent calls (welcomes).
+    pub calls_per_hour: u32,
     /// Calls of one API path in flight at once (lowered on 45033).
     pub concurrency: usize,
     /// A call waits at most this long for its turn before it is refused as throttled.
@@ -237,6 +242,7 @@ impl Default for WecomSettings {
             max_retries: 3,
             retry_base_ms: 200,
             calls_per_minute: 9000,
+            calls_per_hour: 135_000,
             concurrency: 8,
             max_limiter_wait_ms: 2000,
             frequency_window_secs: 60,

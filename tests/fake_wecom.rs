@@ -1820,7 +1820,11 @@ async fn an_api_over_the_corps_calls_per_minute_or_hour_is_45009_and_blocked_for
     assert_eq!(code(&other), 0, "{other}");
     // Blocked for the minute, then allowed again until the hour's 5 calls are used.
     w.fake.advance_clock(Duration::from_secs(30));
-    assert_eq!(code(&list().await), 45009, "still inside the blocked minute");
+    assert_eq!(
+        code(&list().await),
+        45009,
+        "still inside the blocked minute"
+    );
     w.fake.advance_clock(Duration::from_secs(31));
     assert_eq!(code(&list().await), 0);
     assert_eq!(code(&list().await), 0);

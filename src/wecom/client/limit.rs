@@ -1,5 +1,7 @@
 //! Client-side limits, so siyu stays below WeCom's caps instead of discovering them:
-//! a pace per API path (below the per-corp 10,000 calls a minute), a pause for the whole path
+//! a pace per API path (below the per-corp 10,000 calls a minute), an hourly budget per path
+//! (below the per-corp 150,000 calls an hour, with a reserve only urgent calls may use), a pause
+//! for the whole path
 //! after a 45009, fewer concurrent calls after a 45033, and the per-member cap on app messages
 //! (30 a minute, 1000 an hour; WeCom silently drops the excess).
 //!
@@ -24,7 +26,19 @@ pub struct Limiter {
     interval: Duration,
     concurrency: usize,
     max_wait: Duration,
+    hourly: Option<Budget>,
     paths: Mutex<HashMap<&'static str, Arc<Path>>>,
+}
+
+/// A path's hourly budget, as a token bucket: it refills at `per_hour / 3600` a second and
+/// holds at most a tenth of the hour, so no rolling hour sees more than 1.1 × `per_hour` calls
+/// (below WeCom's 150,000 with the default 135,000). Ordinary calls leave the last tenth of the
+/// bucket to urgent ones: a nightly fan-out cannot spend the budget a welcome needs.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    per_second: f64,
+    capacity: f64,
+    reserve: f64,
 }
 
 struct Path {
@@ -44,6 +58,9 @@ struct PathState {
     in_flight: usize,
     /// Slots taken away after 45033; given back one at a time as calls succeed.
     withheld: usize,
+    /// The hourly budget left (see [`Budget`]), as of `refilled_at`.
+    tokens: f64,
+    refilled_at: Instant,
 }
 
 /// A waiter's place in a path's queue; orders urgent before ordinary, then by arrival.
@@ -100,8 +117,21 @@ impl Limiter {
             interval: Duration::from_secs(60) / per_minute.max(1),
             concurrency: concurrency.max(1),
             max_wait,
+            hourly: None,
             paths: Mutex::default(),
         }
+    }
+
+    /// At most about `per_hour` calls per path in any hour (see [`Budget`]).
+    pub fn with_hourly_budget(mut self, per_hour: u32) -> Self {
+        let per_hour = f64::from(per_hour.max(10));
+        let capacity = per_hour / 10.0;
+        self.hourly = Some(Budget {
+            per_second: per_hour / 3600.0,
+            capacity,
+            reserve: capacity / 10.0,
+        });
+        self
     }
 
     fn path(&self, path: &'static str) -> Arc<Path> {
@@ -117,6 +147,8 @@ impl Limiter {
                         next_ticket: 0,
                         in_flight: 0,
                         withheld: 0,
+                        tokens: self.hourly.map_or(0.0, |b| b.capacity),
+                        refilled_at: Instant::now(),
                     }),
                     changed: Notify::new(),
                 })
@@ -153,7 +185,22 @@ impl Limiter {
                     Some(until) => st.next_free.max(until),
                     None => st.next_free,
                 };
-                let free_at = due.max(now);
+                let mut free_at = due.max(now);
+                if let Some(budget) = self.hourly {
+                    let gained =
+                        now.duration_since(st.refilled_at).as_secs_f64() * budget.per_second;
+                    st.tokens = (st.tokens + gained).min(budget.capacity);
+                    st.refilled_at = now;
+                    let need = if place.ordinary {
+                        budget.reserve + 1.0
+                    } else {
+                        1.0
+                    };
+                    if st.tokens < need {
+                        let short = (need - st.tokens) / budget.per_second;
+                        free_at = free_at.max(now + Duration::from_secs_f64(short));
+                    }
+                }
                 let ahead = st.queue.range(..place).count() as u32;
                 let turn = free_at + self.interval * ahead;
                 if turn - now > self.max_wait {
@@ -162,6 +209,8 @@ impl Limiter {
                     return Err(WecomError::Throttled {
                         what: if paused {
                             format!("{path} is paused after WeCom's frequency limit")
+                        } else if free_at > due.max(now) {
+                            format!("{path} has used its hourly budget")
                         } else {
                             format!("{path} has {ahead} calls queued ahead at its pace")
                         },
@@ -177,6 +226,9 @@ impl Limiter {
                     // slot at most, so calls never burst past the pace.
                     let floor = now.checked_sub(self.interval).unwrap_or(now);
                     st.next_free = due.max(floor) + self.interval;
+                    if self.hourly.is_some() {
+                        st.tokens -= 1.0;
+                    }
                     st.in_flight += 1;
                     drop(st);
                     drop(waiting);
@@ -345,6 +397,55 @@ mod tests {
             idle.elapsed() >= Duration::from_millis(8 * 20 / 3),
             "{:?}",
             idle.elapsed()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_hourly_budget_holds_ordinary_calls_and_keeps_a_reserve_for_urgent_ones() {
+        // 3600 an hour: a bucket of 360 refilling at one a second, the last 36 for urgent calls.
+        let limiter = Limiter::new(60_000, 8, Duration::from_secs(60)).with_hourly_budget(3600);
+        let start = Instant::now();
+        for _ in 0..324 {
+            drop(limiter.acquire("p").await.unwrap());
+        }
+        assert!(
+            start.elapsed() < Duration::from_millis(400),
+            "{:?}",
+            start.elapsed()
+        );
+        // Ordinary calls now wait for the bucket to refill above the reserve: one a second.
+        let ordinary = Instant::now();
+        drop(limiter.acquire("p").await.unwrap());
+        assert!(
+            ordinary.elapsed() >= Duration::from_millis(600),
+            "{:?}",
+            ordinary.elapsed()
+        );
+        let next = Instant::now();
+        drop(limiter.acquire("p").await.unwrap());
+        assert!(
+            next.elapsed() >= Duration::from_millis(990),
+            "{:?}",
+            next.elapsed()
+        );
+        // An urgent call still goes at once, out of the reserve.
+        let urgent = Instant::now();
+        drop(super::super::urgent(limiter.acquire("p")).await.unwrap());
+        assert!(
+            urgent.elapsed() < Duration::from_millis(10),
+            "{:?}",
+            urgent.elapsed()
+        );
+        // Over an hour, about the budget and never more than 1.1 × it.
+        let hour = Instant::now();
+        let mut calls = 0;
+        while hour.elapsed() < Duration::from_secs(3600) {
+            drop(limiter.acquire("p").await.unwrap());
+            calls += 1;
+        }
+        assert!(
+            (3500..=3600).contains(&calls),
+            "{calls} calls in the next hour"
         );
     }
 

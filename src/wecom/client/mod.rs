@@ -163,7 +163,8 @@ impl WecomClient {
                     settings.calls_per_minute,
                     settings.concurrency,
                     Duration::from_millis(settings.max_limiter_wait_ms),
-                ),
+                )
+                .with_hourly_budget(settings.calls_per_hour),
                 members: MemberQuota::default(),
                 max_retries: settings.max_retries,
                 retry_base: Duration::from_millis(settings.retry_base_ms),
