@@ -59,11 +59,11 @@ fn recording(kind: &str, runs: &Runs, clock: &Clock) -> Components {
     components.jobs.register(kind, move |ctx| {
         let runs = runs.clone();
         async move {
+            // Every run is recorded: a job claimed twice shows up twice, whether or not the two
+            // runs overlap.
             runs.lock()
                 .unwrap()
                 .push((ctx.job.idempotency_key.clone(), ctx.clock.now_ms()));
-            // Long enough that two workers claiming the same job would overlap.
-            tokio::time::sleep(Duration::from_millis(5)).await;
             Ok(())
         }
     });
@@ -78,7 +78,8 @@ async fn a_delayed_job_waits_for_its_time_and_a_key_is_used_once() {
     let clock = Clock::default();
     let app = start_with(settings.clone(), recording("later", &runs, &clock)).await;
 
-    let run_at = clock.now_ms() + 1500;
+    // Due in an hour of the app's clock (which the test moves instead of waiting).
+    let run_at = clock.now_ms() + 3_600_000;
     assert!(
         enqueue(&app, &settings, "later", "later-1", Some(run_at))
             .await
@@ -90,19 +91,24 @@ async fn a_delayed_job_waits_for_its_time_and_a_key_is_used_once() {
             .is_none(),
         "the same idempotency key is not enqueued twice"
     );
-    // Time passing short of run_at is the behaviour under test; then nothing may be running.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // A job due now, enqueued after it: once it has run, the workers have claimed what was due,
+    // and a claim that ignored run_at would have taken the later job too.
+    enqueue(&app, &settings, "later", "now-1", None).await;
+    assert!(wait_state(app.store(), "now-1", "done", Duration::from_secs(5)).await);
     assert!(wait_idle(&app, Duration::from_secs(5)).await);
     assert_eq!(job_state(app.store(), "later-1").await.0, "queued");
-    assert!(runs.lock().unwrap().is_empty());
+    assert_eq!(runs.lock().unwrap().len(), 1, "only the job due now ran");
 
+    clock.advance(3_600_000);
+    app.store().signals().jobs.notify_waiters();
     assert!(wait_state(app.store(), "later-1", "done", Duration::from_secs(5)).await);
     let runs = runs.lock().unwrap().clone();
-    assert_eq!(runs.len(), 1);
+    assert_eq!(runs.len(), 2);
+    let later = runs.iter().find(|(k, _)| k == "later-1").unwrap();
     assert!(
-        runs[0].1 >= run_at,
+        later.1 >= run_at,
         "ran at {} before its time {run_at}",
-        runs[0].1
+        later.1
     );
     app.shutdown().await;
 }
