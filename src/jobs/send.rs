@@ -71,16 +71,18 @@ pub enum Outcome<T, E> {
 }
 
 impl JobContext {
-    /// The ledger of an earlier attempt, if any recorded one.
-    fn ledger<B: DeserializeOwned>(&self) -> Option<Ledger<B>> {
-        let text = self.job.ledger.as_deref()?;
-        match serde_json::from_str(text) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                tracing::warn!(error = %e, "a send job's ledger does not parse; treating the send as unknown");
-                None
-            }
-        }
+    /// The ledger of an earlier attempt, if any recorded one. One that does not parse fails the
+    /// job: an earlier attempt may have sent, and with no body to compare a fresh send could be
+    /// a second one.
+    fn ledger<B: DeserializeOwned>(&self) -> Result<Option<Ledger<B>>, JobError> {
+        let Some(text) = self.job.ledger.as_deref() else {
+            return Ok(None);
+        };
+        serde_json::from_str(text).map(Some).map_err(|e| {
+            JobError::Permanent(format!(
+                "the job's send ledger does not parse ({e}); not sending again blindly"
+            ))
+        })
     }
 
     async fn record<B: Serialize>(&self, body: &B, state: SendState) -> Result<(), JobError> {
@@ -118,7 +120,7 @@ impl JobContext {
         S: FnOnce(&B) -> SF,
         SF: Future<Output = Result<T, E>>,
     {
-        let (body, after_unknown) = match self.ledger::<B>() {
+        let (body, after_unknown) = match self.ledger::<B>()? {
             Some(Ledger {
                 body,
                 state: SendState::Sent | SendState::ProbablySent,
