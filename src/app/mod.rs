@@ -207,23 +207,32 @@ pub async fn start_features(services: &Services) -> Result<(), String> {
     channels::declare(services, &services.settings.channels)
         .await
         .map_err(|e| format!("channels declared in the config: {e}"))?;
-    let in_force = services.tiers().await.map_err(|e| e.to_string())?;
-    let unknown = tiers::unknown_metrics(services, &in_force)
-        .await
-        .map_err(|e| e.to_string())?;
-    if !unknown.is_empty() {
-        tracing::warn!(
-            conditions = %unknown.join("; "),
-            "tier rules name metrics that are not spend, orders or a received activity kind; they read 0 until such activity arrives"
-        );
-    }
-    let ensuring = services.clone();
+    // In the background: siyu starts (and takes callbacks) even while WeCom is slow or
+    // unreachable, and checking a custom metric may scan the activity table.
+    let background = services.clone();
     tokio::spawn(async move {
-        if let Err(e) = tags::ensure(&ensuring).await {
+        warn_of_unknown_metrics(&background).await;
+        if let Err(e) = tags::ensure(&background).await {
             tracing::warn!(error = %e, "could not make sure siyu's corp tags exist at start");
         }
     });
     Ok(())
+}
+
+/// A rule over a metric nobody sends reads 0 forever: say so at start (the API refuses one).
+async fn warn_of_unknown_metrics(services: &Services) {
+    let unknown = match services.tiers().await {
+        Ok(in_force) => tiers::unknown_metrics(services, &in_force).await,
+        Err(e) => Err(e),
+    };
+    match unknown {
+        Ok(unknown) if !unknown.is_empty() => tracing::warn!(
+            conditions = %unknown.join("; "),
+            "tier rules name metrics that are not spend, orders or a received activity kind; they read 0 until such activity arrives"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not check the tier rules' metrics"),
+    }
 }
 
 impl jobs::send::SendError for WecomError {
