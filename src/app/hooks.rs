@@ -23,6 +23,15 @@ pub struct TierChanged {
     pub members: Vec<UserId>,
 }
 
+impl TierChanged {
+    /// Each (change, member) pair of a batch: one relation whose customer changed tier.
+    pub fn relations(changes: &[TierChanged]) -> impl Iterator<Item = (&TierChanged, &UserId)> {
+        changes
+            .iter()
+            .flat_map(|c| c.members.iter().map(move |m| (c, m)))
+    }
+}
+
 /// Called with a batch of tier changes inside the transaction that records them.
 pub type TierHook =
     for<'a> fn(&'a Services, &'a mut Tx, &'a [TierChanged]) -> BoxFuture<'a, Result<(), AppError>>;

@@ -78,20 +78,18 @@ fn on_tier_change<'a>(
     changes: &'a [TierChanged],
 ) -> BoxFuture<'a, Result<(), AppError>> {
     Box::pin(async move {
-        for c in changes {
-            for member in &c.members {
-                let key = format!("tier-note:{}:{member}", c.change_id);
-                enqueue_note(s, tx, member, &c.external_userid, &key).await?;
-                let event = ContactEvent {
-                    external_userid: c.external_userid.clone(),
-                    userid: member.clone(),
-                    kind: ContactEventKind::Tier,
-                    detail: Some(format!("{}→{}", c.from, c.to)),
-                    at: c.at,
-                };
-                contacts::record_contact_event(tx, &event).await?;
-                enqueue_member_notice(s, tx, member, c.at).await?;
-            }
+        for (c, member) in TierChanged::relations(changes) {
+            let key = format!("tier-note:{}:{member}", c.change_id);
+            enqueue_note(s, tx, member, &c.external_userid, &key).await?;
+            let event = ContactEvent {
+                external_userid: c.external_userid.clone(),
+                userid: member.clone(),
+                kind: ContactEventKind::Tier,
+                detail: Some(format!("{}→{}", c.from, c.to)),
+                at: c.at,
+            };
+            contacts::record_contact_event(tx, &event).await?;
+            enqueue_member_notice(s, tx, member, c.at).await?;
         }
         Ok(())
     })

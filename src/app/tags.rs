@@ -92,11 +92,9 @@ fn on_tier_change<'a>(
     changes: &'a [TierChanged],
 ) -> BoxFuture<'a, Result<(), AppError>> {
     Box::pin(async move {
-        for c in changes {
-            for member in &c.members {
-                let key = format!("tier-tag:{}:{member}", c.change_id);
-                enqueue_sync(s, tx, member, &c.external_userid, &key).await?;
-            }
+        for (c, member) in TierChanged::relations(changes) {
+            let key = format!("tier-tag:{}:{member}", c.change_id);
+            enqueue_sync(s, tx, member, &c.external_userid, &key).await?;
         }
         Ok(())
     })
