@@ -53,7 +53,13 @@ pub fn openapi(state: AppState) -> utoipa::openapi::OpenApi {
 
 pub fn router(state: AppState) -> Router {
     let (router, openapi) = routes(state.clone()).split_for_parts();
-    let document = openapi.to_json().expect("the OpenAPI document serializes");
+    // A document of plain structs always serializes; should it not, the API still starts and
+    // the document says why.
+    let document = openapi.to_json().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "the OpenAPI document does not serialize");
+        serde_json::json!({ "error": format!("the OpenAPI document does not serialize: {e}") })
+            .to_string()
+    });
     router
         .layer(axum::Extension(api::Document(document.into())))
         .with_state(state)
