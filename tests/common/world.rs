@@ -7,7 +7,7 @@ use siyu::App;
 use siyu::config::{Secret, Settings};
 use siyu::fake::{FakeConfig, FakeWecom};
 
-use super::{TestDb, eventually};
+use super::{TestDb, eventually, wait_idle};
 
 pub struct World {
     pub fake: FakeWecom,
@@ -146,7 +146,8 @@ impl World {
         added
     }
 
-    /// Waits until the relation at the fake has a note and `tags` tags.
+    /// Waits until the relation at the fake has a note and `tags` tags, and the jobs that wrote
+    /// them have recorded their outcome (a call lands at the fake before its job is marked done).
     pub async fn settled(&self, userid: &str, external_userid: &str, tags: usize) -> bool {
         eventually(Duration::from_secs(10), || async {
             self.fake.customer(external_userid).is_some_and(|c| {
@@ -156,6 +157,7 @@ impl World {
             })
         })
         .await
+            && wait_idle(&self.app, Duration::from_secs(10)).await
     }
 
     pub fn follow(&self, userid: &str, external_userid: &str) -> siyu::fake::FollowView {
