@@ -92,6 +92,7 @@ pub struct Settings {
     pub notify: NotifySettings,
     pub staff: StaffSettings,
     pub templates: TemplateSettings,
+    pub groups: GroupSettings,
     /// Tiers, lowest rank first; the first is the entry tier of every new customer.
     pub tiers: Vec<TierSettings>,
     /// Channels declared in the file (created or updated at start, like the API does).
@@ -323,6 +324,7 @@ impl Default for Settings {
             notify: NotifySettings::default(),
             staff: StaffSettings::default(),
             templates: TemplateSettings::default(),
+            groups: GroupSettings::default(),
             // Partner: 90-day spend ≥ 2,000 or referrals ≥ 3; senior partner: spend ≥ 10,000
             // and referrals ≥ 10; keeping a tier takes half.
             tiers: vec![
@@ -396,6 +398,53 @@ impl Default for NotifySettings {
         Self {
             operators: Vec::new(),
             batch_secs: 60,
+        }
+    }
+}
+
+/// Tier groups: the customer groups of each tier, and how siyu invites customers into them and
+/// asks owners to remove those who no longer belong.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GroupSettings {
+    /// Invitations to one member's customers are gathered this long and sent as one mass-message
+    /// task per tier (the member confirms each task in their client).
+    pub invite_batch_secs: u64,
+    /// Removal requests to one group owner are gathered this long and sent as one app message.
+    pub removal_batch_secs: u64,
+    /// Unanswered removal requests are asked again once a day this many times, then overdue.
+    pub removal_repeats: u32,
+    /// Members a group holds before siyu counts it full (WeCom's customer groups hold 500; the
+    /// join way keeps the newest 5 groups that are not full).
+    pub room_capacity: usize,
+    /// How often an invitation task's outcome is checked at WeCom.
+    pub follow_every_secs: u64,
+    /// A task still unsent after this long gets one reminder (`remind_groupmsg_send`).
+    pub remind_after_hours: u64,
+    /// A task still unsent after this many days is given up: its invitations are `unsent`.
+    pub follow_for_days: u64,
+    /// A WeCom media_id (valid 3 days) is uploaded again once less than this is left.
+    pub media_margin_hours: u64,
+    /// WeCom's cap on mass messages one customer receives: `month`, `week` or `day` (the corp
+    /// admin's setting in 群发助手 → 设置群发规则; api.md §11).
+    pub mass_cap_period: String,
+    /// Messages per period; 0 means the number of days in the month (WeCom's default).
+    pub mass_cap_count: u32,
+}
+
+impl Default for GroupSettings {
+    fn default() -> Self {
+        Self {
+            invite_batch_secs: 60,
+            removal_batch_secs: 300,
+            removal_repeats: 3,
+            room_capacity: 500,
+            follow_every_secs: 1800,
+            remind_after_hours: 24,
+            follow_for_days: 7,
+            media_margin_hours: 12,
+            mass_cap_period: "month".into(),
+            mass_cap_count: 0,
         }
     }
 }

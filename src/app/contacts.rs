@@ -10,6 +10,7 @@ use minijinja::context;
 use serde::{Deserialize, Serialize};
 
 use super::channels::attribute;
+use super::hooks::RelationChanged;
 use super::notes::{self, enqueue_member_notice};
 use super::{AppError, Registrar, Services, tags, tiers};
 use crate::app::dispatch::EventContext;
@@ -181,6 +182,13 @@ async fn on_contact_event(s: &Services, ctx: &EventContext, event: Event) -> Res
                 };
                 contacts::record_contact_event(&mut tx, &event).await?;
                 enqueue_member_notice(s, &mut tx, &userid, now).await?;
+                let ended = RelationChanged {
+                    userid: userid.clone(),
+                    external_userid: event.external_userid.clone(),
+                    at: now,
+                    key: format!("event:{}", ctx.inbox_id),
+                };
+                s.hooks().relation_ended(s, &mut tx, &ended).await?;
             }
         }
         ContactChange::Del => {
@@ -190,7 +198,15 @@ async fn on_contact_event(s: &Services, ctx: &EventContext, event: Event) -> Res
             } else {
                 (FollowStatus::Deleted, ContactEventKind::Deleted)
             };
-            contacts::end_follow(&mut tx, &userid, &external_userid, status, now).await?;
+            if contacts::end_follow(&mut tx, &userid, &external_userid, status, now).await? {
+                let ended = RelationChanged {
+                    userid: userid.clone(),
+                    external_userid: external_userid.clone(),
+                    at: now,
+                    key: format!("event:{}", ctx.inbox_id),
+                };
+                s.hooks().relation_ended(s, &mut tx, &ended).await?;
+            }
             let event = ContactEvent {
                 external_userid,
                 userid,
@@ -493,6 +509,13 @@ async fn record(s: &Services, r: &Relation<'_>, detail: CustomerDetail) -> Resul
                 &format!("note:{key}"),
             )
             .await?;
+            let added = RelationChanged {
+                userid: r.userid.clone(),
+                external_userid: r.external_userid.clone(),
+                at: now,
+                key: key.to_string(),
+            };
+            s.hooks().relation_added(s, &mut tx, &added).await?;
             // Activity the shop sent before the customer arrived now counts.
             tiers::enqueue_evaluation(
                 s,

@@ -3,12 +3,12 @@
 
 use serde_json::json;
 
-use super::{AppError, Services, tiers};
+use super::{AppError, Services, groups, tiers};
 use crate::ids::ExternalUserId;
 use crate::store::tiers as store_tiers;
 
-/// Profile, tier, pin, value segment, the metrics the rules look at, relations, tier history and
-/// relation events.
+/// Profile, tier, pin, value segment, the metrics the rules look at, relations, tier history,
+/// relation events, and tier groups (groups, pending invitation, removal requests).
 pub async fn view(services: &Services, id: &ExternalUserId) -> Result<serde_json::Value, AppError> {
     let store = &services.store;
     let Some(customer) = store.customer(id).await? else {
@@ -23,9 +23,10 @@ pub async fn view(services: &Services, id: &ExternalUserId) -> Result<serde_json
         .await?
         .map(|(segment, rfm)| json!({ "segment": segment, "rfm": rfm }));
     let metrics = tiers::metrics_of(services, id).await?;
+    let groups = groups::of_customer(services, id).await?;
     Ok(
         json!({ "customer": customer, "pin": pin, "segment": segment, "metrics": metrics,
-               "follows": follows, "tier_history": history, "events": events }),
+               "follows": follows, "tier_history": history, "events": events, "groups": groups }),
     )
 }
 

@@ -44,11 +44,31 @@ pub type SegmentHook = for<'a> fn(
     i64,
 ) -> BoxFuture<'a, Result<(), AppError>>;
 
+/// A relation that began or ended (a member and a customer), recorded in the transaction the
+/// hooks are called in.
+#[derive(Debug, Clone)]
+pub struct RelationChanged {
+    pub userid: UserId,
+    pub external_userid: ExternalUserId,
+    pub at: i64,
+    /// What recorded it (the inbox event): the key of the work it sets off.
+    pub key: String,
+}
+
+/// Called when a relation begins or ends, inside the transaction that records it.
+pub type RelationHook = for<'a> fn(
+    &'a Services,
+    &'a mut Tx,
+    &'a RelationChanged,
+) -> BoxFuture<'a, Result<(), AppError>>;
+
 /// What the features registered, in registration order.
 #[derive(Default)]
 pub struct Hooks {
     tier_changed: Vec<(&'static str, TierHook)>,
     segment_changed: Vec<(&'static str, SegmentHook)>,
+    relation_added: Vec<(&'static str, RelationHook)>,
+    relation_ended: Vec<(&'static str, RelationHook)>,
 }
 
 impl Hooks {
@@ -59,6 +79,16 @@ impl Hooks {
 
     pub fn on_segment_change(&mut self, feature: &'static str, hook: SegmentHook) {
         self.segment_changed.push((feature, hook));
+    }
+
+    /// A member and a customer became contacts (the relation is recorded connected).
+    pub fn on_relation_added(&mut self, feature: &'static str, hook: RelationHook) {
+        self.relation_added.push((feature, hook));
+    }
+
+    /// A relation ended: the customer deleted the member, or the member the customer.
+    pub fn on_relation_ended(&mut self, feature: &'static str, hook: RelationHook) {
+        self.relation_ended.push((feature, hook));
     }
 
     /// Calls every tier-change hook in `tx`; the first failure aborts (and so rolls back) all.
@@ -94,4 +124,37 @@ impl Hooks {
         }
         Ok(())
     }
+
+    pub async fn relation_added(
+        &self,
+        services: &Services,
+        tx: &mut Tx,
+        relation: &RelationChanged,
+    ) -> Result<(), AppError> {
+        call_relation_hooks(&self.relation_added, services, tx, relation).await
+    }
+
+    pub async fn relation_ended(
+        &self,
+        services: &Services,
+        tx: &mut Tx,
+        relation: &RelationChanged,
+    ) -> Result<(), AppError> {
+        call_relation_hooks(&self.relation_ended, services, tx, relation).await
+    }
+}
+
+async fn call_relation_hooks(
+    hooks: &[(&'static str, RelationHook)],
+    services: &Services,
+    tx: &mut Tx,
+    relation: &RelationChanged,
+) -> Result<(), AppError> {
+    for (feature, hook) in hooks {
+        hook(services, tx, relation).await.map_err(|e| {
+            tracing::warn!(feature, error = %e, "a relation hook failed");
+            e
+        })?;
+    }
+    Ok(())
 }

@@ -1,19 +1,20 @@
 //! The use-cases, one module per feature. Each effect siyu has on WeCom has one owner:
 //! `tags` writes every siyu tag on a relation, `notes` every remark, description and member
 //! notice, `contacts` the welcome message. Features meet through hooks ([`hooks`]), not by calling
-//! each other's jobs: a tier change calls, in its own transaction, what tags and notes (and next,
-//! groups) registered for it. Each feature registers its own event handlers, jobs, schedules and
+//! each other's jobs: a tier change calls, in its own transaction, what tags, notes and groups
+//! registered for it. Each feature registers its own event handlers, jobs, schedules and
 //! hooks in [`register_features`]; the composition root names none of them.
 //!
 //! The modules depend on each other in one direction only (no circle), from the edge inwards:
-//! `staff`, `customers`, `import`, `activity` → `contacts` → `tiers` → `segments` → `notes`,
-//! `channels` → `tags` → `hooks`, `templates`.
+//! `staff`, `customers`, `import`, `activity` → `contacts` → `tiers` → `segments` → `groups` →
+//! `notes`, `channels` → `tags` → `hooks`, `templates`.
 
 pub mod activity;
 pub mod channels;
 pub mod contacts;
 pub mod customers;
 pub mod dispatch;
+pub mod groups;
 pub mod hooks;
 pub mod import;
 pub mod ingest;
@@ -66,6 +67,7 @@ impl Services {
         let mut hooks = Hooks::default();
         tags::hooks(&mut hooks);
         notes::hooks(&mut hooks);
+        groups::hooks(&mut hooks);
         Services {
             store,
             wecom,
@@ -192,6 +194,7 @@ pub fn register_features(services: &Services, r: &mut Registrar) {
     notes::register(services, r);
     contacts::register(services, r);
     tiers::register(services, r);
+    groups::register(services, r);
     staff::register(r);
 }
 

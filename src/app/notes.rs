@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::channels::attribute;
 use super::hooks::{Hooks, TierChanged};
-use super::templates::truncate_chars;
+use super::templates::{truncate_bytes, truncate_chars};
 use super::{AppError, Registrar, RelationJob, Services, local_time};
 use crate::ids::{ExternalUserId, UserId};
 use crate::jobs::send::{Look, Outcome};
@@ -277,10 +277,17 @@ async fn render_notice(
     };
     let mut churned = Vec::new();
     let mut tiers = Vec::new();
+    let mut invited = Vec::new();
+    let mut removals = Vec::new();
     for (_, e) in &untold {
         let c = s.store.customer(&e.external_userid).await?;
         let name = c.map_or(e.external_userid.to_string(), |c| c.name);
-        if e.kind == ContactEventKind::Tier {
+        if e.kind == ContactEventKind::GroupInvited {
+            let tier = e.detail.as_deref().unwrap_or_default();
+            invited.push(context! { name => name, tier => tier_name(tier) });
+        } else if e.kind == ContactEventKind::GroupRemoval {
+            removals.push(context! { name => name, group => e.detail.clone().unwrap_or_default() });
+        } else if e.kind == ContactEventKind::Tier {
             let (from, to) = e
                 .detail
                 .as_deref()
@@ -295,7 +302,7 @@ async fn render_notice(
     }
     let text = s.templates.render(
         "member_notice.j2",
-        context! { staff => job.userid, churned => churned, tiers => tiers },
+        context! { staff => job.userid, churned => churned, tiers => tiers, invited => invited, removals => removals },
     )?;
     let mut to = vec![job.userid.clone()];
     if !churned.is_empty() {
@@ -310,16 +317,4 @@ async fn render_notice(
         text: truncate_bytes(&text, 2000),
         told: untold.iter().map(|(id, _)| *id).collect(),
     }))
-}
-
-/// Cuts `text` to at most `max` bytes on a character boundary, marking the cut with `…`.
-fn truncate_bytes(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut end = max.saturating_sub(3);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
 }

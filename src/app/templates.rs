@@ -40,6 +40,14 @@ const BUILT_IN: &[(&str, &str)] = &[
         "staff_help.j2",
         include_str!("../../templates/staff_help.j2"),
     ),
+    (
+        "group_removal.j2",
+        include_str!("../../templates/group_removal.j2"),
+    ),
+    (
+        "group_invite_by_hand.j2",
+        include_str!("../../templates/group_invite_by_hand.j2"),
+    ),
 ];
 
 pub struct Templates {
@@ -129,6 +137,18 @@ pub fn truncate_chars(text: &str, max: usize) -> String {
     out
 }
 
+/// Cuts `text` to at most `max` bytes on a character boundary, marking the cut with `…`.
+pub fn truncate_bytes(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,3 +228,4 @@ mod tests {
         assert!(err.contains("staff_help.j2"), "{err}");
     }
 }
+

@@ -36,6 +36,7 @@ pub(super) fn router(state: AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(put_pin, delete_pin))
         .routes(routes!(tier_summary))
         .routes(routes!(get_tiers, put_tiers))
+        .merge(super::groups::router())
         .route_layer(axum::middleware::from_fn_with_state(state, require_token))
         // The API description is public: it holds no data.
         .routes(routes!(openapi))
@@ -175,9 +176,9 @@ async fn openapi(Extension(doc): Extension<Document>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], doc.0).into_response()
 }
 
-const UNAUTHORIZED: &str = "no bearer token, or the wrong one (config `api.token`)";
-const INTERNAL: &str = "siyu failed; the detail is in the server log";
-const WECOM_REFUSED: &str = "WeCom refused the change (`error` names the errcode)";
+pub(super) const UNAUTHORIZED: &str = "no bearer token, or the wrong one (config `api.token`)";
+pub(super) const INTERNAL: &str = "siyu failed; the detail is in the server log";
+pub(super) const WECOM_REFUSED: &str = "WeCom refused the change (`error` names the errcode)";
 
 impl From<AppError> for ApiError {
     fn from(e: AppError) -> Self {
@@ -196,7 +197,7 @@ impl From<AppError> for ApiError {
 }
 
 /// The JSON body, or a 400 in the API's own error shape naming what is wrong.
-fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+pub(super) fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     payload
         .map(|Json(v)| v)
         .map_err(|e| ApiError::bad_request(e.body_text()))

@@ -125,6 +125,40 @@ pub struct CustomerView {
     pub tier_history: Vec<TierChange>,
     /// Relation events, oldest first.
     pub events: Vec<ContactEvent>,
+    pub groups: CustomerGroups,
+}
+
+// As `app::groups::of_customer` builds it.
+/// The customer's tier groups: the groups they are and were in, the invitation pending (if
+/// any) and the open removal requests; every invitation and removal request, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CustomerGroups {
+    pub groups: Vec<CustomerGroup>,
+    /// The invitation still on its way (queued, tasked, delivered or over the cap), if any.
+    #[schema(value_type = Option<Object>, required = true)]
+    pub invitation: Option<serde_json::Value>,
+    #[schema(value_type = Vec<Object>)]
+    pub removal_requests: Vec<serde_json::Value>,
+    #[schema(value_type = Vec<Object>)]
+    pub invitations: Vec<serde_json::Value>,
+    #[schema(value_type = Vec<Object>)]
+    pub removals: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CustomerGroup {
+    pub chat_id: String,
+    pub name: Option<String>,
+    pub tier: Option<String>,
+    pub joined_at: i64,
+    /// 1 invited directly, 2 by link, 3 scanned the group QR code.
+    pub join_scene: i64,
+    /// The join way's state they came through.
+    pub state: Option<String>,
+    pub left_at: Option<i64>,
+    /// The customer deleted every member (the record is kept).
+    pub lost: bool,
+    pub in_group: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

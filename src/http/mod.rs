@@ -9,6 +9,7 @@
 mod api;
 mod callback;
 pub mod doc;
+mod groups;
 mod ops;
 
 use std::sync::Arc;

@@ -3,57 +3,8 @@
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-use super::{Result, Store, StoreError, Tx, with_pool, with_tx};
+use super::{Result, Store, StoreError, Tx, stored, with_pool, with_tx};
 use crate::ids::{ExternalUserId, TagId, UserId};
-
-/// A string-valued enum stored and serialized as its snake_case name.
-macro_rules! string_enum {
-    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal,)+ }) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-        #[serde(rename_all = "snake_case")]
-        pub enum $name {
-            $($(#[$vdoc])* $variant,)+
-        }
-
-        impl $name {
-            pub const ALL: &[$name] = &[$($name::$variant),+];
-
-            /// The name as stored and serialized.
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $($name::$variant => $text,)+
-                }
-            }
-
-            /// The variant stored as `text`, if any.
-            pub fn parse(text: &str) -> Option<Self> {
-                match text {
-                    $($text => Some($name::$variant),)+
-                    _ => None,
-                }
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl PartialEq<str> for $name {
-            fn eq(&self, other: &str) -> bool {
-                self.as_str() == other
-            }
-        }
-
-        impl PartialEq<&str> for $name {
-            fn eq(&self, other: &&str) -> bool {
-                self.as_str() == *other
-            }
-        }
-    };
-}
 
 string_enum! {
     /// Where a follow relation (a member and a customer) stands; `follows.status`.
@@ -84,6 +35,11 @@ string_enum! {
         TransferFail => "transfer_fail",
         /// A member took one of siyu's tags off by hand (the detail lists the tag ids).
         TagRemoved => "tag_removed",
+        /// The member was given a task inviting the customer into their tier's group (the
+        /// detail is the tier).
+        GroupInvited => "group_invited",
+        /// A group owner was asked to remove the customer (the detail is the group's name).
+        GroupRemoval => "group_removal",
     }
 }
 
@@ -101,11 +57,6 @@ string_enum! {
     }
 }
 
-/// Reads a stored enum; an unknown value is corrupt data, named with its column.
-fn stored<T>(column: &str, value: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
-    parse(value)
-        .ok_or_else(|| StoreError::Corrupt(format!("{column} has an unknown value {value:?}")))
-}
 
 /// A channel's welcome message: a template text and attachments. The attachments are kept as the
 /// JSON WeCom takes (`{"msgtype": "link", "link": {...}}`); the channels feature checks their
@@ -495,11 +446,13 @@ impl Store {
         let rows = with_pool!(self, |pool| {
             let rows = sqlx::query(
                 "SELECT id, external_userid, userid, kind, detail, at FROM contact_events
-                 WHERE userid = $1 AND kind IN ($2, $3) AND notified_at IS NULL ORDER BY id",
+                 WHERE userid = $1 AND kind IN ($2, $3, $4, $5) AND notified_at IS NULL ORDER BY id",
             )
             .bind(userid)
             .bind(ContactEventKind::Churn.as_str())
             .bind(ContactEventKind::Tier.as_str())
+            .bind(ContactEventKind::GroupInvited.as_str())
+            .bind(ContactEventKind::GroupRemoval.as_str())
             .fetch_all(pool)
             .await?;
             rows.iter()

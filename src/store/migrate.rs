@@ -33,6 +33,11 @@ const SQLITE: &[Migration] = &[
         name: "core",
         sql: include_str!("../../migrations/sqlite/0005_core.sql"),
     },
+    Migration {
+        version: 6,
+        name: "groups",
+        sql: include_str!("../../migrations/sqlite/0006_groups.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -61,6 +66,11 @@ const POSTGRES: &[Migration] = &[
         version: 5,
         name: "core",
         sql: include_str!("../../migrations/postgres/0005_core.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "groups",
+        sql: include_str!("../../migrations/postgres/0006_groups.sql"),
     },
 ];
 

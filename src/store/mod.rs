@@ -10,7 +10,57 @@
 //! Times are stored as Unix milliseconds (`BIGINT`) on both backends: portable, exact, and
 //! compared with the application's [`Clock`](crate::clock::Clock), which the demo can move.
 
+/// A string-valued enum stored and serialized as its snake_case name.
+macro_rules! string_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)+
+        }
+
+        impl $name {
+            pub const ALL: &[$name] = &[$($name::$variant),+];
+
+            /// The name as stored and serialized.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+
+            /// The variant stored as `text`, if any.
+            pub fn parse(text: &str) -> Option<Self> {
+                match text {
+                    $($text => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.as_str() == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+    };
+}
+
 pub mod contacts;
+pub mod groups;
 pub mod inbox;
 pub mod jobs;
 mod migrate;
@@ -282,4 +332,10 @@ impl Tx {
 
 pub(crate) fn acquire_timeout() -> Duration {
     Duration::from_secs(10)
+}
+
+/// Reads a stored enum; an unknown value is corrupt data, named with its column.
+pub(crate) fn stored<T>(column: &str, value: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
+    parse(value)
+        .ok_or_else(|| StoreError::Corrupt(format!("{column} has an unknown value {value:?}")))
 }

@@ -447,6 +447,38 @@ impl WecomClient {
 
     // ---- media ----
 
+    /// Fetches a file WeCom serves at a URL it gave (a join way's `qr_code`), at most 10 MB.
+    pub async fn fetch_url(&self, url: &str) -> Result<Vec<u8>> {
+        const MAX: usize = 10 * 1024 * 1024;
+        let transport = |reason: String| WecomError::Transport {
+            path: "qr_code",
+            reason,
+        };
+        let answer = self
+            .http()
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| transport(e.without_url().to_string()))?;
+        if !answer.status().is_success() {
+            return Err(WecomError::Http {
+                path: "qr_code",
+                status: answer.status().as_u16(),
+            });
+        }
+        let bytes = answer
+            .bytes()
+            .await
+            .map_err(|e| transport(e.without_url().to_string()))?;
+        if bytes.len() > MAX {
+            return Err(WecomError::Invalid(format!(
+                "the file at the QR code's URL has {} bytes; at most {MAX}",
+                bytes.len()
+            )));
+        }
+        Ok(bytes.to_vec())
+    }
+
     /// `media/upload?type=`: for welcome and mass messages (media ids live 3 days).
     pub async fn upload_media(
         &self,

@@ -179,6 +179,11 @@ impl WecomClient {
         self.inner.agent_id
     }
 
+    /// The HTTP client (its timeouts), for fetching what WeCom serves outside its API.
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
     pub fn limiter(&self) -> &Limiter {
         &self.inner.limiter
     }

@@ -305,17 +305,19 @@ pub struct WelcomeRequest {
     pub attachments: Vec<Attachment>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TagFilter {
     pub group_list: Vec<TagFilterGroup>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TagFilterGroup {
     pub tag_list: Vec<TagId>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+/// Deserializable too: a send job keeps the exact request in its ledger.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct MassMessageRequest {
     /// "single" (customers) or "group" (customer groups).
     pub chat_type: String,
@@ -439,7 +441,14 @@ pub struct GroupChat {
     pub create_time: i64,
     pub notice: String,
     pub member_list: Vec<GroupMember>,
+    pub admin_list: Vec<GroupAdmin>,
     pub member_version: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct GroupAdmin {
+    pub userid: UserId,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
