@@ -2261,3 +2261,156 @@ async fn a_silent_driver_changes_the_fake_but_its_callbacks_are_lost() {
         .await;
     assert_eq!(follow["follow_user"][0]["state"], "lost_state", "{follow}");
 }
+
+// ---- mass messages with an image, and what the send results say ----------------------------
+
+#[tokio::test]
+async fn a_single_mass_messages_image_is_a_media_upload_id_under_3_days_old() {
+    let w = Wecom::start().await;
+    let t = w.token().await;
+    let a = w.fake.seed_customer("zhangsan", NewCustomer::wechat("酉"));
+    let b = w.fake.seed_customer("zhangsan", NewCustomer::wechat("戌"));
+    let uploaded = w
+        .upload(
+            "media/upload?type=image",
+            &t,
+            "poster.png",
+            b"\x89PNG poster",
+        )
+        .await;
+    assert_eq!(code(&uploaded), 0, "{uploaded}");
+    let upload_id = uploaded["media_id"].as_str().unwrap().to_owned();
+    let send = |token: String, media_id: String| {
+        let body = json!({
+            "chat_type": "single", "sender": "zhangsan", "external_userid": [a, b],
+            "text": {"content": "会员日"},
+            "attachments": [{"msgtype": "image", "image": {"media_id": media_id}}],
+        });
+        let w = &w;
+        async move {
+            code(
+                &w.post("externalcontact/add_msg_template", &token, body)
+                    .await,
+            )
+        }
+    };
+    for attachment_type in [1, 2] {
+        let attachment = w
+            .upload(
+                &format!(
+                    "media/upload_attachment?media_type=image&attachment_type={attachment_type}"
+                ),
+                &t,
+                "poster.png",
+                b"\x89PNG poster",
+            )
+            .await;
+        let id = attachment["media_id"].as_str().unwrap().to_owned();
+        assert_eq!(
+            send(t.clone(), id).await,
+            40007,
+            "an upload_attachment id (type {attachment_type})"
+        );
+    }
+    assert_eq!(send(t.clone(), "3nope".into()).await, 40007);
+    assert_eq!(send(t.clone(), upload_id.clone()).await, 0);
+
+    // Still good a minute before its 3 days are up, refused a minute after.
+    w.fake.advance_clock(Duration::from_secs(3 * 86_400 - 60));
+    let t = w.token().await;
+    assert_eq!(send(t.clone(), upload_id.clone()).await, 0);
+    w.fake.advance_clock(Duration::from_secs(120));
+    let t = w.token().await;
+    assert_eq!(send(t, upload_id).await, 40007);
+}
+
+#[tokio::test]
+async fn send_results_report_sent_not_a_friend_and_over_the_cap() {
+    let w = Wecom::start_with(FakeConfig {
+        mass_cap: MassCap::PerDay,
+        ..FakeConfig::default()
+    })
+    .await;
+    let t = w.token().await;
+    let sent = w.fake.seed_customer("zhangsan", NewCustomer::wechat("亥"));
+    let left = w
+        .fake
+        .seed_customer("zhangsan", NewCustomer::wechat("甲子"));
+    let capped = w
+        .fake
+        .seed_customer("zhangsan", NewCustomer::wechat("乙丑"));
+    let driver = w.fake.driver();
+    let mass = |to: Vec<&String>| {
+        let body = json!({
+            "chat_type": "single", "sender": "zhangsan", "external_userid": to,
+            "text": {"content": "新品"},
+        });
+        let (w, t) = (&w, &t);
+        async move {
+            let v = w.post("externalcontact/add_msg_template", t, body).await;
+            assert_eq!(code(&v), 0, "{v}");
+            v["msgid"].as_str().unwrap().to_owned()
+        }
+    };
+    // `capped` already had today's one message.
+    let earlier = mass(vec![&capped]).await;
+    driver
+        .staff_confirms_mass_message(&earlier, "zhangsan")
+        .await
+        .unwrap();
+
+    let msgid = mass(vec![&sent, &left, &capped]).await;
+    let task = || {
+        w.post(
+            "externalcontact/get_groupmsg_task",
+            &t,
+            json!({"msgid": msgid}),
+        )
+    };
+    let results = || async {
+        let v = w
+            .post(
+                "externalcontact/get_groupmsg_send_result",
+                &t,
+                json!({"msgid": msgid, "userid": "zhangsan"}),
+            )
+            .await;
+        assert_eq!(code(&v), 0, "{v}");
+        v["send_list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["external_userid"].as_str().unwrap().to_owned(),
+                    r["status"].as_i64().unwrap(),
+                    r["send_time"].is_i64(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        task().await["task_list"],
+        json!([{"userid": "zhangsan", "status": 0}]),
+        "not sent until the member confirms"
+    );
+    assert!(results().await.iter().all(|(_, status, _)| *status == 0));
+
+    // Before the member confirms, one customer deletes them (the callback is lost: no sink).
+    driver
+        .silent()
+        .customer_deletes_staff("zhangsan", &left)
+        .await
+        .unwrap();
+    driver
+        .staff_confirms_mass_message(&msgid, "zhangsan")
+        .await
+        .unwrap();
+    let task = task().await;
+    assert_eq!(task["task_list"][0]["status"], 2);
+    assert!(task["task_list"][0]["send_time"].is_i64());
+    assert_eq!(
+        results().await,
+        vec![(sent, 1, true), (left, 2, false), (capped, 3, false),]
+    );
+}
