@@ -1834,3 +1834,583 @@ async fn an_api_over_the_corps_calls_per_minute_or_hour_is_45009_and_blocked_for
     w.fake.advance_clock(Duration::from_secs(31 * 60));
     assert_eq!(code(&list().await), 0);
 }
+
+// ---- customer groups as the client changes them -------------------------------------------
+
+/// CRC-32 as PNG computes it (ISO-HDLC, reflected 0xEDB88320).
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// The chunk types of a PNG in order, having checked its signature and every chunk's CRC.
+fn png_chunks(png: &[u8]) -> Vec<String> {
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "PNG signature");
+    let mut rest = &png[8..];
+    let mut kinds = Vec::new();
+    while !rest.is_empty() {
+        assert!(rest.len() >= 12, "a truncated chunk");
+        let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+        assert!(rest.len() >= 12 + len, "a truncated chunk");
+        let kind_and_data = &rest[4..8 + len];
+        let kind = String::from_utf8_lossy(&kind_and_data[..4]).into_owned();
+        let crc = u32::from_be_bytes(rest[8 + len..12 + len].try_into().unwrap());
+        assert_eq!(crc32(kind_and_data), crc, "CRC of {kind}");
+        if kind == "IHDR" {
+            assert_eq!(len, 13, "IHDR holds 13 bytes");
+        }
+        kinds.push(kind);
+        rest = &rest[12 + len..];
+    }
+    kinds
+}
+
+#[tokio::test]
+async fn a_join_ways_qr_code_is_a_png_at_the_fakes_address() {
+    let w = Wecom::start().await;
+    let t = w.token().await;
+    w.fake.add_group_chat("wrqr", "zhangsan", "扫码群", 200);
+    let add = |scene: i64| {
+        w.post(
+            "externalcontact/groupchat/add_join_way",
+            &t,
+            json!({"scene": scene, "chat_id_list": ["wrqr"]}),
+        )
+    };
+    let get = |config_id: String| {
+        w.post(
+            "externalcontact/groupchat/get_join_way",
+            &t,
+            json!({"config_id": config_id}),
+        )
+    };
+    let http = &w.http;
+    let fetch = |url: String| async move { http.get(url).send().await.unwrap() };
+    let qr_way = add(2).await;
+    let config_id = qr_way["config_id"].as_str().unwrap().to_owned();
+    let way = get(config_id.clone()).await;
+    let url = way["join_way"]["qr_code"].as_str().unwrap().to_owned();
+    assert_eq!(url, format!("{}/fake/qr/{config_id}.png", w.base));
+
+    let image = fetch(url.clone()).await;
+    assert_eq!(image.status(), 200);
+    assert_eq!(image.headers()["content-type"], "image/png");
+    let png = image.bytes().await.unwrap();
+    assert_eq!(png_chunks(&png), ["IHDR", "IDAT", "IEND"]);
+
+    // siyu downloads the code and uploads it for a mass message, as it would WeCom's.
+    let upload = w
+        .upload("media/upload?type=image", &t, "qr.png", &png)
+        .await;
+    assert_eq!(code(&upload), 0, "{upload}");
+    let customer = w.fake.seed_customer("zhangsan", NewCustomer::wechat("卯"));
+    let mass = w
+        .post(
+            "externalcontact/add_msg_template",
+            &t,
+            json!({
+                "chat_type": "single", "sender": "zhangsan", "external_userid": [customer],
+                "attachments": [{"msgtype": "image", "image": {"media_id": upload["media_id"]}}],
+            }),
+        )
+        .await;
+    assert_eq!(code(&mass), 0, "{mass}");
+
+    // No image for an unknown way, a mini-program way (scene 1) or a deleted one.
+    let unknown = fetch(format!("{}/fake/qr/nope.png", w.base)).await;
+    assert_eq!(unknown.status(), 404);
+    let plugin = add(1).await;
+    let plugin_id = plugin["config_id"].as_str().unwrap().to_owned();
+    assert!(get(plugin_id.clone()).await["join_way"]["qr_code"].is_null());
+    let plugin_qr = fetch(format!("{}/fake/qr/{plugin_id}.png", w.base)).await;
+    assert_eq!(plugin_qr.status(), 404);
+    let deleted = w
+        .post(
+            "externalcontact/groupchat/del_join_way",
+            &t,
+            json!({"config_id": config_id}),
+        )
+        .await;
+    assert_eq!(code(&deleted), 0, "{deleted}");
+    assert_eq!(fetch(url).await.status(), 404);
+}
+
+#[tokio::test]
+async fn a_fake_never_served_by_itself_keeps_wecoms_qr_url() {
+    // The router served by someone else: the fake does not know where it is reachable.
+    let fake = FakeWecom::new(FakeConfig::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = fake.router();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let w = Wecom {
+        fake,
+        base: format!("http://{addr}"),
+        http: reqwest::Client::new(),
+    };
+    w.fake.add_staff("zhangsan", "张三");
+    w.fake.add_group_chat("wrunit", "zhangsan", "群", 200);
+    let t = w.token().await;
+    let added = w
+        .post(
+            "externalcontact/groupchat/add_join_way",
+            &t,
+            json!({"scene": 2, "chat_id_list": ["wrunit"]}),
+        )
+        .await;
+    let config_id = added["config_id"].as_str().unwrap();
+    let qr = w.fake.join_way(config_id).unwrap().qr_code.unwrap();
+    assert!(qr.starts_with("https://wework.qpic.cn/"), "{qr}");
+}
+
+#[tokio::test]
+async fn owners_admins_names_and_notices_change_in_the_client() {
+    let w = Wecom::start().await;
+    let sink = callback_sink(&w).await;
+    let t = w.token().await;
+    w.fake.add_staff("wangwu", "王五");
+    w.fake.add_group_chat("wrvip", "zhangsan", "VIP群", 200);
+    w.fake.set_group_admins("wrvip", &["lisi"]);
+    let get = || {
+        w.post(
+            "externalcontact/groupchat/get",
+            &t,
+            json!({"chat_id": "wrvip"}),
+        )
+    };
+    let owned_by = |owner: &'static str| {
+        w.post(
+            "externalcontact/groupchat/list",
+            &t,
+            json!({"limit": 100, "owner_filter": {"userid_list": [owner]}}),
+        )
+    };
+    let members = |chat: &Value| -> Vec<String> {
+        chat["group_chat"]["member_list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["userid"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let chat = get().await;
+    assert_eq!(
+        chat["group_chat"]["admin_list"],
+        json!([{"userid": "lisi"}])
+    );
+    assert_eq!(members(&chat), ["zhangsan", "lisi"], "an admin is a member");
+    let version = chat["group_chat"]["member_version"].clone();
+
+    let driver = w.fake.driver();
+    driver.owner_changes("wrvip", "lisi").await.unwrap();
+    let chat = get().await;
+    assert_eq!(chat["group_chat"]["owner"], "lisi");
+    assert_eq!(
+        chat["group_chat"]["admin_list"],
+        json!([]),
+        "the owner is no admin"
+    );
+    assert_eq!(members(&chat), ["zhangsan", "lisi"], "the old owner stays");
+    assert_eq!(
+        chat["group_chat"]["member_version"], version,
+        "nobody joined or left"
+    );
+    assert_eq!(
+        owned_by("lisi").await["group_chat_list"],
+        json!([{"chat_id": "wrvip", "status": 0}])
+    );
+    assert_eq!(owned_by("zhangsan").await["group_chat_list"], json!([]));
+
+    let ghost = driver.owner_changes("wrvip", "ghost").await;
+    assert!(matches!(ghost, Err(DriverError::NotFound(_))), "{ghost:?}");
+    // A new owner who was not in the group joins it.
+    driver.owner_changes("wrvip", "wangwu").await.unwrap();
+    let chat = get().await;
+    assert_eq!(chat["group_chat"]["owner"], "wangwu");
+    assert_eq!(members(&chat), ["zhangsan", "lisi", "wangwu"]);
+
+    driver.group_renamed("wrvip", "钻石VIP群").await.unwrap();
+    driver
+        .group_notice_changed("wrvip", "每周五抽奖")
+        .await
+        .unwrap();
+    let chat = get().await;
+    assert_eq!(chat["group_chat"]["name"], "钻石VIP群");
+    assert_eq!(chat["group_chat"]["notice"], "每周五抽奖");
+
+    let xmls = sink.lock().unwrap().clone();
+    let details = [
+        "change_owner",
+        "change_owner",
+        "change_name",
+        "change_notice",
+    ];
+    assert_eq!(xmls.len(), details.len(), "{xmls:#?}");
+    for (xml, detail) in xmls.iter().zip(details) {
+        assert_eq!(
+            body_after_event(xml),
+            format!(
+                "<ChatId><![CDATA[wrvip]]></ChatId><ChangeType><![CDATA[update]]></ChangeType>\
+                 <UpdateDetail><![CDATA[{detail}]]></UpdateDetail></xml>"
+            )
+        );
+        let Event::ExternalChat { update_detail, .. } = event::parse(xml).unwrap() else {
+            panic!("{xml}");
+        };
+        assert_eq!(update_detail.as_deref(), Some(detail));
+    }
+}
+
+#[tokio::test]
+async fn a_dismissed_group_is_gone_from_the_api_and_from_its_join_ways() {
+    let w = Wecom::start().await;
+    let sink = callback_sink(&w).await;
+    let t = w.token().await;
+    w.fake.add_group_chat("wrgone", "zhangsan", "解散群", 200);
+    w.fake.add_group_chat("wrstay", "zhangsan", "留下群", 200);
+    let add_way = |chats: Value| {
+        w.post(
+            "externalcontact/groupchat/add_join_way",
+            &t,
+            json!({"scene": 2, "chat_id_list": chats, "auto_create_room": 0}),
+        )
+    };
+    let both = add_way(json!(["wrgone", "wrstay"])).await["config_id"].clone();
+    let alone = add_way(json!(["wrgone"])).await["config_id"].clone();
+    let driver = w.fake.driver();
+    driver.group_dismissed("wrgone").await.unwrap();
+
+    let gone = w
+        .post(
+            "externalcontact/groupchat/get",
+            &t,
+            json!({"chat_id": "wrgone"}),
+        )
+        .await;
+    assert_eq!(code(&gone), 49008, "{gone}");
+    let listed = w
+        .post("externalcontact/groupchat/list", &t, json!({"limit": 100}))
+        .await;
+    assert_eq!(
+        listed["group_chat_list"],
+        json!([{"chat_id": "wrstay", "status": 0}])
+    );
+    let chats_of = |config_id: Value| {
+        let (w, t) = (&w, &t);
+        async move {
+            let way = w
+                .post(
+                    "externalcontact/groupchat/get_join_way",
+                    t,
+                    json!({"config_id": config_id}),
+                )
+                .await;
+            assert_eq!(code(&way), 0, "{way}");
+            way["join_way"]["chat_id_list"].clone()
+        }
+    };
+    assert_eq!(chats_of(both).await, json!(["wrstay"]));
+    assert_eq!(chats_of(alone.clone()).await, json!([]), "the way stays");
+    assert!(w.fake.group_chat("wrgone").is_none());
+    let live: Vec<String> = w
+        .fake
+        .group_chats()
+        .into_iter()
+        .map(|c| c.chat_id)
+        .collect();
+    assert_eq!(live, ["wrstay"]);
+
+    // Nothing to join through the emptied way, nothing to dismiss twice, nothing to link.
+    let customer = w.fake.seed_customer("zhangsan", NewCustomer::wechat("辰"));
+    let joined = driver
+        .customer_joins_via_join_way(alone.as_str().unwrap(), &customer)
+        .await;
+    assert!(joined.is_err(), "{joined:?}");
+    let again = driver.group_dismissed("wrgone").await;
+    assert!(matches!(again, Err(DriverError::NotFound(_))), "{again:?}");
+    assert_eq!(code(&add_way(json!(["wrgone"])).await), 49008);
+
+    let xmls = sink.lock().unwrap().clone();
+    assert_eq!(xmls.len(), 1, "{xmls:#?}");
+    assert_eq!(
+        body_after_event(&xmls[0]),
+        "<ChatId><![CDATA[wrgone]]></ChatId><ChangeType><![CDATA[dismiss]]></ChangeType></xml>"
+    );
+}
+
+#[tokio::test]
+async fn the_owner_adds_a_customer_to_the_group_directly() {
+    let w = Wecom::start().await;
+    let sink = callback_sink(&w).await;
+    let t = w.token().await;
+    w.fake.add_group_chat("wrdirect", "zhangsan", "直拉群", 200);
+    let customer = w.fake.seed_customer("zhangsan", NewCustomer::wechat("巳"));
+    let strangers = w.fake.seed_customer("lisi", NewCustomer::wechat("午"));
+    let before = w.fake.group_chat("wrdirect").unwrap().member_version;
+    let driver = w.fake.driver();
+    driver
+        .owner_adds_customer("wrdirect", &customer)
+        .await
+        .unwrap();
+
+    let chat = w
+        .post(
+            "externalcontact/groupchat/get",
+            &t,
+            json!({"chat_id": "wrdirect", "need_name": 1}),
+        )
+        .await;
+    let member = &chat["group_chat"]["member_list"][1];
+    assert_eq!(member["userid"], customer.as_str());
+    assert_eq!(member["type"], 2);
+    assert_eq!(member["join_scene"], 1, "invited directly");
+    assert_eq!(member["invitor"], json!({"userid": "zhangsan"}));
+    assert_eq!(member["name"], "巳");
+    assert!(member["state"].is_null(), "no join way, no state: {member}");
+    let after = chat["group_chat"]["member_version"].as_str().unwrap();
+    assert_ne!(after, before, "member_version bumped");
+
+    // Only the owner's own customers, and only once.
+    let stranger = driver.owner_adds_customer("wrdirect", &strangers).await;
+    assert!(
+        matches!(stranger, Err(DriverError::NotFound(_))),
+        "{stranger:?}"
+    );
+    let twice = driver.owner_adds_customer("wrdirect", &customer).await;
+    assert!(matches!(twice, Err(DriverError::Refused(_))), "{twice:?}");
+
+    let xmls = sink.lock().unwrap().clone();
+    assert_eq!(xmls.len(), 1, "{xmls:#?}");
+    assert!(
+        body_after_event(&xmls[0]).starts_with(&format!(
+            "<ChatId><![CDATA[wrdirect]]></ChatId><ChangeType><![CDATA[update]]></ChangeType>\
+             <UpdateDetail><![CDATA[add_member]]></UpdateDetail><JoinScene>0</JoinScene><QuitScene>0</QuitScene>\
+             <MemChangeCnt>1</MemChangeCnt><MemChangeList><Item>{customer}</Item></MemChangeList><LastMemVer>"
+        )),
+        "{}",
+        xmls[0]
+    );
+    let Event::ExternalChat {
+        last_mem_ver,
+        cur_mem_ver,
+        ..
+    } = event::parse(&xmls[0]).unwrap()
+    else {
+        panic!("{}", xmls[0]);
+    };
+    assert_eq!(last_mem_ver.as_deref(), Some(before.as_str()));
+    assert_eq!(cur_mem_ver.as_deref(), Some(after));
+}
+
+#[tokio::test]
+async fn a_silent_driver_changes_the_fake_but_its_callbacks_are_lost() {
+    let w = Wecom::start().await;
+    let t = w.token().await;
+    w.fake.add_group_chat("wrlost", "zhangsan", "丢失群", 200);
+    let customer = w.fake.seed_customer("zhangsan", NewCustomer::wechat("未"));
+    let silent = w.fake.driver().silent();
+    // No callback URL yet: a lost callback needs none.
+    silent
+        .owner_adds_customer("wrlost", &customer)
+        .await
+        .unwrap();
+    let sink = callback_sink(&w).await;
+    silent.group_renamed("wrlost", "找回群").await.unwrap();
+    let added = silent
+        .customer_adds_staff("lisi", Some("lost_state"), NewCustomer::wechat("申"))
+        .await
+        .unwrap();
+    // A barrier: one callback the ordinary driver delivers (and awaits) after the silent ones.
+    w.fake
+        .driver()
+        .staff_sends_text("zhangsan", "barrier")
+        .await
+        .unwrap();
+    let got = sink.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].contains("barrier"), "{got:?}");
+
+    // Everything happened: a reconciliation reading the API finds it.
+    let chat = w
+        .post(
+            "externalcontact/groupchat/get",
+            &t,
+            json!({"chat_id": "wrlost"}),
+        )
+        .await;
+    assert_eq!(chat["group_chat"]["name"], "找回群");
+    assert_eq!(
+        chat["group_chat"]["member_list"][1]["userid"],
+        customer.as_str()
+    );
+    let follow = w
+        .get(
+            "externalcontact/get",
+            &format!("access_token={t}&external_userid={}", added.external_userid),
+        )
+        .await;
+    assert_eq!(follow["follow_user"][0]["state"], "lost_state", "{follow}");
+}
+
+// ---- mass messages with an image, and what the send results say ----------------------------
+
+#[tokio::test]
+async fn a_single_mass_messages_image_is_a_media_upload_id_under_3_days_old() {
+    let w = Wecom::start().await;
+    let t = w.token().await;
+    let a = w.fake.seed_customer("zhangsan", NewCustomer::wechat("酉"));
+    let b = w.fake.seed_customer("zhangsan", NewCustomer::wechat("戌"));
+    let uploaded = w
+        .upload(
+            "media/upload?type=image",
+            &t,
+            "poster.png",
+            b"\x89PNG poster",
+        )
+        .await;
+    assert_eq!(code(&uploaded), 0, "{uploaded}");
+    let upload_id = uploaded["media_id"].as_str().unwrap().to_owned();
+    let send = |token: String, media_id: String| {
+        let body = json!({
+            "chat_type": "single", "sender": "zhangsan", "external_userid": [a, b],
+            "text": {"content": "会员日"},
+            "attachments": [{"msgtype": "image", "image": {"media_id": media_id}}],
+        });
+        let w = &w;
+        async move {
+            code(
+                &w.post("externalcontact/add_msg_template", &token, body)
+                    .await,
+            )
+        }
+    };
+    for attachment_type in [1, 2] {
+        let attachment = w
+            .upload(
+                &format!(
+                    "media/upload_attachment?media_type=image&attachment_type={attachment_type}"
+                ),
+                &t,
+                "poster.png",
+                b"\x89PNG poster",
+            )
+            .await;
+        let id = attachment["media_id"].as_str().unwrap().to_owned();
+        assert_eq!(
+            send(t.clone(), id).await,
+            40007,
+            "an upload_attachment id (type {attachment_type})"
+        );
+    }
+    assert_eq!(send(t.clone(), "3nope".into()).await, 40007);
+    assert_eq!(send(t.clone(), upload_id.clone()).await, 0);
+
+    // Still good a minute before its 3 days are up, refused a minute after.
+    w.fake.advance_clock(Duration::from_secs(3 * 86_400 - 60));
+    let t = w.token().await;
+    assert_eq!(send(t.clone(), upload_id.clone()).await, 0);
+    w.fake.advance_clock(Duration::from_secs(120));
+    let t = w.token().await;
+    assert_eq!(send(t, upload_id).await, 40007);
+}
+
+#[tokio::test]
+async fn send_results_report_sent_not_a_friend_and_over_the_cap() {
+    let w = Wecom::start_with(FakeConfig {
+        mass_cap: MassCap::PerDay,
+        ..FakeConfig::default()
+    })
+    .await;
+    let t = w.token().await;
+    let sent = w.fake.seed_customer("zhangsan", NewCustomer::wechat("亥"));
+    let left = w
+        .fake
+        .seed_customer("zhangsan", NewCustomer::wechat("甲子"));
+    let capped = w
+        .fake
+        .seed_customer("zhangsan", NewCustomer::wechat("乙丑"));
+    let driver = w.fake.driver();
+    let mass = |to: Vec<&String>| {
+        let body = json!({
+            "chat_type": "single", "sender": "zhangsan", "external_userid": to,
+            "text": {"content": "新品"},
+        });
+        let (w, t) = (&w, &t);
+        async move {
+            let v = w.post("externalcontact/add_msg_template", t, body).await;
+            assert_eq!(code(&v), 0, "{v}");
+            v["msgid"].as_str().unwrap().to_owned()
+        }
+    };
+    // `capped` already had today's one message.
+    let earlier = mass(vec![&capped]).await;
+    driver
+        .staff_confirms_mass_message(&earlier, "zhangsan")
+        .await
+        .unwrap();
+
+    let msgid = mass(vec![&sent, &left, &capped]).await;
+    let task = || {
+        w.post(
+            "externalcontact/get_groupmsg_task",
+            &t,
+            json!({"msgid": msgid}),
+        )
+    };
+    let results = || async {
+        let v = w
+            .post(
+                "externalcontact/get_groupmsg_send_result",
+                &t,
+                json!({"msgid": msgid, "userid": "zhangsan"}),
+            )
+            .await;
+        assert_eq!(code(&v), 0, "{v}");
+        v["send_list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["external_userid"].as_str().unwrap().to_owned(),
+                    r["status"].as_i64().unwrap(),
+                    r["send_time"].is_i64(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        task().await["task_list"],
+        json!([{"userid": "zhangsan", "status": 0}]),
+        "not sent until the member confirms"
+    );
+    assert!(results().await.iter().all(|(_, status, _)| *status == 0));
+
+    // Before the member confirms, one customer deletes them (the callback is lost: no sink).
+    driver
+        .silent()
+        .customer_deletes_staff("zhangsan", &left)
+        .await
+        .unwrap();
+    driver
+        .staff_confirms_mass_message(&msgid, "zhangsan")
+        .await
+        .unwrap();
+    let task = task().await;
+    assert_eq!(task["task_list"][0]["status"], 2);
+    assert!(task["task_list"][0]["send_time"].is_i64());
+    assert_eq!(
+        results().await,
+        vec![(sent, 1, true), (left, 2, false), (capped, 3, false),]
+    );
+}

@@ -1,19 +1,20 @@
 //! The admin endpoints under `/fake/`, for `siyu fake-wecom --listen ADDR` driven from another
 //! process (a shell script, the demo, a manual test): faults, token expiry, the call log, the
-//! state dump, staff and the callback URL.
+//! state dump, staff and the callback URL; and the join-way QR code images the fake hands out
+//! as `qr_code` (`GET /fake/qr/{config_id}.png`).
 
 use std::time::Duration;
 
-use axum::extract::State as Extract;
 use axum::extract::rejection::JsonRejection;
-use axum::http::StatusCode;
+use axum::extract::{Path, State as Extract};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Failure, FakeWecom};
+use super::{Failure, FakeWecom, groups};
 
 pub(super) fn router() -> Router<FakeWecom> {
     Router::new()
@@ -23,6 +24,7 @@ pub(super) fn router() -> Router<FakeWecom> {
         .route("/fake/state", get(state))
         .route("/fake/staff", post(add_staff))
         .route("/fake/callback-url", post(callback_url))
+        .route("/fake/qr/{file}", get(join_way_qr))
 }
 
 fn bad_request(why: impl std::fmt::Display) -> Response {
@@ -143,5 +145,16 @@ async fn callback_url(
             ok()
         }
         _ => bad_request("expected {\"url\": \"http://host:port/wecom/callback\"}"),
+    }
+}
+
+/// `{config_id}.png`: the QR code of a join way that has one (scene 2), else 404.
+async fn join_way_qr(Extract(fake): Extract<FakeWecom>, Path(file): Path<String>) -> Response {
+    let png = file
+        .strip_suffix(".png")
+        .and_then(|config_id| groups::join_way_qr(&fake.lock(), config_id));
+    match png {
+        Some(png) => ([(header::CONTENT_TYPE, "image/png")], png).into_response(),
+        None => (StatusCode::NOT_FOUND, "no such join way QR code").into_response(),
     }
 }

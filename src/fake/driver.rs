@@ -2,6 +2,8 @@
 //! changes the fake's state as WeCom would, then delivers the callback WeCom would send (the XML
 //! of callback.md §3, sealed per send by [`CallbackSender`]: 3 tries, 5 s each). An action whose
 //! callback siyu never accepted still happened, as in WeCom; the error says it was not delivered.
+//! A [`Driver::silent`] driver plays the same actions but loses every callback, as WeCom
+//! sometimes does, so only a reconciliation that reads the API can find the change.
 
 use std::sync::Arc;
 
@@ -126,6 +128,8 @@ pub enum TagEdit {
 #[derive(Clone)]
 pub struct Driver {
     fake: FakeWecom,
+    /// Callbacks are dropped instead of delivered (see [`Driver::silent`]).
+    silent: bool,
 }
 
 /// Creates the customer or returns the known one's id.
@@ -220,9 +224,58 @@ fn chat_update_event(corp_id: &str, now: i64, c: &MemberChange) -> String {
     event_xml(corp_id, now, "change_external_chat", &elements)
 }
 
-fn chat_create_event(corp_id: &str, now: i64, chat_id: &str) -> String {
-    let elements = [el("ChatId", chat_id), el("ChangeType", "create")];
+/// `create` and `dismiss` carry the ChatId only.
+fn chat_event(corp_id: &str, now: i64, chat_id: &str, change: &str) -> String {
+    let elements = [el("ChatId", chat_id), el("ChangeType", change)];
     event_xml(corp_id, now, "change_external_chat", &elements)
+}
+
+/// An update that is no member change (change_owner, change_name, change_notice): no member
+/// fields, the typical shape of callback.md §3.2.
+fn chat_detail_event(corp_id: &str, now: i64, chat_id: &str, detail: &str) -> String {
+    let elements = [
+        el("ChatId", chat_id),
+        el("ChangeType", "update"),
+        el("UpdateDetail", detail),
+    ];
+    event_xml(corp_id, now, "change_external_chat", &elements)
+}
+
+/// Puts `member` into `chat` and bumps member_version; the add_member callback, with the
+/// JoinScene of callback.md §3.2 (0 invited by a member, 3 scanned the group QR code).
+fn add_group_member(
+    corp_id: &str,
+    now: i64,
+    chat: &mut GroupChatView,
+    member: GroupMemberView,
+    callback_join_scene: i64,
+) -> Result<String, DriverError> {
+    if chat.member_list.iter().any(|m| m.userid == member.userid) {
+        return Err(DriverError::Refused(format!(
+            "{:?} is already in {:?}",
+            member.userid, chat.chat_id
+        )));
+    }
+    let members = [member.userid.clone()];
+    chat.member_list.push(member);
+    let last = std::mem::replace(&mut chat.member_version, random_hex(32));
+    Ok(chat_update_event(
+        corp_id,
+        now,
+        &MemberChange {
+            chat_id: &chat.chat_id,
+            detail: "add_member",
+            join_scene: callback_join_scene,
+            quit_scene: 0,
+            members: &members,
+            last: &last,
+            cur: &chat.member_version,
+        },
+    ))
+}
+
+fn group_missing(chat_id: &str) -> DriverError {
+    DriverError::NotFound(format!("group {chat_id:?}"))
 }
 
 fn tag_event(corp_id: &str, now: i64, id: &str, tag_type: &str, change: &str) -> String {
@@ -236,7 +289,22 @@ fn tag_event(corp_id: &str, now: i64, id: &str, tag_type: &str, change: &str) ->
 
 impl Driver {
     pub(crate) fn new(fake: FakeWecom) -> Driver {
-        Driver { fake }
+        Driver {
+            fake,
+            silent: false,
+        }
+    }
+
+    /// The same driver with its callbacks lost: every action changes the fake exactly as
+    /// before, but the callback WeCom would send is dropped, recorded nowhere, and the action
+    /// answers `Ok` (no callback URL needed). WeCom sometimes loses a callback; this is how a
+    /// test makes a change that only siyu's reconciliation (reading the API) can find.
+    /// [`Driver::staff_sends_text`] answers an empty reply.
+    pub fn silent(&self) -> Driver {
+        Driver {
+            fake: self.fake.clone(),
+            silent: true,
+        }
     }
 
     fn corp_id(&self) -> &str {
@@ -257,6 +325,9 @@ impl Driver {
 
     /// Delivers each callback in order, as WeCom would: 3 tries of 5 s each.
     async fn deliver(&self, xmls: &[String]) -> Result<(), DriverError> {
+        if self.silent {
+            return Ok(());
+        }
         let sender = self.sender()?;
         for xml in xmls {
             sender.deliver(xml).await?;
@@ -535,7 +606,7 @@ impl Driver {
                         w.room_base_id = Some(base_id + 1);
                         w.chat_id_list.push(new_chat.clone());
                     }
-                    xmls.push(chat_create_event(self.corp_id(), now, &new_chat));
+                    xmls.push(chat_event(self.corp_id(), now, &new_chat, "create"));
                     new_chat
                 }
                 None => {
@@ -549,15 +620,11 @@ impl Driver {
                 .get(external_userid)
                 .map(|c| c.name.clone())
                 .unwrap_or_default();
-            let Some(chat) = st.group_chats.get_mut(&chat_id) else {
-                return Err(DriverError::NotFound(format!("group {chat_id:?}")));
-            };
-            if chat.member_list.iter().any(|m| m.userid == external_userid) {
-                return Err(DriverError::Refused(format!(
-                    "{external_userid:?} is already in {chat_id:?}"
-                )));
-            }
-            chat.member_list.push(GroupMemberView {
+            let chat = st
+                .group_chats
+                .get_mut(&chat_id)
+                .ok_or_else(|| group_missing(&chat_id))?;
+            let member = GroupMemberView {
                 userid: external_userid.to_owned(),
                 kind: 2,
                 join_time: now,
@@ -566,26 +633,152 @@ impl Driver {
                 group_nickname: String::new(),
                 name,
                 state: way.state.clone(),
-            });
-            let last = std::mem::replace(&mut chat.member_version, random_hex(32));
-            let members = [external_userid.to_owned()];
-            xmls.push(chat_update_event(
-                self.corp_id(),
-                now,
-                &MemberChange {
-                    chat_id: &chat_id,
-                    detail: "add_member",
-                    join_scene: 3,
-                    quit_scene: 0,
-                    members: &members,
-                    last: &last,
-                    cur: &chat.member_version,
-                },
-            ));
+            };
+            xmls.push(add_group_member(self.corp_id(), now, chat, member, 3)?);
             (chat_id, xmls)
         };
         self.deliver(&xmls).await?;
         Ok(chat_id)
+    }
+
+    /// The owner adds one of their customers to the group from the client (no QR code, no
+    /// state): the member has join_scene 1 and the owner as invitor; the callback's JoinScene
+    /// is 0 (invited by a member). The customer must be the owner's, as the client's picker
+    /// offers only those.
+    pub async fn owner_adds_customer(
+        &self,
+        chat_id: &str,
+        external_userid: &str,
+    ) -> Result<(), DriverError> {
+        let xml = {
+            let mut st = self.fake.lock();
+            let now = st.now_secs();
+            let owner = st
+                .group_chats
+                .get(chat_id)
+                .map(|c| c.owner.clone())
+                .ok_or_else(|| group_missing(chat_id))?;
+            if st.follow(&owner, external_userid).is_none_or(|f| f.deleted) {
+                return Err(relation_missing(&owner, external_userid));
+            }
+            let name = st
+                .customers
+                .get(external_userid)
+                .map(|c| c.name.clone())
+                .unwrap_or_default();
+            let chat = st
+                .group_chats
+                .get_mut(chat_id)
+                .ok_or_else(|| group_missing(chat_id))?;
+            if chat.is_full() {
+                return Err(DriverError::Refused(format!("group {chat_id:?} is full")));
+            }
+            let member = GroupMemberView {
+                userid: external_userid.to_owned(),
+                kind: 2,
+                join_time: now,
+                join_scene: 1,
+                invitor: Some(owner),
+                group_nickname: String::new(),
+                name,
+                state: None,
+            };
+            add_group_member(self.corp_id(), now, chat, member, 0)?
+        };
+        self.deliver(&[xml]).await
+    }
+
+    /// The group passes to `new_owner`, a member of staff, who joins it if they were not in it
+    /// (and stops being an admin); the old owner stays an ordinary member. The callback is
+    /// change_owner with no member fields. member_version is unchanged unless the new owner had
+    /// to join (the membership then did change, api.md §7.2).
+    pub async fn owner_changes(&self, chat_id: &str, new_owner: &str) -> Result<(), DriverError> {
+        let xml = {
+            let mut st = self.fake.lock();
+            let now = st.now_secs();
+            let name = st
+                .staff
+                .get(new_owner)
+                .map(|s| s.name.clone())
+                .ok_or_else(|| DriverError::NotFound(format!("member {new_owner:?}")))?;
+            let chat = st
+                .group_chats
+                .get_mut(chat_id)
+                .ok_or_else(|| group_missing(chat_id))?;
+            if chat.owner == new_owner {
+                return Err(DriverError::Refused(format!(
+                    "{new_owner:?} already owns {chat_id:?}"
+                )));
+            }
+            if !chat.member_list.iter().any(|m| m.userid == new_owner) {
+                let invitor = Some(chat.owner.clone());
+                chat.member_list
+                    .push(GroupMemberView::staff(new_owner, name, invitor, now));
+                chat.member_version = random_hex(32);
+            }
+            chat.admin_list.retain(|a| a != new_owner);
+            chat.owner = new_owner.to_owned();
+            chat_detail_event(self.corp_id(), now, chat_id, "change_owner")
+        };
+        self.deliver(&[xml]).await
+    }
+
+    /// The owner or an admin renames the group: change_name.
+    pub async fn group_renamed(&self, chat_id: &str, name: &str) -> Result<(), DriverError> {
+        self.edit_group(chat_id, "change_name", |chat| {
+            chat.name = name.to_owned();
+        })
+        .await
+    }
+
+    /// The owner or an admin edits the group notice: change_notice.
+    pub async fn group_notice_changed(
+        &self,
+        chat_id: &str,
+        notice: &str,
+    ) -> Result<(), DriverError> {
+        self.edit_group(chat_id, "change_notice", |chat| {
+            chat.notice = notice.to_owned();
+        })
+        .await
+    }
+
+    async fn edit_group(
+        &self,
+        chat_id: &str,
+        detail: &str,
+        edit: impl FnOnce(&mut GroupChatView),
+    ) -> Result<(), DriverError> {
+        let xml = {
+            let mut st = self.fake.lock();
+            let now = st.now_secs();
+            let chat = st
+                .group_chats
+                .get_mut(chat_id)
+                .ok_or_else(|| group_missing(chat_id))?;
+            edit(chat);
+            chat_detail_event(self.corp_id(), now, chat_id, detail)
+        };
+        self.deliver(&[xml]).await
+    }
+
+    /// The owner dismisses the group: it is gone (groupchat/get answers 49008, groupchat/list
+    /// and [`FakeWecom::group_chat`] no longer have it) and every join way drops it, keeping an
+    /// empty chat_id_list if it was the way's only group. Callback: dismiss.
+    pub async fn group_dismissed(&self, chat_id: &str) -> Result<(), DriverError> {
+        let xml = {
+            let mut st = self.fake.lock();
+            let now = st.now_secs();
+            st.group_chats
+                .remove(chat_id)
+                .ok_or_else(|| group_missing(chat_id))?;
+            st.dismissed_chats.insert(chat_id.to_owned());
+            for way in st.join_ways.values_mut() {
+                way.chat_id_list.retain(|c| c != chat_id);
+            }
+            chat_event(self.corp_id(), now, chat_id, "dismiss")
+        };
+        self.deliver(&[xml]).await
     }
 
     /// A member leaves a group by themselves (QuitScene 0) or is removed by the owner (1).
@@ -601,7 +794,7 @@ impl Driver {
             let chat = st
                 .group_chats
                 .get_mut(chat_id)
-                .ok_or_else(|| DriverError::NotFound(format!("group {chat_id:?}")))?;
+                .ok_or_else(|| group_missing(chat_id))?;
             if chat.owner == member {
                 return Err(DriverError::Refused(
                     "the owner cannot leave; transfer the group first".into(),
@@ -614,6 +807,7 @@ impl Driver {
                     "{member:?} in group {chat_id:?}"
                 )));
             }
+            chat.admin_list.retain(|a| a != member);
             let last = std::mem::replace(&mut chat.member_version, random_hex(32));
             let members = [member.to_owned()];
             chat_update_event(
@@ -748,6 +942,9 @@ impl Driver {
                 plain("AgentID", self.fake.inner.config.agent_id),
             )
         };
+        if self.silent {
+            return Ok(String::new());
+        }
         let sender = self.sender()?;
         let url = self.fake.callback_url().ok_or(DriverError::NoCallbackUrl)?;
         // CallbackSender::post reports only the status; the answer body is the point here, so the

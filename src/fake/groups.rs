@@ -59,11 +59,18 @@ struct GroupChatGet {
 pub(crate) fn get(st: &State, req: &Req) -> ApiResult {
     let r: GroupChatGet = parse_json(req.body)?;
     let chat_id = required("chat_id", &r.chat_id, 40058)?;
-    let chat = st
-        .group_chats
-        .get(chat_id)
-        .ok_or_else(|| err(90501, format!("{chat_id:?} is not a customer group")))?;
+    let chat = live_chat(st, chat_id)?;
     Ok(json!({ "group_chat": group_chat_json(chat, r.need_name == Some(1)) }))
+}
+
+/// A group that exists: 49008 once dismissed, 90501 if it never was a customer group.
+fn live_chat<'a>(st: &'a State, chat_id: &str) -> Result<&'a GroupChatView, ApiError> {
+    if st.dismissed_chats.contains(chat_id) {
+        return Err(err(49008, format!("group {chat_id:?} was dismissed")));
+    }
+    st.group_chats
+        .get(chat_id)
+        .ok_or_else(|| err(90501, format!("{chat_id:?} is not a customer group")))
 }
 
 fn group_chat_json(chat: &GroupChatView, need_name: bool) -> Value {
@@ -124,8 +131,8 @@ fn join_way_from(st: &State, r: JoinWayIn, config_id: String) -> Result<JoinWay,
     if chats.len() > 5 {
         return Err(err(41091, "a join way links at most 5 groups"));
     }
-    if let Some(unknown) = chats.iter().find(|c| !st.group_chats.contains_key(*c)) {
-        return Err(err(90501, format!("{unknown:?} is not a customer group")));
+    for chat_id in &chats {
+        live_chat(st, chat_id)?;
     }
     if let Some(state) = &r.state {
         max_chars("state", state, 30)?;
@@ -139,8 +146,7 @@ fn join_way_from(st: &State, r: JoinWayIn, config_id: String) -> Result<JoinWay,
     }
     // The remark is cut at 30 characters rather than refused (api.md §7.3).
     let remark: String = r.remark.unwrap_or_default().chars().take(30).collect();
-    let qr_code =
-        (scene == 2).then(|| format!("https://wework.qpic.cn/wwpic/fake/join/{config_id}/0"));
+    let qr_code = (scene == 2).then(|| qr_code_url(st, &config_id));
     Ok(JoinWay {
         config_id,
         scene,
@@ -198,4 +204,35 @@ pub(crate) fn del_join_way(st: &mut State, req: &Req) -> ApiResult {
         .remove(&id)
         .ok_or_else(|| err(41044, format!("invalid config_id {id:?}")))?;
     Ok(json!({}))
+}
+
+/// A scene-2 join way's QR code: a PNG the fake itself serves at `GET /fake/qr/{config_id}.png`
+/// once it listens (so siyu can download it and upload it again, as it does with WeCom's); a
+/// WeCom-shaped URL nobody can fetch when the fake was never served.
+fn qr_code_url(st: &State, config_id: &str) -> String {
+    match st.served_at {
+        Some(addr) => format!("http://{addr}/fake/qr/{config_id}.png"),
+        None => format!("https://wework.qpic.cn/wwpic/fake/join/{config_id}/0"),
+    }
+}
+
+/// What `GET /fake/qr/{config_id}.png` answers for every join way with a QR code: one white
+/// pixel, a complete PNG (signature, IHDR, IDAT, IEND, each with its CRC), 67 bytes, so it also
+/// passes media/upload's "more than 5 bytes".
+pub(crate) const QR_PNG: &[u8] = &[
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, // signature
+    0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52, // IHDR, 13 bytes:
+    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, // 1 x 1,
+    0x08, 0x00, 0x00, 0x00, 0x00, 0x3a, 0x7e, 0x9b, 0x55, // 8-bit grayscale; CRC
+    0x00, 0x00, 0x00, 0x0a, 0x49, 0x44, 0x41, 0x54, // IDAT, 10 bytes: zlib of filter 0, pixel
+    0x78, 0xda, 0x63, 0xf8, 0x0f, 0x00, 0x01, 0x01, 0x01, 0x00, 0x1c, 0xb0, 0x8c, 0x99, // CRC
+    0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82, // IEND and CRC
+];
+
+/// The QR code image of the join way `config_id`, if it has one.
+pub(crate) fn join_way_qr(st: &State, config_id: &str) -> Option<&'static [u8]> {
+    st.join_ways
+        .get(config_id)
+        .and_then(|w| w.qr_code.as_ref())
+        .map(|_| QR_PNG)
 }

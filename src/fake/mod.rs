@@ -142,9 +142,11 @@ impl FakeWecom {
     }
 
     /// Serves [`Self::router`] on `addr` (port 0 picks a free port); returns the bound address.
+    /// Join ways created from then on get a `qr_code` on this address (`/fake/qr/..`).
     pub async fn serve(&self, addr: SocketAddr) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let bound = listener.local_addr()?;
+        self.lock().served_at = Some(bound);
         let router = self.router();
         let handle = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, router).await {
@@ -178,6 +180,7 @@ impl FakeWecom {
     /// every member, owner included; a join way overflows once it is reached.
     pub fn add_group_chat(&self, chat_id: &str, owner: &str, name: &str, capacity: usize) {
         let mut st = self.lock();
+        st.dismissed_chats.remove(chat_id);
         let now = st.now_secs();
         let owner_name = st
             .staff
@@ -192,21 +195,40 @@ impl FakeWecom {
                 owner: owner.to_owned(),
                 create_time: now,
                 notice: String::new(),
-                member_list: vec![Member {
-                    userid: owner.to_owned(),
-                    kind: 1,
-                    join_time: now,
-                    join_scene: 1,
-                    invitor: None,
-                    group_nickname: String::new(),
-                    name: owner_name,
-                    state: None,
-                }],
+                member_list: vec![Member::staff(owner, owner_name, None, now)],
                 admin_list: Vec::new(),
                 member_version: random_hex(32),
                 capacity: capacity.max(1),
             },
         );
+    }
+
+    /// The group's admins (staff userids, the owner left out), as `groupchat/get` lists them in
+    /// `admin_list`. Admins are members: one who is not yet joins (seed data, no callback, so
+    /// member_version changes). Does nothing for an unknown group.
+    pub fn set_group_admins(&self, chat_id: &str, admins: &[&str]) {
+        let mut st = self.lock();
+        let now = st.now_secs();
+        let names: Vec<String> = admins
+            .iter()
+            .map(|a| st.staff.get(*a).map(|s| s.name.clone()).unwrap_or_default())
+            .collect();
+        let Some(chat) = st.group_chats.get_mut(chat_id) else {
+            return;
+        };
+        chat.admin_list.clear();
+        for (admin, name) in admins.iter().zip(names) {
+            if *admin == chat.owner || chat.admin_list.iter().any(|a| a == admin) {
+                continue;
+            }
+            if !chat.member_list.iter().any(|m| m.userid == *admin) {
+                let invitor = Some(chat.owner.clone());
+                chat.member_list
+                    .push(Member::staff(admin, name, invitor, now));
+                chat.member_version = random_hex(32);
+            }
+            chat.admin_list.push((*admin).to_owned());
+        }
     }
 
     /// A customer who already follows `userid` (seeded, no callback): for tests that need a
@@ -348,8 +370,14 @@ impl FakeWecom {
         self.lock().moments.clone()
     }
 
+    /// The group as WeCom holds it now; None once dismissed.
     pub fn group_chat(&self, chat_id: &str) -> Option<GroupChatView> {
         self.lock().group_chats.get(chat_id).cloned()
+    }
+
+    /// Every live group (dismissed ones are gone), by chat_id.
+    pub fn group_chats(&self) -> Vec<GroupChatView> {
+        self.lock().group_chats.values().cloned().collect()
     }
 
     pub fn contact_way(&self, config_id: &str) -> Option<ContactWay> {
@@ -373,6 +401,7 @@ impl FakeWecom {
             "contact_ways": st.contact_ways.values().collect::<Vec<_>>(),
             "join_ways": st.join_ways.values().collect::<Vec<_>>(),
             "group_chats": st.group_chats.values().collect::<Vec<_>>(),
+            "dismissed_chats": st.dismissed_chats,
             "welcome_messages": st.welcomes,
             "app_messages": st.app_messages,
             "media": st.media.values().collect::<Vec<_>>(),

@@ -6,7 +6,8 @@
 //! The model's public structs double as the inspection views the tests read ("what a sales member
 //! would see in their client"), so they carry `pub` fields and `Serialize` for `GET /fake/state`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use chrono::{Datelike, FixedOffset, NaiveDate, TimeZone};
@@ -230,6 +231,22 @@ pub struct GroupMemberView {
     pub state: Option<String>,
 }
 
+impl GroupMemberView {
+    /// A member of staff in the group, invited directly (join_scene 1) by `invitor`.
+    pub(crate) fn staff(userid: &str, name: String, invitor: Option<String>, now: i64) -> Self {
+        GroupMemberView {
+            userid: userid.to_owned(),
+            kind: 1,
+            join_time: now,
+            join_scene: 1,
+            invitor,
+            group_nickname: String::new(),
+            name,
+            state: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct GroupChatView {
     pub chat_id: String,
@@ -371,6 +388,8 @@ pub(crate) struct State {
     pub timeout_hold: Duration,
     pub mass_cap: MassCap,
     pub callback_url: Option<String>,
+    /// Where [`super::FakeWecom::serve`] listens: join-way QR codes are served from there.
+    pub served_at: Option<SocketAddr>,
     pub tokens: HashMap<String, Token>,
     /// Unix ms of recent wrong-secret gettoken calls (the 1-hour ban of api.md §2.1).
     pub bad_secret_calls: VecDeque<i64>,
@@ -382,6 +401,8 @@ pub(crate) struct State {
     pub contact_ways: BTreeMap<String, ContactWay>,
     pub join_ways: BTreeMap<String, JoinWay>,
     pub group_chats: BTreeMap<String, GroupChatView>,
+    /// Groups the owner dismissed: groupchat/get answers 49008 for them.
+    pub dismissed_chats: BTreeSet<String>,
     pub welcome_codes: HashMap<String, WelcomeCode>,
     pub welcomes: Vec<SentWelcome>,
     pub app_messages: Vec<Value>,
@@ -414,6 +435,7 @@ impl State {
             timeout_hold: DEFAULT_TIMEOUT_HOLD,
             mass_cap,
             callback_url,
+            served_at: None,
             tokens: HashMap::new(),
             bad_secret_calls: VecDeque::new(),
             bad_secret_ban_threshold: 2000,
@@ -426,6 +448,7 @@ impl State {
             contact_ways: BTreeMap::new(),
             join_ways: BTreeMap::new(),
             group_chats: BTreeMap::new(),
+            dismissed_chats: BTreeSet::new(),
             welcome_codes: HashMap::new(),
             welcomes: Vec::new(),
             app_messages: Vec::new(),
