@@ -226,8 +226,8 @@ async fn events_without_a_handler_are_marked_unhandled_and_replayable() {
     let db = TestDb::new().await;
     let app = start(db.settings()).await;
     let sender = sender(&app);
-    // Customer-group events have no handler yet.
-    for xml in &sample_events()[6..9] {
+    // Member changes, batch jobs and approvals have no handler.
+    for xml in &common::unhandled_events() {
         assert_eq!(sender.deliver(xml).await.unwrap(), 1);
     }
     let store = app.store().clone();
@@ -250,18 +250,18 @@ async fn events_without_a_handler_are_marked_unhandled_and_replayable() {
     );
     app.shutdown().await;
 
-    // A newer siyu knows how to handle group updates: replay them, and only them.
+    // A newer siyu knows how to handle member changes: replay them, and only them.
     let mut components = siyu::Components::default();
     let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
     components
         .events
-        .register("change_external_chat.update", move |_ctx, event| {
+        .register("event.change_contact", move |_ctx, event| {
             let seen_tx = seen_tx.clone();
             async move { seen_tx.send(event).map_err(|e| e.to_string()) }
         });
     let app = common::start_with(db.settings(), components).await;
     let filter = EventFilter {
-        kind: Some("change_external_chat.update".into()),
+        kind: Some("event.change_contact".into()),
         status: Some(InboxStatus::Unhandled),
     };
     assert_eq!(app.store().requeue_events(&filter, None).await.unwrap(), 1);
@@ -270,10 +270,9 @@ async fn events_without_a_handler_are_marked_unhandled_and_replayable() {
         .unwrap()
         .unwrap();
     match event {
-        siyu::wecom::event::Event::ExternalChat {
-            mem_change_list, ..
-        } => {
-            assert_eq!(mem_change_list.len(), 2)
+        siyu::wecom::event::Event::Unknown { event, raw, .. } => {
+            assert_eq!(event.as_deref(), Some("change_contact"));
+            assert!(raw.contains("create_user"));
         }
         other => panic!("unexpected {other:?}"),
     }

@@ -815,6 +815,8 @@ mod tests {
                 "handover",
                 "transfer_fail",
                 "tag_removed",
+                "group_invited",
+                "group_removal",
             ],
         );
         check(

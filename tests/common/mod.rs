@@ -27,6 +27,15 @@ pub fn secrets() -> CallbackSecrets {
 }
 
 /// Every event shape of callback.md §3, one XML document a line.
+/// Events of kinds siyu has no handler for (member changes, batch jobs, approvals).
+pub fn unhandled_events() -> Vec<String> {
+    include_str!("../fixtures/unhandled_events.xml")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 pub fn sample_events() -> Vec<String> {
     include_str!("../fixtures/callback_events.xml")
         .lines()
