@@ -228,4 +228,3 @@ mod tests {
         assert!(err.contains("staff_help.j2"), "{err}");
     }
 }
-

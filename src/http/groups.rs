@@ -17,7 +17,11 @@ use crate::app::groups::{self, MemberStatus, TierGroupsInput, TierGroupsView, Ti
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_tier_groups))
-        .routes(routes!(get_tier_groups, put_tier_groups, delete_tier_groups))
+        .routes(routes!(
+            get_tier_groups,
+            put_tier_groups,
+            delete_tier_groups
+        ))
         .routes(routes!(tier_group_members))
 }
 

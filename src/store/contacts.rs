@@ -57,7 +57,6 @@ string_enum! {
     }
 }
 
-
 /// A channel's welcome message: a template text and attachments. The attachments are kept as the
 /// JSON WeCom takes (`{"msgtype": "link", "link": {...}}`); the channels feature checks their
 /// shape before it stores them.

@@ -284,11 +284,7 @@ fn invitation(r: InvitationRow) -> Result<Invitation> {
         external_userid: r.1,
         tier: r.2,
         userid: r.3,
-        status: stored(
-            "group_invitations.status",
-            &r.4,
-            InvitationStatus::parse,
-        )?,
+        status: stored("group_invitations.status", &r.4, InvitationStatus::parse)?,
         cause: r.5,
         send_id: r.6,
         created_at: r.7,
@@ -340,6 +336,20 @@ type RemovalRow = (
     i64,
     i64,
     Option<i64>,
+);
+
+/// A removal request's columns and its group's owner.
+type RemovalWithOwner = (
+    i64,
+    ChatId,
+    ExternalUserId,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    Option<i64>,
+    UserId,
 );
 
 fn removal(r: RemovalRow) -> Result<Removal> {
@@ -491,10 +501,12 @@ pub async fn set_join_way_chats(tx: &mut Tx, tier: &str, chats: &[ChatId]) -> Re
 /// who was in them. Overflow groups stay (they are the tier's until dismissed).
 pub async fn drop_chats_of_tier(tx: &mut Tx, tier: &str, keep: &[ChatId]) -> Result<()> {
     let stale: Vec<ChatId> = with_tx!(tx, |conn| {
-        sqlx::query_scalar("SELECT chat_id FROM group_chats WHERE tier = $1 AND origin = 'operator'")
-            .bind(tier)
-            .fetch_all(&mut *conn)
-            .await?
+        sqlx::query_scalar(
+            "SELECT chat_id FROM group_chats WHERE tier = $1 AND origin = 'operator'",
+        )
+        .bind(tier)
+        .fetch_all(&mut *conn)
+        .await?
     });
     for chat_id in stale.iter().filter(|c| !keep.contains(c)) {
         with_tx!(tx, |conn| {
@@ -610,13 +622,11 @@ pub async fn dismiss_chat(tx: &mut Tx, chat_id: &ChatId, at: i64) -> Result<()> 
             .bind(chat_id)
             .execute(&mut *conn)
             .await?;
-        sqlx::query(
-            "UPDATE group_members SET left_at = $1 WHERE chat_id = $2 AND left_at IS NULL",
-        )
-        .bind(at)
-        .bind(chat_id)
-        .execute(&mut *conn)
-        .await?;
+        sqlx::query("UPDATE group_members SET left_at = $1 WHERE chat_id = $2 AND left_at IS NULL")
+            .bind(at)
+            .bind(chat_id)
+            .execute(&mut *conn)
+            .await?;
         sqlx::query(AssertSqlSafe(format!(
             "UPDATE group_removals SET status = 'cancelled', done_at = $1 WHERE chat_id = $2 AND {OPEN_REMOVAL}"
         )))
@@ -1040,7 +1050,10 @@ impl Store {
     }
 
     /// The tier of each of `ids` that is a known customer.
-    pub async fn tiers_of(&self, ids: &[ExternalUserId]) -> Result<HashMap<ExternalUserId, String>> {
+    pub async fn tiers_of(
+        &self,
+        ids: &[ExternalUserId],
+    ) -> Result<HashMap<ExternalUserId, String>> {
         let mut out = HashMap::new();
         for chunk in ids.chunks(500) {
             let rows: Vec<(ExternalUserId, String)> = with_pool!(self, |pool| {
@@ -1060,7 +1073,10 @@ impl Store {
     }
 
     /// Every membership of a customer, past ones too.
-    pub async fn memberships_of(&self, external_userid: &ExternalUserId) -> Result<Vec<Membership>> {
+    pub async fn memberships_of(
+        &self,
+        external_userid: &ExternalUserId,
+    ) -> Result<Vec<Membership>> {
         let rows: Vec<MemberRow> = with_pool!(self, |pool| {
             sqlx::query_as(AssertSqlSafe(format!(
                 "SELECT {MEMBER_COLUMNS} FROM group_members WHERE external_userid = $1 ORDER BY joined_at"
@@ -1074,8 +1090,11 @@ impl Store {
 
     /// A member's queued invitations not yet given to a send.
     pub async fn queued_invitations_of(&self, userid: &UserId) -> Result<Vec<Invitation>> {
-        self.invitations_where("userid = $1 AND status = 'queued' AND send_id IS NULL", userid.as_str())
-            .await
+        self.invitations_where(
+            "userid = $1 AND status = 'queued' AND send_id IS NULL",
+            userid.as_str(),
+        )
+        .await
     }
 
     pub async fn invitations_of_send(&self, send_id: i64) -> Result<Vec<Invitation>> {
@@ -1099,7 +1118,10 @@ impl Store {
     }
 
     /// The latest invitation of each customer to `tier`.
-    pub async fn latest_invitations_to(&self, tier: &str) -> Result<HashMap<ExternalUserId, Invitation>> {
+    pub async fn latest_invitations_to(
+        &self,
+        tier: &str,
+    ) -> Result<HashMap<ExternalUserId, Invitation>> {
         let all = self.invitations_where("tier = $1", tier).await?;
         let mut latest = HashMap::new();
         for i in all {
@@ -1163,9 +1185,8 @@ impl Store {
 
     /// Requests due to be asked again, with their group's owner.
     pub async fn due_removals(&self, now: i64) -> Result<Vec<(Removal, UserId)>> {
-        let rows: Vec<(i64, ChatId, ExternalUserId, String, String, i64, i64, i64, Option<i64>, UserId)> =
-            with_pool!(self, |pool| {
-                sqlx::query_as(AssertSqlSafe(format!(
+        let rows: Vec<RemovalWithOwner> = with_pool!(self, |pool| {
+            sqlx::query_as(AssertSqlSafe(format!(
                     "SELECT {}, c.owner FROM group_removals r JOIN group_chats c ON c.chat_id = r.chat_id
                      WHERE r.status = 'requested' AND r.next_ask_at <= $1 ORDER BY r.id",
                     prefixed("r", REMOVAL_COLUMNS)
@@ -1173,11 +1194,14 @@ impl Store {
                 .bind(now)
                 .fetch_all(pool)
                 .await?
-            });
+        });
         rows.into_iter()
             .map(|r| {
                 let owner = r.9.clone();
-                Ok((removal((r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8))?, owner))
+                Ok((
+                    removal((r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8))?,
+                    owner,
+                ))
             })
             .collect()
     }
@@ -1203,7 +1227,10 @@ impl Store {
         rows.into_iter().map(removal).collect()
     }
 
-    pub async fn removals_of_customer(&self, external_userid: &ExternalUserId) -> Result<Vec<Removal>> {
+    pub async fn removals_of_customer(
+        &self,
+        external_userid: &ExternalUserId,
+    ) -> Result<Vec<Removal>> {
         let rows: Vec<RemovalRow> = with_pool!(self, |pool| {
             sqlx::query_as(AssertSqlSafe(format!(
                 "SELECT {REMOVAL_COLUMNS} FROM group_removals WHERE external_userid = $1 ORDER BY id"
@@ -1244,11 +1271,13 @@ impl Store {
     /// A WeCom media_id uploaded from `source` through `api`, and when.
     pub async fn wecom_media(&self, source: &str, api: &str) -> Result<Option<(String, i64)>> {
         let row = with_pool!(self, |pool| {
-            sqlx::query_as("SELECT media_id, uploaded_at FROM wecom_media WHERE source = $1 AND api = $2")
-                .bind(source)
-                .bind(api)
-                .fetch_optional(pool)
-                .await?
+            sqlx::query_as(
+                "SELECT media_id, uploaded_at FROM wecom_media WHERE source = $1 AND api = $2",
+            )
+            .bind(source)
+            .bind(api)
+            .fetch_optional(pool)
+            .await?
         });
         Ok(row)
     }
@@ -1329,11 +1358,10 @@ impl Store {
             let joins: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM group_members")
                 .fetch_one(pool)
                 .await?;
-            let members_now: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM group_members WHERE left_at IS NULL",
-            )
-            .fetch_one(pool)
-            .await?;
+            let members_now: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM group_members WHERE left_at IS NULL")
+                    .fetch_one(pool)
+                    .await?;
             Ok(GroupCounts {
                 invitations,
                 removals,

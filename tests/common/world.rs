@@ -43,6 +43,9 @@ pub fn settings(db: &TestDb, fake_addr: std::net::SocketAddr) -> Settings {
     s.wecom.frequency_window_secs = 1;
     s.jobs.backoff_base_ms = 100;
     s.notify.batch_secs = 1;
+    s.groups.invite_batch_secs = 1;
+    s.groups.removal_batch_secs = 1;
+    s.groups.follow_every_secs = 1;
     s.notify.operators = vec!["boss".into()];
     s
 }
@@ -70,6 +73,19 @@ impl World {
         let r = self
             .http
             .post(self.api(path))
+            .bearer_auth(siyu::testkit::API_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn put(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let r = self
+            .http
+            .put(self.api(path))
             .bearer_auth(siyu::testkit::API_TOKEN)
             .json(&body)
             .send()

@@ -14,8 +14,8 @@ use crate::ids::{ChatId, ExternalUserId, UserId};
 use crate::jobs::send::Outcome;
 use crate::jobs::{JobContext, JobError};
 use crate::store::groups::{self as store_groups, GroupChat, Membership, RemovalStatus};
-use crate::wecom::client::types::{GroupChat as WecomGroupChat, JoinWayRequest};
 use crate::wecom::client::WecomError;
+use crate::wecom::client::types::{GroupChat as WecomGroupChat, JoinWayRequest};
 use crate::wecom::event::{ChatChange, Event};
 
 pub const CHAT_JOB: &str = "groups.chat";
@@ -51,7 +51,11 @@ pub fn register(services: &Services, r: &mut Registrar) {
             &format!("change_external_chat.{kind}"),
             move |ctx: EventContext, event| {
                 let s = s.clone();
-                async move { on_chat_event(&s, &ctx, event).await.map_err(|e| e.to_string()) }
+                async move {
+                    on_chat_event(&s, &ctx, event)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
             },
         );
     }
@@ -239,7 +243,14 @@ pub async fn diff(
                 "等级为{}，不属于{}群（入群 {}）",
                 ranks.name(t),
                 ranks.name(tier),
-                local_time(&s.settings, if m.join_time > 0 { m.join_time * 1000 } else { now })
+                local_time(
+                    &s.settings,
+                    if m.join_time > 0 {
+                        m.join_time * 1000
+                    } else {
+                        now
+                    }
+                )
             );
             d.misplaced.push((id, reason));
         }
@@ -297,7 +308,11 @@ pub async fn record_read(
     };
     if let Some(k) = &known {
         let changes = [
-            ("change_owner", &k.owner.to_string(), &chat.owner.to_string()),
+            (
+                "change_owner",
+                &k.owner.to_string(),
+                &chat.owner.to_string(),
+            ),
             ("change_name", &k.name, &chat.name),
             ("change_notice", &k.notice, &chat.notice),
         ];
@@ -416,8 +431,7 @@ pub async fn keep_join_way(s: &Services, tier: &str) -> Result<(), AppError> {
 /// named from the tier's room_base_name by one of the tier's owners), it joins that tier.
 /// Answers the tier it joined.
 pub async fn adopt_if_overflow(s: &Services, chat_id: &ChatId) -> Result<Option<String>, AppError> {
-    if s
-        .store
+    if s.store
         .group_chat(chat_id)
         .await?
         .is_some_and(|c| c.dismissed_at.is_none())
@@ -520,8 +534,14 @@ pub async fn dismissed(s: &Services, chat_id: &ChatId) -> Result<(), AppError> {
             }
         );
         let key = format!("group-dismissed:{chat_id}");
-        s.enqueue(&mut tx, OPERATOR_NOTICE_JOB, &OperatorNotice { text }, &key, None)
-            .await?;
+        s.enqueue(
+            &mut tx,
+            OPERATOR_NOTICE_JOB,
+            &OperatorNotice { text },
+            &key,
+            None,
+        )
+        .await?;
     }
     tx.commit().await?;
     tracing::warn!(chat = %chat_id, tier = %chat.tier, "a tier group was dismissed");

@@ -159,15 +159,15 @@ async fn gather(s: &Services, member: &UserId) -> Result<(), AppError> {
     store_groups::set_invitations(&mut tx, &joined, InvitationStatus::Joined, None, now).await?;
     for (tier, (normal, over)) in &by_tier {
         for chunk in normal.chunks(MAX_RECIPIENTS) {
-            let id = store_groups::insert_send(&mut tx, member, tier, SendKind::Template, now)
-                .await?;
+            let id =
+                store_groups::insert_send(&mut tx, member, tier, SendKind::Template, now).await?;
             store_groups::set_invitations(&mut tx, chunk, InvitationStatus::Queued, Some(id), now)
                 .await?;
             enqueue_send(s, &mut tx, id).await?;
         }
         if !over.is_empty() {
-            let id = store_groups::insert_send(&mut tx, member, tier, SendKind::AppMessage, now)
-                .await?;
+            let id =
+                store_groups::insert_send(&mut tx, member, tier, SendKind::AppMessage, now).await?;
             store_groups::set_invitations(&mut tx, over, InvitationStatus::OverCap, Some(id), now)
                 .await?;
             enqueue_send(s, &mut tx, id).await?;
@@ -239,12 +239,7 @@ fn cap_count(s: &Services, now: i64) -> u32 {
 }
 
 async fn send(s: &Services, ctx: &JobContext, send_id: i64) -> Result<(), JobError> {
-    let Some(send) = s
-        .store
-        .invite_send(send_id)
-        .await
-        .map_err(AppError::from)?
-    else {
+    let Some(send) = s.store.invite_send(send_id).await.map_err(AppError::from)? else {
         return Err(JobError::Permanent(format!("no invitation send {send_id}")));
     };
     if send.status != SendStatus::Pending {
@@ -261,7 +256,13 @@ async fn send(s: &Services, ctx: &JobContext, send_id: i64) -> Result<(), JobErr
         .await
         .map_err(AppError::from)?
     else {
-        finish(s, &send, SendStatus::Failed, Some("the tier has no groups any more")).await?;
+        finish(
+            s,
+            &send,
+            SendStatus::Failed,
+            Some("the tier has no groups any more"),
+        )
+        .await?;
         return Ok(());
     };
     match send.kind {
@@ -321,7 +322,13 @@ async fn send_template(
     invitations: Vec<Invitation>,
 ) -> Result<(), JobError> {
     if invitations.is_empty() && ctx.job.ledger.is_none() {
-        finish(s, send, SendStatus::Failed, Some("no invitation left to send")).await?;
+        finish(
+            s,
+            send,
+            SendStatus::Failed,
+            Some("no invitation left to send"),
+        )
+        .await?;
         return Ok(());
     }
     let render = || async {
@@ -404,8 +411,14 @@ async fn refused(s: &Services, send: &InviteSend, tg: &TierGroup, error: WecomEr
                     .collect();
                 let now = s.clock.now_ms();
                 let mut tx = s.store.begin().await?;
-                store_groups::set_invitations(&mut tx, &ids, InvitationStatus::NotFriend, None, now)
-                    .await?;
+                store_groups::set_invitations(
+                    &mut tx,
+                    &ids,
+                    InvitationStatus::NotFriend,
+                    None,
+                    now,
+                )
+                .await?;
                 tx.commit().await?;
                 finish(s, send, SendStatus::Failed, Some(&error.to_string())).await
             }
@@ -479,16 +492,17 @@ async fn tasked(
     Ok(())
 }
 
-async fn enqueue_follow(
-    s: &Services,
-    tx: &mut Tx,
-    send_id: i64,
-    now: i64,
-) -> Result<(), AppError> {
+async fn enqueue_follow(s: &Services, tx: &mut Tx, send_id: i64, now: i64) -> Result<(), AppError> {
     let run_at = now + (s.settings.groups.follow_every_secs.max(1) * 1000) as i64;
     let key = format!("group-follow:{send_id}:{run_at}");
-    s.enqueue(tx, INVITE_FOLLOW_JOB, &SendJob { send_id }, &key, Some(run_at))
-        .await
+    s.enqueue(
+        tx,
+        INVITE_FOLLOW_JOB,
+        &SendJob { send_id },
+        &key,
+        Some(run_at),
+    )
+    .await
 }
 
 /// After an unknown outcome: the task WeCom made from this send, if any — a message created
@@ -558,7 +572,13 @@ async fn send_by_hand(
     invitations: &[Invitation],
 ) -> Result<(), JobError> {
     if invitations.is_empty() && ctx.job.ledger.is_none() {
-        finish(s, send, SendStatus::Failed, Some("no invitation left to send")).await?;
+        finish(
+            s,
+            send,
+            SendStatus::Failed,
+            Some("no invitation left to send"),
+        )
+        .await?;
         return Ok(());
     }
     let render = || async {
@@ -613,10 +633,7 @@ async fn follow(s: &Services, send_id: i64) -> Result<(), AppError> {
     let now = s.clock.now_ms();
     let tasked_at = send.tasked_at.unwrap_or(send.created_at);
     let give_up = tasked_at + s.settings.groups.follow_for_days as i64 * 24 * HOUR_MS;
-    let msgid = match &send.msgid {
-        Some(m) => Some(m.clone()),
-        None => None,
-    };
+    let msgid = send.msgid.clone();
     let sent = match &msgid {
         Some(msgid) => sender_sent(s, msgid, &send.userid).await?,
         None => false,
@@ -650,7 +667,11 @@ async fn follow(s: &Services, send_id: i64) -> Result<(), AppError> {
         && let Some(msgid) = &msgid
     {
         match s.wecom.remind_mass_message(msgid).await {
-            Ok(()) | Err(WecomError::Api { code: code::REMIND_LIMIT, .. }) => {
+            Ok(())
+            | Err(WecomError::Api {
+                code: code::REMIND_LIMIT,
+                ..
+            }) => {
                 updated.reminded_at = Some(now);
                 tracing::info!(send = send.id, member = %send.userid, "member reminded of an invitation task");
             }

@@ -25,8 +25,7 @@ use crate::ids::{ChatId, ExternalUserId};
 use crate::jobs::BoxFuture;
 use crate::store::Tx;
 use crate::store::groups::{
-    self as store_groups, GroupChat, Invitation, Membership, Removal,
-    RemovalStatus, TierGroup,
+    self as store_groups, GroupChat, Invitation, Membership, Removal, RemovalStatus, TierGroup,
 };
 use crate::wecom::client::WecomError;
 use crate::wecom::client::types::JoinWayRequest;
@@ -271,7 +270,12 @@ pub async fn put(
     let mut request = JoinWayRequest {
         config_id: None,
         scene: 2,
-        remark: Some(format!("siyu {}", ranks.name(tier)).chars().take(30).collect()),
+        remark: Some(
+            format!("siyu {}", ranks.name(tier))
+                .chars()
+                .take(30)
+                .collect(),
+        ),
         auto_create_room: Some(i64::from(input.auto_create_room)),
         room_base_name: input.room_base_name.clone(),
         room_base_id: input.room_base_name.as_ref().map(|_| 1),
@@ -329,7 +333,7 @@ pub async fn put(
             read,
             &chats::Hints::default(),
         )
-            .await?;
+        .await?;
     }
     chats::keep_join_way(s, tier).await?;
     tracing::info!(tier, groups = input.chat_ids.len(), "tier groups set");
@@ -388,7 +392,9 @@ pub async fn delete(s: &Services, tier: &str) -> Result<(), AppError> {
 }
 
 /// A customer's place in a tier's groups (`GET /api/v1/tier-groups/{tier}/members`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum MemberStatus {
     /// Of this tier, in one of its groups.
@@ -475,7 +481,10 @@ pub async fn members(
                 m.external_userid.clone(),
                 TierMember {
                     external_userid: m.external_userid.clone(),
-                    name: customer.as_ref().map(|c| c.name.clone()).unwrap_or_default(),
+                    name: customer
+                        .as_ref()
+                        .map(|c| c.name.clone())
+                        .unwrap_or_default(),
                     tier: customer.map(|c| c.tier),
                     status: MemberStatus::Misplaced,
                     chat_ids: Vec::new(),
@@ -537,10 +546,7 @@ fn status_name(status: MemberStatus) -> String {
 }
 
 /// The customer view's part: their groups (past ones too), invitations and removal requests.
-pub async fn of_customer(
-    s: &Services,
-    id: &ExternalUserId,
-) -> Result<serde_json::Value, AppError> {
+pub async fn of_customer(s: &Services, id: &ExternalUserId) -> Result<serde_json::Value, AppError> {
     let memberships: Vec<Membership> = s.store.memberships_of(id).await?;
     let mut groups = Vec::new();
     for m in memberships {

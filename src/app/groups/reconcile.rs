@@ -101,8 +101,7 @@ pub async fn reconcile(s: &Services, dry_run: bool) -> Result<Report, AppError> 
             ));
         }
         if !dry_run && (!d.is_empty() || read.member_version != chat.member_version) {
-            chats::record_read(s, &ranks, &chat.tier, None, None, read, &Hints::default())
-                .await?;
+            chats::record_read(s, &ranks, &chat.tier, None, None, read, &Hints::default()).await?;
         }
     }
 
@@ -165,8 +164,7 @@ pub async fn reconcile(s: &Services, dry_run: bool) -> Result<Report, AppError> 
             if !dry_run {
                 let mut tx = s.store.begin().await?;
                 let cause = format!("reconcile:{}:{id}:{at}", tg.tier);
-                invite::queue(s, &mut tx, &id, &tg.tier, &member, &cause, s.clock.now_ms())
-                    .await?;
+                invite::queue(s, &mut tx, &id, &tg.tier, &member, &cause, s.clock.now_ms()).await?;
                 tx.commit().await?;
             }
         }

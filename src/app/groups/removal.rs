@@ -161,7 +161,10 @@ async fn asked(s: &Services, body: &RemovalNotice) -> Result<(), AppError> {
         enqueue_member_notice(s, &mut tx, &event.userid, now).await?;
     }
     tx.commit().await?;
-    tracing::info!(requests = ids.len(), "group owners asked to remove customers");
+    tracing::info!(
+        requests = ids.len(),
+        "group owners asked to remove customers"
+    );
     Ok(())
 }
 
@@ -203,7 +206,9 @@ async fn render(s: &Services, owner: &UserId) -> Result<Option<RemovalNotice>, A
                 .map_or_else(|| r.external_userid.to_string(), |c| c.name);
             customers.push(context! { name => name, reason => r.reason, again => r.asks > 0 });
         }
-        groups.push(context! { name => chat.name, tier => ranks.name(&chat.tier), customers => customers });
+        groups.push(
+            context! { name => chat.name, tier => ranks.name(&chat.tier), customers => customers },
+        );
     }
     let text = s.templates.render(
         "group_removal.j2",
