@@ -45,6 +45,11 @@ pub enum Command {
         #[command(subcommand)]
         command: TiersCommand,
     },
+    /// Tier groups by hand.
+    Groups {
+        #[command(subcommand)]
+        command: GroupsCommand,
+    },
     /// Benchmarks that print ratios measured in one run.
     Bench {
         #[command(subcommand)]
@@ -119,6 +124,19 @@ pub enum TiersCommand {
     /// are jobs that a running `siyu serve` carries out.
     Evaluate {
         /// Print the changes (customer, from → to, the rule and metrics) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupsCommand {
+    /// Compare every tier group at WeCom with what siyu holds and fix it (the nightly job does
+    /// the same): joins and leaves whose callback was lost, missing removal requests, overflow
+    /// groups, dismissed groups, customers never invited. Invitations and removal requests are
+    /// jobs that a running `siyu serve` carries out.
+    Reconcile {
+        /// Print what it would change and change nothing.
         #[arg(long)]
         dry_run: bool,
     },
@@ -261,6 +279,9 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Tiers {
             command: TiersCommand::Evaluate { dry_run },
         } => evaluate_tiers(load()?, dry_run).await,
+        Command::Groups {
+            command: GroupsCommand::Reconcile { dry_run },
+        } => reconcile_groups(load()?, dry_run).await,
         Command::Import {
             command: ImportCommand::Activity { file, quiet },
         } => import_activity(load()?, &file, !quiet).await,
@@ -416,6 +437,27 @@ async fn evaluate_tiers(settings: Settings, dry_run: bool) -> Result<(), String>
         "{} segment change(s){}",
         segments.len(),
         if dry_run { " would be made" } else { " made" }
+    );
+    Ok(())
+}
+
+async fn reconcile_groups(settings: Settings, dry_run: bool) -> Result<(), String> {
+    let services = cli_services(settings).await?;
+    let report = crate::app::groups::reconcile::reconcile(&services, dry_run)
+        .await
+        .map_err(|e| e.to_string())?;
+    for line in &report.changes {
+        println!("{line}");
+    }
+    println!(
+        "{} group(s) read, {} change(s){}",
+        report.groups_read,
+        report.changes.len(),
+        if dry_run {
+            " would be made (dry run: nothing changed)"
+        } else {
+            " made"
+        }
     );
     Ok(())
 }

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::clock::Clock;
+use crate::store::groups::{GroupCounts, InvitationStatus, RemovalStatus};
 use crate::store::{Store, StoreError};
 
 /// Why a callback was refused. Low cardinality on purpose: these are metric labels.
@@ -150,6 +151,45 @@ impl Metrics {
         for (state, n) in store.count_jobs_by_state().await? {
             let _ = writeln!(out, "siyu_jobs{{state=\"{}\"}} {n}", state.as_str());
         }
+        render_groups(&mut out, &store.group_counts().await?);
         Ok(out)
     }
+}
+
+/// Tier groups: invitations and removal requests by status (overdue among them), joins.
+fn render_groups(out: &mut String, counts: &GroupCounts) {
+    let _ = writeln!(
+        out,
+        "# HELP siyu_group_invitations Tier-group invitations, by status.\n# TYPE siyu_group_invitations gauge"
+    );
+    for status in InvitationStatus::ALL {
+        let n = counts
+            .invitations
+            .iter()
+            .find(|(s, _)| s == status.as_str())
+            .map_or(0, |(_, n)| *n);
+        let _ = writeln!(out, "siyu_group_invitations{{status=\"{status}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP siyu_group_removals Requests to group owners to remove a customer, by status.\n# TYPE siyu_group_removals gauge"
+    );
+    for status in RemovalStatus::ALL {
+        let n = counts
+            .removals
+            .iter()
+            .find(|(s, _)| s == status.as_str())
+            .map_or(0, |(_, n)| *n);
+        let _ = writeln!(out, "siyu_group_removals{{status=\"{status}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP siyu_group_joins_total Customers who joined a tier group.\n# TYPE siyu_group_joins_total counter\nsiyu_group_joins_total {}",
+        counts.joins
+    );
+    let _ = writeln!(
+        out,
+        "# HELP siyu_group_members Customers in tier groups now.\n# TYPE siyu_group_members gauge\nsiyu_group_members {}",
+        counts.members_now
+    );
 }

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::world::{World, world};
+use common::world::{World, world, world_with};
 use common::{eventually, wait_idle};
 use serde_json::{Value, json};
 use siyu::fake::MassMessageView;
@@ -18,7 +18,11 @@ const WAIT: Duration = Duration::from_secs(15);
 /// Two partner groups owned by lisi (wangwu an admin of the first), one senior-partner group
 /// owned by wangwu, one member group owned by lisi.
 async fn groups_world() -> World {
-    let w = world().await;
+    groups_world_with(|_| {}).await
+}
+
+async fn groups_world_with(change: impl FnOnce(&mut siyu::config::Settings)) -> World {
+    let w = world_with(change).await;
     w.fake.add_staff("wangwu", "王五");
     w.channels().await;
     w.fake
@@ -263,29 +267,35 @@ async fn promotions_in_one_window_are_one_task_with_the_qr_code_and_joins_mark_t
         app_messages_to(&w, "zhangsan")
     );
 
-    // The same event handled again (a replay) reads nothing: member_version is unchanged.
+    // The event again, as WeCom sends it once more with a new timestamp (a new inbox row): siyu
+    // reads nothing, the group's member version is the one it holds, and nothing changes.
     assert!(wait_idle(&w.app, WAIT).await);
     let reads = w
         .fake
         .calls_to("/cgi-bin/externalcontact/groupchat/get")
         .len();
-    let filter = siyu::store::inbox::EventFilter {
-        kind: Some("change_external_chat.update".into()),
-        status: Some(siyu::store::inbox::InboxStatus::Done),
-    };
-    assert_eq!(
-        w.app.store().requeue_events(&filter, None).await.unwrap(),
-        1
-    );
+    let xml = w
+        .app
+        .store()
+        .inbox_xml_of_kind("change_external_chat.update")
+        .await
+        .unwrap()
+        .expect("the join event is in the inbox");
+    let start = xml.find("<CreateTime>").unwrap() + "<CreateTime>".len();
+    let end = xml[start..].find('<').unwrap() + start;
+    let again = format!("{}{}{}", &xml[..start], "1999999999", &xml[end..]);
+    assert_eq!(common::sender(&w.app).deliver(&again).await.unwrap(), 1);
     assert!(
         eventually(WAIT, || async {
             w.app
                 .store()
-                .count_events_by_status()
+                .jobs_of_kind("groups.chat")
                 .await
                 .unwrap()
                 .iter()
-                .all(|(s, n)| *n == 0 || *s == siyu::store::inbox::InboxStatus::Done)
+                .filter(|j| j.state == "done")
+                .count()
+                >= 2
         })
         .await
     );
@@ -372,6 +382,20 @@ async fn a_forwarded_qr_code_is_misplaced_and_the_owner_is_asked_until_the_custo
         view["groups"]["removal_requests"][0]["asks"], 4,
         "once and 3 repeats"
     );
+    let metrics = w
+        .http
+        .get(format!("http://{}/metrics", w.app.addr()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("siyu_group_removals{status=\"overdue\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("siyu_group_joins_total 1"), "{metrics}");
 
     // The owner removes them: the request is done.
     w.fake
@@ -466,12 +490,30 @@ async fn reconciliation_finds_a_missing_and_a_misplaced_member() {
     let m = members(&w, "partner").await;
     assert_eq!(status_of(&m, &a), "invited", "siyu has not seen the join");
 
-    let dry = siyu::app::groups::reconcile::reconcile(w.app.services(), true)
-        .await
-        .unwrap();
-    let lines = dry.changes.join("\n");
-    assert!(lines.contains(&format!("joined: {a}")), "{lines}");
-    assert!(lines.contains(&format!("misplaced: {b}")), "{lines}");
+    // By hand, as an operator would: `siyu groups reconcile --dry-run` prints and changes nothing.
+    let workdir = tempfile::tempdir().unwrap();
+    let api_base = format!("http://{}", w.fake_addr());
+    let out = common::binary::siyu(
+        &["groups", "reconcile", "--dry-run"],
+        &w.db.url,
+        workdir.path(),
+        &api_base,
+    )
+    .output()
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(&format!("joined: {a}")), "{stdout}");
+    assert!(stdout.contains(&format!("misplaced: {b}")), "{stdout}");
+    assert!(
+        stdout.contains("would be made (dry run: nothing changed)"),
+        "{stdout}"
+    );
     assert_eq!(
         status_of(&members(&w, "partner").await, &a),
         "invited",
@@ -587,5 +629,208 @@ async fn the_qr_image_is_uploaded_again_after_its_3_days_and_a_late_task_is_remi
         first[0].attachments[0]["image"]["media_id"]
     );
     assert_eq!(templates(&w)[0].reminders.len(), 1, "reminded once only");
+    w.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_over_the_mass_cap_is_given_the_qr_link_by_hand() {
+    let w = groups_world().await;
+    // WeCom's admin allows one mass message per customer a day; siyu assumes the monthly default.
+    w.fake.set_mass_cap(siyu::fake::MassCap::PerDay);
+    set_groups(&w, "member", &["wrMember1"]).await;
+    set_groups(&w, "partner", &["wrPartner1"]).await;
+    let a = w.add("douyin", "王小明").await.external_userid;
+    // The new customer is invited into the entry tier's group.
+    let first = templates_become(&w, 1).await;
+    assert_eq!(
+        first[0].text.as_deref(),
+        Some("恭喜成为普通会员！扫码加入专属群。")
+    );
+    w.fake
+        .driver()
+        .staff_confirms_mass_message(&first[0].msgid, "zhangsan")
+        .await
+        .unwrap();
+    assert!(
+        eventually(WAIT, || async {
+            w.get(&format!("/customers/{a}")).await["groups"]["invitation"]["status"] == "delivered"
+        })
+        .await
+    );
+    // Promoted the same day: WeCom refuses the second message (status 3); zhangsan is given
+    // the QR link to pass on instead.
+    pin(&w, &a, "partner").await;
+    let second = templates_become(&w, 2).await;
+    w.fake
+        .driver()
+        .staff_confirms_mass_message(&second[1].msgid, "zhangsan")
+        .await
+        .unwrap();
+    let by_hand = eventually(WAIT, || async {
+        app_messages_to(&w, "zhangsan")
+            .iter()
+            .any(|m| m.contains("王小明") && m.contains("/fake/qr/"))
+    })
+    .await;
+    assert!(by_hand, "{:?}", app_messages_to(&w, "zhangsan"));
+    let view = w.get(&format!("/customers/{a}")).await;
+    assert_eq!(view["groups"]["invitation"]["status"], "over_cap");
+    assert_eq!(view["groups"]["invitation"]["tier"], "partner");
+    assert_eq!(status_of(&members(&w, "partner").await, &a), "invited");
+    w.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn siyu_counts_the_cap_itself_and_sends_no_template_past_it() {
+    let w = groups_world_with(|s| {
+        s.groups.mass_cap_period = "day".into();
+        s.groups.mass_cap_count = 1;
+    })
+    .await;
+    set_groups(&w, "partner", &["wrPartner1"]).await;
+    set_groups(&w, "senior_partner", &["wrSenior1"]).await;
+    let a = w.add("douyin", "王小明").await.external_userid;
+    pin(&w, &a, "partner").await;
+    let first = templates_become(&w, 1).await;
+    w.fake
+        .driver()
+        .staff_confirms_mass_message(&first[0].msgid, "zhangsan")
+        .await
+        .unwrap();
+    assert!(
+        eventually(WAIT, || async {
+            w.get(&format!("/customers/{a}")).await["groups"]["invitation"]["status"] == "delivered"
+        })
+        .await
+    );
+    pin(&w, &a, "senior_partner").await;
+    let by_hand = eventually(WAIT, || async {
+        app_messages_to(&w, "zhangsan")
+            .iter()
+            .any(|m| m.contains("王小明") && m.contains("高级合作伙伴"))
+    })
+    .await;
+    assert!(by_hand, "{:?}", app_messages_to(&w, "zhangsan"));
+    assert!(wait_idle(&w.app, WAIT).await);
+    assert_eq!(templates(&w).len(), 1, "no second template past the cap");
+    w.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_owner_gets_the_requests_and_a_customer_who_deletes_every_member_is_marked_lost() {
+    let w = groups_world().await;
+    let body = set_groups(&w, "partner", &["wrPartner1"]).await;
+    let config_id = body["config_id"].as_str().unwrap().to_string();
+    let a = w.add("douyin", "王小明").await.external_userid;
+    let b = w.add("douyin", "陈静").await.external_userid;
+    pin(&w, &b, "partner").await;
+    w.fake
+        .driver()
+        .customer_joins_via_join_way(&config_id, &b)
+        .await
+        .unwrap();
+    assert!(status_becomes(&w, "partner", &b, "joined").await);
+    // The group passes from lisi to zhangsan; then a member-tier customer scans a forwarded QR.
+    w.fake
+        .driver()
+        .owner_changes("wrPartner1", "zhangsan")
+        .await
+        .unwrap();
+    assert!(
+        eventually(WAIT, || async {
+            w.get("/tier-groups/partner").await["groups"][0]["owner"] == "zhangsan"
+        })
+        .await
+    );
+    w.fake
+        .driver()
+        .customer_joins_via_join_way(&config_id, &a)
+        .await
+        .unwrap();
+    let asked = eventually(WAIT, || async {
+        app_messages_to(&w, "zhangsan")
+            .iter()
+            .any(|m| m.contains("请把以下客户移出群聊") && m.contains("王小明"))
+    })
+    .await;
+    assert!(asked, "{:?}", w.fake.app_messages());
+    assert!(
+        !app_messages_to(&w, "lisi")
+            .iter()
+            .any(|m| m.contains("请把以下客户移出群聊")),
+        "the old owner is not asked"
+    );
+    // zhangsan, who follows a, hears in a notice that the owner was asked.
+    assert!(
+        eventually(WAIT, || async {
+            app_messages_to(&w, "zhangsan")
+                .iter()
+                .any(|m| m.contains("已请群主把客户「王小明」移出"))
+        })
+        .await,
+        "{:?}",
+        app_messages_to(&w, "zhangsan")
+    );
+
+    // b deletes their only member: the membership stays, marked lost.
+    w.fake
+        .driver()
+        .customer_deletes_staff("zhangsan", &b)
+        .await
+        .unwrap();
+    assert!(
+        eventually(WAIT, || async {
+            w.get(&format!("/customers/{b}")).await["groups"]["groups"][0]["lost"] == true
+        })
+        .await
+    );
+    w.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_join_way_keeps_the_newest_groups_that_are_not_full() {
+    let w = groups_world_with(|s| s.groups.room_capacity = 3).await;
+    // Room for the owner and two customers.
+    w.fake.add_group_chat("wrTiny", "lisi", "合作伙伴群", 3);
+    let body = set_groups(&w, "partner", &["wrTiny"]).await;
+    let config_id = body["config_id"].as_str().unwrap().to_string();
+    let mut ids = Vec::new();
+    for name in ["甲", "乙", "丙"] {
+        let id = w.add("douyin", name).await.external_userid;
+        pin(&w, &id, "partner").await;
+        ids.push(id);
+    }
+    let mut joined = Vec::new();
+    for id in &ids {
+        let chat = w
+            .fake
+            .driver()
+            .customer_joins_via_join_way(&config_id, id)
+            .await
+            .unwrap();
+        assert!(status_becomes(&w, "partner", id, "joined").await);
+        joined.push(chat);
+    }
+    assert_eq!(joined[0], "wrTiny");
+    assert_eq!(joined[1], "wrTiny");
+    assert_ne!(joined[2], "wrTiny", "full: WeCom opened an overflow group");
+    let way_leads = eventually(WAIT, || async {
+        w.fake
+            .join_way(&config_id)
+            .is_some_and(|way| way.chat_id_list == vec![joined[2].clone()])
+    })
+    .await;
+    assert!(way_leads, "{:?}", w.fake.join_way(&config_id));
+    // siyu records the move once WeCom took it.
+    let recorded = eventually(WAIT, || async {
+        let listed = w.get("/tier-groups/partner").await;
+        listed["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["chat_id"] == "wrTiny" && g["full"] == true && g["in_join_way"] == false)
+    })
+    .await;
+    assert!(recorded, "{}", w.get("/tier-groups/partner").await);
     w.app.shutdown().await;
 }

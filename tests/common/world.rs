@@ -51,10 +51,17 @@ pub fn settings(db: &TestDb, fake_addr: std::net::SocketAddr) -> Settings {
 }
 
 pub async fn world() -> World {
+    world_with(|_| {}).await
+}
+
+/// A world whose settings `change` adjusts first.
+pub async fn world_with(change: impl FnOnce(&mut Settings)) -> World {
     let db = TestDb::new().await;
     let fake = fake();
     let (addr, _server) = fake.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let app = super::start(settings(&db, addr)).await;
+    let mut settings = settings(&db, addr);
+    change(&mut settings);
+    let app = super::start(settings).await;
     fake.set_callback_url(&format!("http://{}/wecom/callback", app.addr()));
     World {
         fake,
