@@ -36,6 +36,8 @@ pub struct ChatJob {
     pub cur_mem_ver: Option<String>,
     #[serde(default)]
     pub changed: Vec<String>,
+    #[serde(default)]
+    pub join_scene: Option<i64>,
     pub quit_scene: Option<i64>,
 }
 
@@ -83,6 +85,7 @@ async fn on_chat_event(s: &Services, ctx: &EventContext, event: Event) -> Result
         change,
         chat_id: Some(chat_id),
         update_detail,
+        join_scene,
         quit_scene,
         mem_change_list,
         cur_mem_ver,
@@ -103,6 +106,7 @@ async fn on_chat_event(s: &Services, ctx: &EventContext, event: Event) -> Result
         detail: update_detail,
         cur_mem_ver,
         changed: mem_change_list,
+        join_scene,
         quit_scene,
     };
     let mut tx = s.store.begin().await?;
@@ -127,8 +131,10 @@ async fn updated(s: &Services, job: &ChatJob) -> Result<(), AppError> {
         .await?
         .filter(|c| c.dismissed_at.is_none());
     let Some(known) = known else {
-        // Someone joined a group siyu does not know: an overflow group whose `create` was lost?
-        if job.detail.as_deref() == Some("add_member") {
+        // Someone scanned a group QR code into a group siyu does not know: an overflow group
+        // whose `create` was lost? (Joins by invitation into the corp's other groups are not
+        // worth a read; the nightly reconciliation finds what this misses.)
+        if job.detail.as_deref() == Some("add_member") && job.join_scene == Some(3) {
             adopt_if_overflow(s, &job.chat_id).await?;
         }
         return Ok(());
