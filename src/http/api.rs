@@ -25,7 +25,11 @@ use crate::store::inbox::{EventFilter, InboxStatus};
 
 /// The routes and their description; `routes!` registers a handler with its `#[utoipa::path]`,
 /// so a route cannot be served without being in the document.
-pub(super) fn router(state: AppState) -> OpenApiRouter<AppState> {
+/// `features` are the routes other modules of `http` serve under `/api/v1`, behind the same token.
+pub(super) fn router(
+    state: AppState,
+    features: OpenApiRouter<AppState>,
+) -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_events))
         .routes(routes!(list_channels, create_channel))
@@ -36,7 +40,7 @@ pub(super) fn router(state: AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(put_pin, delete_pin))
         .routes(routes!(tier_summary))
         .routes(routes!(get_tiers, put_tiers))
-        .merge(super::groups::router())
+        .merge(features)
         .route_layer(axum::middleware::from_fn_with_state(state, require_token))
         // The API description is public: it holds no data.
         .routes(routes!(openapi))

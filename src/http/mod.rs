@@ -43,7 +43,7 @@ fn routes(state: AppState) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(doc::ApiDoc::openapi())
         .merge(callback::router())
         .merge(ops::router())
-        .nest("/api/v1", api::router(state))
+        .nest("/api/v1", api::router(state, groups::router()))
 }
 
 /// The OpenAPI document of every route [`router`] serves (what `GET /api/v1/openapi.json`

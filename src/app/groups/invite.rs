@@ -265,21 +265,29 @@ async fn send(s: &Services, ctx: &JobContext, send_id: i64) -> Result<(), JobErr
         .await?;
         return Ok(());
     };
+    // A template carries the invitations still queued; an app message those over the cap.
+    let carried = match send.kind {
+        SendKind::Template => InvitationStatus::Queued,
+        SendKind::AppMessage => InvitationStatus::OverCap,
+    };
+    let wanted: Vec<Invitation> = invitations
+        .into_iter()
+        .filter(|i| i.status == carried)
+        .collect();
+    // (After an attempt, the ledger holds what was sent: that decides, not the state now.)
+    if wanted.is_empty() && ctx.job.ledger.is_none() {
+        finish(
+            s,
+            &send,
+            SendStatus::Failed,
+            Some("no invitation left to send"),
+        )
+        .await?;
+        return Ok(());
+    }
     match send.kind {
-        SendKind::Template => {
-            let wanted: Vec<Invitation> = invitations
-                .into_iter()
-                .filter(|i| i.status == InvitationStatus::Queued)
-                .collect();
-            send_template(s, ctx, &send, &tg, wanted).await
-        }
-        SendKind::AppMessage => {
-            let wanted: Vec<Invitation> = invitations
-                .into_iter()
-                .filter(|i| i.status == InvitationStatus::OverCap)
-                .collect();
-            send_by_hand(s, ctx, &send, &tg, &wanted).await
-        }
+        SendKind::Template => send_template(s, ctx, &send, &tg, wanted).await,
+        SendKind::AppMessage => send_by_hand(s, ctx, &send, &tg, &wanted).await,
     }
 }
 
@@ -321,16 +329,6 @@ async fn send_template(
     tg: &TierGroup,
     invitations: Vec<Invitation>,
 ) -> Result<(), JobError> {
-    if invitations.is_empty() && ctx.job.ledger.is_none() {
-        finish(
-            s,
-            send,
-            SendStatus::Failed,
-            Some("no invitation left to send"),
-        )
-        .await?;
-        return Ok(());
-    }
     let render = || async {
         let ranks = Ranks::load(s).await?;
         let media_id = qr_media_id(s, tg).await?;
@@ -571,16 +569,6 @@ async fn send_by_hand(
     tg: &TierGroup,
     invitations: &[Invitation],
 ) -> Result<(), JobError> {
-    if invitations.is_empty() && ctx.job.ledger.is_none() {
-        finish(
-            s,
-            send,
-            SendStatus::Failed,
-            Some("no invitation left to send"),
-        )
-        .await?;
-        return Ok(());
-    }
     let render = || async {
         let ranks = Ranks::load(s).await?;
         let ids: Vec<ExternalUserId> = invitations
