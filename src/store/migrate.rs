@@ -38,6 +38,11 @@ const SQLITE: &[Migration] = &[
         name: "groups",
         sql: include_str!("../../migrations/sqlite/0006_groups.sql"),
     },
+    Migration {
+        version: 7,
+        name: "campaigns",
+        sql: include_str!("../../migrations/sqlite/0007_campaigns.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -71,6 +76,11 @@ const POSTGRES: &[Migration] = &[
         version: 6,
         name: "groups",
         sql: include_str!("../../migrations/postgres/0006_groups.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "campaigns",
+        sql: include_str!("../../migrations/postgres/0007_campaigns.sql"),
     },
 ];
 
