@@ -7,10 +7,10 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::config::Secret;
-use crate::fake::{FakeWecom, FollowView, NewCustomer, TagEdit};
+use crate::fake::{FakeWecom, FollowView, MassMessageView, NewCustomer, TagEdit};
 use crate::server::App;
 use crate::testkit::{API_TOKEN, CallbackSecrets, local_settings};
 use crate::wecom::crypto::Crypto;
@@ -36,6 +36,58 @@ pub enum DemoError {
     Step { step: &'static str, reason: String },
 }
 
+/// The tier groups the operator sets: tier, the group's chat id at the fake, its name.
+const TIER_GROUPS: [(&str, &str, &str); 2] = [
+    ("partner", "wrDemoPartnerGroup", "合作伙伴交流群"),
+    ("senior_partner", "wrDemoSeniorGroup", "高级合作伙伴尊享群"),
+];
+/// Who owns the tier groups, and who helps as their admin.
+const GROUP_OWNER: &str = "wangwu";
+const GROUP_ADMIN: &str = "operator";
+/// How long the demo waits for something siyu or the fake should do by itself.
+const PATIENCE: Duration = Duration::from_secs(15);
+
+/// Asks `check` every 50 ms until it answers something; fails the step after [`PATIENCE`].
+async fn until<T, Fut: Future<Output = Option<T>>>(
+    name: &'static str,
+    what: &str,
+    mut check: impl FnMut() -> Fut,
+) -> Result<T, DemoError> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(found) = check().await {
+            return Ok(found);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(DemoError::Step {
+                step: name,
+                reason: format!("{what} within {} s", PATIENCE.as_secs()),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The invitation tasks (single-chat mass messages) the fake holds, oldest first.
+fn invitation_tasks(fake: &FakeWecom) -> Vec<MassMessageView> {
+    fake.mass_messages()
+        .into_iter()
+        .filter(|m| m.chat_type == "single")
+        .collect()
+}
+
+/// The app messages that reached `userid` (alone or among others).
+fn app_messages_to(fake: &FakeWecom, userid: &str) -> Vec<Value> {
+    fake.app_messages()
+        .into_iter()
+        .filter(|m| {
+            m["touser"]
+                .as_str()
+                .is_some_and(|t| t.split('|').any(|u| u == userid))
+        })
+        .collect()
+}
+
 /// Runs one step, naming it if it fails.
 async fn step<T, E: std::fmt::Display>(
     name: &'static str,
@@ -55,6 +107,8 @@ struct Demo {
     n: usize,
     /// Welcome messages already shown, per customer.
     welcomes_shown: HashMap<String, usize>,
+    /// App messages already shown by a tier-group step (the member notices show the rest).
+    messages_shown: Vec<Value>,
 }
 
 impl Demo {
@@ -94,6 +148,124 @@ impl Demo {
             created["qr_code"].as_str().unwrap_or("")
         ));
         Ok(())
+    }
+
+    fn api_url(&self, path: &str) -> String {
+        format!("http://{}/api/v1{path}", self.app.addr())
+    }
+
+    async fn api_get(&self, name: &'static str, path: &str) -> Result<Value, DemoError> {
+        step(name, async {
+            self.http
+                .get(self.api_url(path))
+                .bearer_auth(API_TOKEN)
+                .send()
+                .await?
+                .error_for_status()?
+                .json::<Value>()
+                .await
+        })
+        .await
+    }
+
+    async fn api_put(
+        &self,
+        name: &'static str,
+        path: &str,
+        body: Value,
+    ) -> Result<Value, DemoError> {
+        let response = step(
+            name,
+            self.http
+                .put(self.api_url(path))
+                .bearer_auth(API_TOKEN)
+                .json(&body)
+                .send(),
+        )
+        .await?;
+        let status = response.status();
+        let answer: Value = step(name, response.json()).await?;
+        if !status.is_success() {
+            return Err(DemoError::Step {
+                step: name,
+                reason: format!("{status}: {answer}"),
+            });
+        }
+        Ok(answer)
+    }
+
+    /// The customer's row in `GET /api/v1/tier-groups/{tier}/members`, once `wanted` holds for it.
+    async fn member_when(
+        &self,
+        name: &'static str,
+        tier: &str,
+        customer: &str,
+        wanted: impl Fn(&Value) -> bool,
+    ) -> Result<Value, DemoError> {
+        let path = format!("/tier-groups/{tier}/members");
+        let wanted = &wanted;
+        until(
+            name,
+            &format!("{customer} not as expected in {path}"),
+            || {
+                let path = path.clone();
+                async move {
+                    let members = self.api_get(name, &path).await.ok()?;
+                    members["members"]
+                        .as_array()?
+                        .iter()
+                        .find(|m| m["external_userid"] == customer && wanted(m))
+                        .cloned()
+                }
+            },
+        )
+        .await
+    }
+
+    /// The fake's media record of an uploaded media_id: file name and size.
+    fn media_file(&self, media_id: &str) -> (String, u64) {
+        let dump = self.fake.dump();
+        dump["media"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["media_id"] == media_id)
+            .map(|m| {
+                (
+                    m["filename"].as_str().unwrap_or("").to_string(),
+                    m["size"].as_u64().unwrap_or(0),
+                )
+            })
+            .unwrap_or_default()
+    }
+
+    fn customer_name(&self, external_userid: &str) -> String {
+        self.fake
+            .customer(external_userid)
+            .map_or_else(|| external_userid.to_string(), |c| c.name)
+    }
+
+    /// Shows an invitation task as its sender sees it in 群发助手: recipients, text, the image.
+    fn show_task(&self, task: &MassMessageView) {
+        let to: Vec<String> = task
+            .results
+            .iter()
+            .filter_map(|r| r.external_userid.as_deref())
+            .map(|id| self.customer_name(id))
+            .collect();
+        self.detail(format!(
+            "from {} to {}: 「{}」",
+            task.sender.as_deref().unwrap_or("?"),
+            to.join("、"),
+            task.text.as_deref().unwrap_or("")
+        ));
+        for a in &task.attachments {
+            let media_id = a["image"]["media_id"].as_str().unwrap_or("");
+            let (file, size) = self.media_file(media_id);
+            self.detail(format!(
+                "   + image {file} ({size} bytes): the tier's join QR code, uploaded with media/upload"
+            ));
+        }
     }
 
     async fn wait_for_tier(&self, customer: &str, tier: &str) -> Result<(), DemoError> {
@@ -220,6 +392,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     fake.add_staff("zhangsan", "张三");
     fake.add_staff("lisi", "李四");
     fake.add_staff("operator", "运营");
+    fake.add_staff(GROUP_OWNER, "王五");
     let (fake_addr, _fake_server) = fake.serve(args.fake_listen).await.map_err(|e| {
         DemoError::Setup(format!(
             "fake WeCom cannot listen on {}: {e}",
@@ -234,6 +407,10 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     settings.wecom.api_base = format!("http://{fake_addr}");
     settings.notify.operators = vec!["operator".into()];
     settings.notify.batch_secs = 2;
+    // Tier groups gather invitations and removal requests as briefly, and follow tasks often.
+    settings.groups.invite_batch_secs = 2;
+    settings.groups.removal_batch_secs = 2;
+    settings.groups.follow_every_secs = 1;
     let app = App::build(settings).await.map_err(|e| {
         DemoError::Setup(format!(
             "{e} (is port {} taken? try --listen 127.0.0.1:0)",
@@ -261,6 +438,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         http: reqwest::Client::new(),
         n: 0,
         welcomes_shown: HashMap::new(),
+        messages_shown: Vec::new(),
     };
     let driver = fake.driver();
 
@@ -360,6 +538,30 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     }
     demo.show_relation(&a.userid, &a.external_userid).await?;
 
+    // The operator gives the upper tiers their customer groups (groups 王五 owns at WeCom).
+    let mut join_ways: HashMap<&str, String> = HashMap::new();
+    demo.say("the operator gave the upper tiers their customer groups by PUT /api/v1/tier-groups/{tier}: siyu checked each group at WeCom and made the tier a 「加入群聊」 join way");
+    for (tier, chat_id, name) in TIER_GROUPS {
+        fake.add_group_chat(chat_id, GROUP_OWNER, name, 500);
+        fake.set_group_admins(chat_id, &[GROUP_ADMIN]);
+        let set = demo
+            .api_put(
+                "set tier groups",
+                &format!("/tier-groups/{tier}"),
+                json!({"chat_ids": [chat_id],
+                       "invitation": "恭喜您成为{{ tier }}！长按识别图中二维码，加入{{ tier }}专属群，新品和福利第一时间告诉您。",
+                       "room_base_name": name, "auto_create_room": true}),
+            )
+            .await?;
+        demo.detail(format!(
+            "{} ({tier}) → 「{name}」 (owner {GROUP_OWNER}, admin {GROUP_ADMIN}): join way QR code {} (state {})",
+            set["tier_name"].as_str().unwrap_or(""),
+            set["qr_code"].as_str().unwrap_or(""),
+            set["state"].as_str().unwrap_or("")
+        ));
+        join_ways.insert(tier, set["config_id"].as_str().unwrap_or("").to_string());
+    }
+
     // The shop's orders drive the tiers.
     let now = demo.app.clock().now_ms();
     let at = |days_ago: i64| {
@@ -394,6 +596,73 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     demo.detail("路人甲 was promoted to 高级合作伙伴 (spend ≥ 10,000 and referrals ≥ 10)");
     demo.show_relation(&c.userid, &c.external_userid).await?;
 
+    // Promoted into tiers with groups: invited, by their member, with the tier's QR code.
+    let promoted = [
+        ("partner", &a.external_userid),
+        ("senior_partner", &c.external_userid),
+    ];
+    let fk = &fake;
+    let tasks = until("invitation tasks", "no task per tier", || async move {
+        let tasks = invitation_tasks(fk);
+        (tasks.len() >= 2).then_some(tasks)
+    })
+    .await?;
+    demo.say("siyu gathered zhangsan's invitations for 2 s into one mass-message task per tier (add_msg_template); zhangsan finds them in 群发助手:");
+    for t in &tasks {
+        demo.show_task(t);
+    }
+    for (tier, id) in promoted {
+        let row = demo
+            .member_when("invited", tier, id, |m| m["status"] == "invited")
+            .await?;
+        demo.detail(format!(
+            "GET /api/v1/tier-groups/{tier}/members: {} invited (invitation {})",
+            demo.customer_name(id),
+            row["invitation"]["status"].as_str().unwrap_or("")
+        ));
+    }
+    for t in &tasks {
+        step(
+            "member confirms",
+            driver.staff_confirms_mass_message(&t.msgid, "zhangsan"),
+        )
+        .await?;
+    }
+    demo.say("zhangsan confirmed both tasks in the client; siyu follows each task at WeCom and records what reached whom:");
+    for (tier, id) in promoted {
+        let row = demo
+            .member_when("delivered", tier, id, |m| {
+                m["invitation"]["status"] == "delivered"
+            })
+            .await?;
+        demo.detail(format!(
+            "{}: invitation to {} {}",
+            demo.customer_name(id),
+            tier,
+            row["invitation"]["status"].as_str().unwrap_or("")
+        ));
+    }
+    let joined_a = step(
+        "join by the QR code",
+        driver.customer_joins_via_join_way(&join_ways["partner"], &a.external_userid),
+    )
+    .await?;
+    let joined_c = step(
+        "join by the QR code",
+        driver.customer_joins_via_join_way(&join_ways["senior_partner"], &c.external_userid),
+    )
+    .await?;
+    demo.say("王小明 and 路人甲 scanned the QR codes in their messages and joined; siyu reads the group on each change_external_chat:");
+    for ((tier, id), chat) in promoted.into_iter().zip([&joined_a, &joined_c]) {
+        demo.member_when("joined", tier, id, |m| m["status"] == "joined")
+            .await?;
+        let group = fake.group_chat(chat).map(|g| g.name).unwrap_or_default();
+        demo.detail(format!(
+            "GET /api/v1/tier-groups/{tier}/members: {} joined 「{group}」",
+            demo.customer_name(id)
+        ));
+    }
+
     // Time passes with no orders: keep rules fail, and after the 30-day grace they step down.
     demo.app.clock().advance(91 * 86_400_000);
     let first = step(
@@ -422,6 +691,112 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     demo.wait_for_tier(&c.external_userid, "partner").await?;
     demo.show_relation(&c.userid, &c.external_userid).await?;
 
+    // Demoted below their groups: the owner is asked to remove them, and sees it done.
+    let demoted = [
+        ("senior_partner", &c.external_userid, TIER_GROUPS[1].1),
+        ("partner", &a.external_userid, TIER_GROUPS[0].1),
+    ];
+    let asked = until(
+        "removal request",
+        "no removal request to the owner",
+        || async move {
+            let to_owner = app_messages_to(fk, GROUP_OWNER);
+            let text: String = to_owner
+                .iter()
+                .filter_map(|m| m["text"]["content"].as_str())
+                .collect();
+            (text.contains("路人甲") && text.contains("王小明")).then_some(to_owner)
+        },
+    )
+    .await?;
+    demo.say("the demotions left 王小明 and 路人甲 in groups above their new tiers: siyu gathered the removal requests for 2 s into one app message to the groups' owner and admins:");
+    for m in asked {
+        demo.detail(format!("to {}:", m["touser"].as_str().unwrap_or("")));
+        demo.detail(
+            m["text"]["content"]
+                .as_str()
+                .unwrap_or("")
+                .lines()
+                .map(|l| format!("   {l}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
+        demo.messages_shown.push(m);
+    }
+    for (tier, id, _) in demoted {
+        demo.member_when("removal requested", tier, id, |m| {
+            m["status"] == "removal_requested"
+        })
+        .await?;
+        demo.detail(format!(
+            "GET /api/v1/tier-groups/{tier}/members: {} removal_requested",
+            demo.customer_name(id)
+        ));
+    }
+    let first_tasks = tasks.len();
+    let again = until(
+        "invitation task",
+        "no task for the demoted senior partner",
+        || async move { invitation_tasks(fk).get(first_tasks).cloned() },
+    )
+    .await?;
+    let image = |t: &MassMessageView| {
+        t.attachments
+            .first()
+            .map(|a| a["image"]["media_id"].clone())
+    };
+    let first_image = tasks.iter().find(|t| t.text == again.text).and_then(image);
+    demo.detail(format!(
+        "路人甲, now a 合作伙伴 in none of its groups, is invited to it: a new task from zhangsan{}",
+        if first_image.is_some() && first_image != image(&again) {
+            " (the QR image uploaded again: the first upload is past its 3 days)"
+        } else {
+            ""
+        }
+    ));
+    for (_, id, chat) in demoted {
+        step("owner removes", driver.member_leaves_group(chat, id, true)).await?;
+    }
+    demo.say(format!("{GROUP_OWNER} removed them in the client; siyu saw them leave (change_external_chat) and marks the removals done:"));
+    for (_, id, chat) in demoted {
+        let path = format!("/customers/{id}");
+        let demo_ref = &demo;
+        let removal = until("removal done", "the removal is not done", || {
+            let path = path.clone();
+            async move {
+                let view = demo_ref.api_get("customer view", &path).await.ok()?;
+                view["groups"]["removals"]
+                    .as_array()?
+                    .iter()
+                    .find(|r| r["chat_id"] == chat && r["status"] == "done")
+                    .cloned()
+            }
+        })
+        .await?;
+        let group = fake.group_chat(chat).map(|g| g.name).unwrap_or_default();
+        demo.detail(format!(
+            "GET /api/v1/customers/{{id}} of {}: the removal from 「{group}」 is {}",
+            demo.customer_name(id),
+            removal["status"].as_str().unwrap_or("")
+        ));
+    }
+    // The members hear of the removals asked in their next notice (shown below).
+    until(
+        "member notice",
+        "no notice of the removals to zhangsan",
+        || async move {
+            app_messages_to(fk, "zhangsan")
+                .iter()
+                .any(|m| {
+                    m["text"]["content"]
+                        .as_str()
+                        .is_some_and(|t| t.contains("移出"))
+                })
+                .then_some(())
+        },
+    )
+    .await?;
+
     step(
         "churn",
         driver.customer_deletes_staff("lisi", &b.external_userid),
@@ -443,8 +818,12 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
             m["text"]["content"].as_str().unwrap_or("")
         ));
     }
-    demo.say("the members were told of their customers' tier changes the same way, one message per member:");
-    for m in fake.app_messages().iter().filter(|m| !to_lisi(m)) {
+    demo.say("the members were told of their customers' tier changes the same way, one message per member and window:");
+    for m in fake
+        .app_messages()
+        .iter()
+        .filter(|m| !to_lisi(m) && !demo.messages_shown.contains(m))
+    {
         demo.detail(format!(
             "to {}: {}",
             m["touser"].as_str().unwrap_or(""),
@@ -504,6 +883,54 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
             );
         }
     }
+    let api_get = |path: String| {
+        let request = demo
+            .http
+            .get(format!("http://{}/api/v1{path}", app.addr()))
+            .bearer_auth(API_TOKEN);
+        async move { request.send().await?.json::<Value>().await }
+    };
+    let tier_groups = step("list tier groups", api_get("/tier-groups".into())).await?;
+    println!();
+    println!("Tier groups (GET /api/v1/tier-groups, GET /api/v1/tier-groups/{{tier}}/members):");
+    for tg in tier_groups["tier_groups"].as_array().into_iter().flatten() {
+        let tier = tg["tier"].as_str().unwrap_or("");
+        let members = step(
+            "list tier group members",
+            api_get(format!("/tier-groups/{tier}/members")),
+        )
+        .await?;
+        let groups: Vec<String> = tg["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|g| {
+                format!(
+                    "「{}」 {} members, {} customers",
+                    g["name"].as_str().unwrap_or(""),
+                    g["members"],
+                    g["customers"]
+                )
+            })
+            .collect();
+        let counts: Vec<String> = members["counts"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(status, n)| format!("{status} {n}"))
+            .collect();
+        println!(
+            "  {:<16} {:<8} {}   {}",
+            tier,
+            tg["tier_name"].as_str().unwrap_or(""),
+            groups.join(", "),
+            if counts.is_empty() {
+                "no customers".to_string()
+            } else {
+                counts.join(", ")
+            }
+        );
+    }
     println!();
     println!("Look around:");
     println!(
@@ -512,6 +939,10 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     );
     println!(
         "  curl -H 'Authorization: Bearer {API_TOKEN}' http://{}/api/v1/events",
+        app.addr()
+    );
+    println!(
+        "  curl -H 'Authorization: Bearer {API_TOKEN}' http://{}/api/v1/tier-groups/partner/members",
         app.addr()
     );
     println!("  curl http://{}/metrics", app.addr());

@@ -1,5 +1,6 @@
 //! `siyu demo` from the real binary: the scenario plays through the fake WeCom and every event
-//! lands in siyu's inbox.
+//! lands in siyu's inbox; the tier groups invite the promoted, see them join, and ask their owner
+//! to remove the demoted.
 
 use std::time::Duration;
 
@@ -48,7 +49,8 @@ async fn the_demo_plays_its_scenario_and_exits_cleanly() {
         "zhangsan sees: tags 未归因、合作伙伴",
         "to zhangsan: 客户「",
         "xiaohongshu  小红书      added 1  connected 0  lost 1",
-        "siyu's inbox holds 6 events",
+        // Four group changes (two joins, two removals) join the six contact and message events.
+        "siyu's inbox holds 10 events",
     ] {
         assert!(stdout.contains(step), "missing {step:?} in\n{stdout}");
     }
@@ -69,6 +71,50 @@ async fn the_demo_plays_its_scenario_and_exits_cleanly() {
     assert!(
         logged.contains(" INFO "),
         "the log file has the logs: {logged}"
+    );
+
+    // The tier groups, in the order the story tells them.
+    let groups_story = [
+        "the operator gave the upper tiers their customer groups by PUT /api/v1/tier-groups/{tier}",
+        "合作伙伴 (partner) → 「合作伙伴交流群」 (owner wangwu, admin operator): join way QR code http://",
+        "高级合作伙伴 (senior_partner) → 「高级合作伙伴尊享群」",
+        "王小明 was promoted 普通会员 → 合作伙伴",
+        "one mass-message task per tier (add_msg_template)",
+        "from zhangsan to 王小明: 「恭喜您成为合作伙伴！长按识别图中二维码",
+        "+ image partner-qr.png (67 bytes): the tier's join QR code",
+        "GET /api/v1/tier-groups/partner/members: 王小明 invited (invitation tasked)",
+        "zhangsan confirmed both tasks in the client",
+        "王小明: invitation to partner delivered",
+        "GET /api/v1/tier-groups/partner/members: 王小明 joined 「合作伙伴交流群」",
+        "GET /api/v1/tier-groups/senior_partner/members: 路人甲 joined 「高级合作伙伴尊享群」",
+        "senior_partner → partner (failed keep of senior_partner",
+        "into one app message to the groups' owner and admins",
+        "to wangwu|operator:",
+        "wangwu，请把以下客户移出群聊",
+        "- 路人甲：高级合作伙伴→合作伙伴",
+        "GET /api/v1/tier-groups/senior_partner/members: 路人甲 removal_requested",
+        "路人甲, now a 合作伙伴 in none of its groups, is invited to it",
+        "wangwu removed them in the client",
+        "路人甲: the removal from 「高级合作伙伴尊享群」 is done",
+        "王小明: the removal from 「合作伙伴交流群」 is done",
+        "已请群主把客户「路人甲」移出「高级合作伙伴尊享群」",
+        "Tier groups (GET /api/v1/tier-groups",
+    ];
+    let mut from = 0;
+    for line in groups_story {
+        let Some(at) = stdout[from..].find(line) else {
+            panic!("missing {line:?} after byte {from} in\n{stdout}");
+        };
+        from += at + line.len();
+    }
+    assert!(
+        stdout.contains("/fake/qr/"),
+        "the join way's QR link is the fake's PNG: {stdout}"
+    );
+    assert_eq!(
+        stdout.matches("to wangwu|operator:").count(),
+        1,
+        "the owner is asked once, and that message is not shown again: {stdout}"
     );
 
     // The welcome line comes with the two adds whose channel has a welcome, and nowhere else.
