@@ -340,6 +340,10 @@ async fn a_forwarded_qr_code_is_misplaced_and_the_owner_is_asked_until_the_custo
         "{message}"
     );
     assert!(
+        message.contains("\n- 王小明："),
+        "one line per customer: {message}"
+    );
+    assert!(
         app_messages_to(&w, "wangwu")
             .iter()
             .any(|m| m.contains("王小明")),
@@ -711,7 +715,7 @@ async fn siyu_counts_the_cap_itself_and_sends_no_template_past_it() {
     })
     .await;
     assert!(by_hand, "{:?}", app_messages_to(&w, "zhangsan"));
-    assert!(wait_idle(&w.app, WAIT).await);
+    assert!(common::wait_settled(&w.app, WAIT).await);
     assert_eq!(templates(&w).len(), 1, "no second template past the cap");
     w.app.shutdown().await;
 }
@@ -832,5 +836,41 @@ async fn the_join_way_keeps_the_newest_groups_that_are_not_full() {
     })
     .await;
     assert!(recorded, "{}", w.get("/tier-groups/partner").await);
+    w.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_adding_another_member_is_not_invited_again() {
+    let w = groups_world().await;
+    let a = w.add("douyin", "王小明").await.external_userid;
+    let b = w.add("douyin", "陈静").await.external_userid;
+    // b was a partner before the tier had groups: setting them invites nobody.
+    pin(&w, &b, "partner").await;
+    set_groups(&w, "partner", &["wrPartner1"]).await;
+    pin(&w, &a, "partner").await;
+    let sent = templates_become(&w, 1).await;
+    w.fake
+        .driver()
+        .staff_confirms_mass_message(&sent[0].msgid, "zhangsan")
+        .await
+        .unwrap();
+    assert!(
+        eventually(WAIT, || async {
+            w.get(&format!("/customers/{a}")).await["groups"]["invitation"]["status"] == "delivered"
+        })
+        .await
+    );
+    // Both add lisi too: a's invitation is still open, b entered the tier before its groups.
+    for id in [&a, &b] {
+        w.fake
+            .driver()
+            .customer_adds_staff("lisi", None, siyu::fake::NewCustomer::existing(id))
+            .await
+            .unwrap();
+        assert!(w.settled("lisi", id, 1).await);
+    }
+    // Every job done, those waiting for a window too.
+    assert!(common::wait_settled(&w.app, WAIT).await);
+    assert_eq!(templates(&w).len(), 1, "{:?}", templates(&w));
     w.app.shutdown().await;
 }

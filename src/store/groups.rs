@@ -686,8 +686,8 @@ pub async fn tier_of(tx: &mut Tx, external_userid: &ExternalUserId) -> Result<Op
     Ok(tier)
 }
 
-/// Whether the customer still has a member who follows them.
-pub async fn has_connected_follow(tx: &mut Tx, external_userid: &ExternalUserId) -> Result<bool> {
+/// How many members follow the customer now.
+pub async fn connected_follows(tx: &mut Tx, external_userid: &ExternalUserId) -> Result<i64> {
     let n: i64 = with_tx!(tx, |conn| {
         sqlx::query_scalar(
             "SELECT COUNT(*) FROM follows WHERE external_userid = $1 AND status = 'connected'",
@@ -696,7 +696,7 @@ pub async fn has_connected_follow(tx: &mut Tx, external_userid: &ExternalUserId)
         .fetch_one(&mut *conn)
         .await?
     });
-    Ok(n > 0)
+    Ok(n)
 }
 
 pub struct NewInvitation<'a> {
@@ -736,6 +736,24 @@ pub async fn open_invitation_exists(
         sqlx::query_scalar(
             "SELECT COUNT(*) FROM group_invitations WHERE external_userid = $1 AND tier = $2
              AND status IN ('queued', 'tasked', 'delivered', 'over_cap')",
+        )
+        .bind(external_userid)
+        .bind(tier)
+        .fetch_one(&mut *conn)
+        .await?
+    });
+    Ok(n > 0)
+}
+
+/// Whether the customer was ever invited to `tier`.
+pub async fn invited_ever(
+    tx: &mut Tx,
+    external_userid: &ExternalUserId,
+    tier: &str,
+) -> Result<bool> {
+    let n: i64 = with_tx!(tx, |conn| {
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM group_invitations WHERE external_userid = $1 AND tier = $2",
         )
         .bind(external_userid)
         .bind(tier)

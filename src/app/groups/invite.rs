@@ -218,6 +218,15 @@ fn cap_period_start(s: &Services, now: i64) -> i64 {
         .map_or(now, |t| t.timestamp_millis())
 }
 
+/// The cap's period as the member reads it.
+fn cap_period_word(s: &Services) -> &'static str {
+    match s.settings.groups.mass_cap_period.as_str() {
+        "day" => "今天",
+        "week" => "本周",
+        _ => "本月",
+    }
+}
+
 /// How many mass messages a customer may receive in the period (0 in the settings: the days of
 /// the month, WeCom's default).
 fn cap_count(s: &Services, now: i64) -> u32 {
@@ -580,10 +589,16 @@ async fn send_by_hand(
             .iter()
             .map(|id| names.get(id).cloned().unwrap_or_else(|| id.to_string()))
             .collect();
-        let text = s.templates.render(
-            "group_invite_by_hand.j2",
-            context! { staff => send.userid, tier => ranks.name(&tg.tier), customers => customers, qr_code => tg.qr_code },
-        ).map_err(AppError::from)?;
+        let text = s
+            .templates
+            .render(
+                "group_invite_by_hand.j2",
+                context! {
+                    staff => send.userid, tier => ranks.name(&tg.tier), customers => customers,
+                    qr_code => tg.qr_code, period => cap_period_word(s),
+                },
+            )
+            .map_err(AppError::from)?;
         Ok::<_, JobError>(ByHand {
             to: vec![send.userid.clone()],
             text: truncate_bytes(&text, 2000),

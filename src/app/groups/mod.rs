@@ -615,6 +615,7 @@ fn on_tier_change<'a>(
             if with_groups.contains(&c.to)
                 && !in_new
                 && let Some(member) = c.members.first()
+                && !store_groups::open_invitation_exists(tx, customer, &c.to).await?
             {
                 let cause = format!("tier:{}", c.change_id);
                 invite::queue(s, tx, customer, &c.to, member, &cause, c.at).await?;
@@ -624,7 +625,9 @@ fn on_tier_change<'a>(
     })
 }
 
-/// A new relation: a customer of a tier with groups, in none of them, is invited.
+/// A new customer entering the entry tier (their first relation) whose tier has groups, and
+/// who was never invited to it, is invited. A customer who adds another member later is not:
+/// customers already in a tier when its groups were set are invited only by a tier change.
 fn on_relation_added<'a>(
     s: &'a Services,
     tx: &'a mut Tx,
@@ -636,6 +639,11 @@ fn on_relation_added<'a>(
         };
         let with_groups = store_groups::tier_groups_in(tx).await?;
         if !with_groups.iter().any(|g| g.tier == tier) {
+            return Ok(());
+        }
+        if store_groups::connected_follows(tx, &r.external_userid).await? > 1
+            || store_groups::invited_ever(tx, &r.external_userid, &tier).await?
+        {
             return Ok(());
         }
         let chats = store_groups::chats_of_customer(tx, &r.external_userid).await?;
@@ -655,7 +663,7 @@ fn on_relation_ended<'a>(
     r: &'a RelationChanged,
 ) -> BoxFuture<'a, Result<(), AppError>> {
     Box::pin(async move {
-        if store_groups::has_connected_follow(tx, &r.external_userid).await? {
+        if store_groups::connected_follows(tx, &r.external_userid).await? > 0 {
             return Ok(());
         }
         store_groups::mark_memberships_lost(tx, &r.external_userid, r.at).await?;
