@@ -2414,3 +2414,589 @@ async fn send_results_report_sent_not_a_friend_and_over_the_cap() {
         vec![(sent, 1, true), (left, 2, false), (capped, 3, false),]
     );
 }
+
+// ---- group mass messages, the moment list, and the client's moment reads --------------------
+
+#[tokio::test]
+async fn a_group_mass_message_goes_to_the_senders_own_groups_and_each_is_sent_on_confirm() {
+    let w = Wecom::start().await;
+    let t = w.token().await;
+    w.fake.add_group_chat("wrOwnA", "zhangsan", "会员一群", 500);
+    w.fake.add_group_chat("wrOwnB", "zhangsan", "会员二群", 500);
+    w.fake.add_group_chat("wrLisi", "lisi", "李四的群", 500);
+    let created = w
+        .post(
+            "externalcontact/add_msg_template",
+            &t,
+            json!({
+                "chat_type": "group", "sender": "zhangsan",
+                "chat_id_list": ["wrOwnA", "wrLisi", "wrOwnB", "wrnope"],
+                "text": {"content": "群发"},
+            }),
+        )
+        .await;
+    assert_eq!(code(&created), 0, "{created}");
+    assert_eq!(
+        created["fail_list"],
+        json!(["wrLisi", "wrnope"]),
+        "groups the sender does not own are not sendable"
+    );
+    let msgid = created["msgid"].as_str().unwrap().to_owned();
+    let tasks = w
+        .post(
+            "externalcontact/get_groupmsg_task",
+            &t,
+            json!({"msgid": msgid}),
+        )
+        .await;
+    assert_eq!(
+        tasks["task_list"],
+        json!([{"userid": "zhangsan", "status": 0}]),
+        "{tasks}"
+    );
+    let results = || async {
+        let v = w
+            .post(
+                "externalcontact/get_groupmsg_send_result",
+                &t,
+                json!({"msgid": msgid, "userid": "zhangsan"}),
+            )
+            .await;
+        assert_eq!(code(&v), 0, "{v}");
+        v["send_list"].as_array().unwrap().clone()
+    };
+    assert!(
+        results().await.is_empty(),
+        "unsent group rows are not returned"
+    );
+    w.fake
+        .driver()
+        .staff_confirms_mass_message(&msgid, "zhangsan")
+        .await
+        .unwrap();
+    let sent = results().await;
+    let rows: Vec<(&str, &str, i64, bool)> = sent
+        .iter()
+        .map(|r| {
+            (
+                r["chat_id"].as_str().unwrap(),
+                r["userid"].as_str().unwrap(),
+                r["status"].as_i64().unwrap(),
+                r["send_time"].is_i64() && r.get("external_userid").is_none(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("wrOwnA", "zhangsan", 1, true),
+            ("wrOwnB", "zhangsan", 1, true)
+        ]
+    );
+    let now = siyu::clock::system_now_ms() / 1000;
+    let list = w
+        .post(
+            "externalcontact/get_groupmsg_list_v2",
+            &t,
+            json!({"chat_type": "group", "start_time": now - 60, "end_time": now + 60}),
+        )
+        .await;
+    assert_eq!(list["group_msg_list"][0]["msgid"], msgid, "{list}");
+
+    // Without a sender, or to groups none of which the sender owns.
+    let no_sender = w
+        .post(
+            "externalcontact/add_msg_template",
+            &t,
+            json!({"chat_type": "group", "chat_id_list": ["wrOwnA"], "text": {"content": "x"}}),
+        )
+        .await;
+    assert_eq!(code(&no_sender), 40058);
+    let not_owned = w
+        .post(
+            "externalcontact/add_msg_template",
+            &t,
+            json!({"chat_type": "group", "sender": "lisi", "chat_id_list": ["wrOwnA"], "text": {"content": "x"}}),
+        )
+        .await;
+    assert_eq!(code(&not_owned), 41048);
+}
+
+/// Polls a moment job until it is done (status 3) and answers its result.
+async fn moment_done(w: &Wecom, t: &str, jobid: &str) -> Value {
+    let query = format!("access_token={t}&jobid={jobid}");
+    for _ in 0..10 {
+        let v = w
+            .get("externalcontact/get_moment_task_result", &query)
+            .await;
+        assert_eq!(code(&v), 0, "{v}");
+        if v["status"] == 3 {
+            return v["result"].clone();
+        }
+    }
+    panic!("moment job {jobid} not done after 10 polls");
+}
+
+async fn add_moment(w: &Wecom, t: &str, body: Value) -> String {
+    let v = w.post("externalcontact/add_moment_task", t, body).await;
+    assert_eq!(code(&v), 0, "{v}");
+    v["jobid"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn moment_tasks_report_unknown_tags_and_senders_and_tags_pick_the_senders() {
+    let w = Wecom::start().await;
+    let t = w.token().await;
+    w.fake.add_staff("wangwu", "王五");
+    let added = w
+        .post(
+            "externalcontact/add_corp_tag",
+            &t,
+            json!({"group_name": "兴趣", "tag": [{"name": "咖啡"}, {"name": "茶"}]}),
+        )
+        .await;
+    assert_eq!(code(&added), 0, "{added}");
+    let coffee = added["tag_group"]["tag"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tea = added["tag_group"]["tag"][1]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let customer = w.fake.seed_customer("lisi", NewCustomer::wechat("咖啡客"));
+    let marked = w
+        .post(
+            "externalcontact/mark_tag",
+            &t,
+            json!({"userid": "lisi", "external_userid": customer, "add_tag": [coffee]}),
+        )
+        .await;
+    assert_eq!(code(&marked), 0, "{marked}");
+    // A deleted tag is no longer in the library either.
+    let deleted = w
+        .post("externalcontact/del_corp_tag", &t, json!({"tag_id": [tea]}))
+        .await;
+    assert_eq!(code(&deleted), 0, "{deleted}");
+
+    let jobid = add_moment(
+        &w,
+        &t,
+        json!({
+            "text": {"content": "咖啡节"},
+            "visible_range": {
+                "sender_list": {"user_list": ["zhangsan", "ghost", "lisi"]},
+                "external_contact_list": {"tag_list": [coffee, "etnope", tea]},
+            },
+        }),
+    )
+    .await;
+    let result = moment_done(&w, &t, &jobid).await;
+    assert_eq!(result["errcode"], 0);
+    assert_eq!(result["invalid_sender_list"]["user_list"], json!(["ghost"]));
+    assert_eq!(
+        result["invalid_external_contact_list"]["tag_list"],
+        json!(["etnope", tea]),
+        "{result}"
+    );
+    let moment_id = result["moment_id"].as_str().unwrap().to_owned();
+    let tasks = w
+        .post(
+            "externalcontact/get_moment_task",
+            &t,
+            json!({"moment_id": moment_id}),
+        )
+        .await;
+    assert_eq!(
+        tasks["task_list"],
+        json!([
+            {"userid": "zhangsan", "publish_status": 0},
+            {"userid": "lisi", "publish_status": 0}
+        ]),
+        "the valid senders of sender_list"
+    );
+
+    // Tags only: the task goes to the followers of customers with the tag.
+    let jobid = add_moment(
+        &w,
+        &t,
+        json!({
+            "text": {"content": "只给咖啡客"},
+            "visible_range": {"external_contact_list": {"tag_list": [coffee]}},
+        }),
+    )
+    .await;
+    let result = moment_done(&w, &t, &jobid).await;
+    assert_eq!(
+        result["invalid_external_contact_list"]["tag_list"],
+        json!([])
+    );
+    let tasks = w
+        .post(
+            "externalcontact/get_moment_task",
+            &t,
+            json!({"moment_id": result["moment_id"]}),
+        )
+        .await;
+    assert_eq!(
+        tasks["task_list"],
+        json!([{"userid": "lisi", "publish_status": 0}])
+    );
+}
+
+#[tokio::test]
+async fn the_moment_list_shows_done_moments_with_their_content_in_an_exclusive_range() {
+    let w = Wecom::start().await;
+    let t = w.token().await;
+    let upload = |media_type: &'static str, name: &'static str| {
+        let (w, t) = (&w, &t);
+        async move {
+            let v = w
+                .upload(
+                    &format!("media/upload_attachment?media_type={media_type}&attachment_type=1"),
+                    t,
+                    name,
+                    b"some media bytes",
+                )
+                .await;
+            assert_eq!(code(&v), 0, "{v}");
+            v["media_id"].as_str().unwrap().to_owned()
+        }
+    };
+    let image = upload("image", "a.jpg").await;
+    let video = upload("video", "v.mp4").await;
+    let cover = upload("image", "cover.jpg").await;
+    let added = w
+        .post(
+            "externalcontact/add_corp_tag",
+            &t,
+            json!({"group_name": "等级", "tag": [{"name": "金卡"}]}),
+        )
+        .await;
+    let gold = added["tag_group"]["tag"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let with_image = add_moment(
+        &w,
+        &t,
+        json!({
+            "text": {"content": "新品"},
+            "attachments": [{"msgtype": "image", "image": {"media_id": image}}],
+            "visible_range": {"external_contact_list": {"tag_list": [gold]}},
+        }),
+    )
+    .await;
+    let with_video = add_moment(
+        &w,
+        &t,
+        json!({"attachments": [{"msgtype": "video", "video": {"media_id": video}}]}),
+    )
+    .await;
+    let with_link = add_moment(
+        &w,
+        &t,
+        json!({
+            "text": {"content": "看看"},
+            "attachments": [{"msgtype": "link", "link": {"title": "活动", "url": "https://example.com/a", "media_id": cover}}],
+        }),
+    )
+    .await;
+    let now = siyu::clock::system_now_ms() / 1000;
+    let list = |body: Value| {
+        let (w, t) = (&w, &t);
+        async move {
+            let v = w.post("externalcontact/get_moment_list", t, body).await;
+            assert_eq!(code(&v), 0, "{v}");
+            v
+        }
+    };
+    let around = json!({"start_time": now - 60, "end_time": now + 60});
+    assert_eq!(
+        list(around.clone()).await["moment_list"],
+        json!([]),
+        "no job is done yet"
+    );
+    // One poll sees the job started: the moment does not exist yet.
+    let first = w
+        .get(
+            "externalcontact/get_moment_task_result",
+            &format!("access_token={t}&jobid={with_image}"),
+        )
+        .await;
+    assert_eq!(first["status"], 1);
+    assert_eq!(list(around.clone()).await["moment_list"], json!([]));
+    let image_moment = moment_done(&w, &t, &with_image).await["moment_id"].clone();
+    let video_moment = moment_done(&w, &t, &with_video).await["moment_id"].clone();
+    let link_moment = moment_done(&w, &t, &with_link).await["moment_id"].clone();
+    // A cancelled moment is still listed: published posts stay.
+    let cancelled = w
+        .post(
+            "externalcontact/cancel_moment_task",
+            &t,
+            json!({"moment_id": video_moment}),
+        )
+        .await;
+    assert_eq!(code(&cancelled), 0);
+
+    let all = list(around.clone()).await;
+    let moments = all["moment_list"].as_array().unwrap();
+    assert_eq!(moments.len(), 3, "{all}");
+    assert_eq!(all["next_cursor"], "");
+    let created = moments[0]["create_time"].as_i64().unwrap();
+    assert_eq!(
+        moments[0],
+        json!({
+            "moment_id": image_moment, "create_time": created, "create_type": 0,
+            "visible_type": 0, "text": {"content": "新品"}, "image": [{"media_id": image}],
+        })
+    );
+    assert_eq!(moments[1]["moment_id"], video_moment);
+    assert_eq!(moments[1]["visible_type"], 1);
+    assert_eq!(moments[1]["video"]["media_id"], video);
+    assert!(moments[1].get("text").is_none());
+    assert_eq!(moments[2]["moment_id"], link_moment);
+    assert_eq!(
+        moments[2]["link"],
+        json!({"title": "活动", "url": "https://example.com/a"})
+    );
+    assert!(
+        moments.iter().all(|m| m.get("creator").is_none()),
+        "API-created moments have no creator"
+    );
+
+    // Exclusive range: a moment created at start_time or end_time is outside it.
+    let at_start = list(json!({"start_time": created, "end_time": created + 60})).await;
+    assert!(
+        !at_start["moment_list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["moment_id"] == image_moment),
+        "{at_start}"
+    );
+    let at_end = list(json!({"start_time": created - 60, "end_time": created})).await;
+    assert_eq!(at_end["moment_list"], json!([]));
+    // Personal moments or one member's only: the fake has none.
+    let personal =
+        list(json!({"start_time": now - 60, "end_time": now + 60, "filter_type": 1})).await;
+    assert_eq!(personal["moment_list"], json!([]));
+    let by_creator =
+        list(json!({"start_time": now - 60, "end_time": now + 60, "creator": "zhangsan"})).await;
+    assert_eq!(by_creator["moment_list"], json!([]));
+    let corp = list(json!({"start_time": now - 60, "end_time": now + 60, "filter_type": 0})).await;
+    assert_eq!(corp["moment_list"].as_array().unwrap().len(), 3);
+
+    // Pages.
+    let first_page = list(json!({"start_time": now - 60, "end_time": now + 60, "limit": 2})).await;
+    assert_eq!(first_page["moment_list"].as_array().unwrap().len(), 2);
+    let cursor = first_page["next_cursor"].as_str().unwrap().to_owned();
+    assert!(!cursor.is_empty());
+    let second_page =
+        list(json!({"start_time": now - 60, "end_time": now + 60, "limit": 2, "cursor": cursor}))
+            .await;
+    assert_eq!(second_page["moment_list"][0]["moment_id"], link_moment);
+    assert_eq!(second_page["next_cursor"], "");
+
+    // start_time and end_time are required, at most 30 days apart.
+    for body in [
+        json!({"start_time": now - 60}),
+        json!({"end_time": now}),
+        json!({"start_time": now - 30 * 86_400 - 1, "end_time": now}),
+        json!({"start_time": now, "end_time": now - 1}),
+    ] {
+        let v = w
+            .post("externalcontact/get_moment_list", &t, body.clone())
+            .await;
+        assert_eq!(code(&v), 40058, "{body}: {v}");
+    }
+    let thirty_days = list(json!({"start_time": now + 1 - 30 * 86_400, "end_time": now + 1})).await;
+    assert_eq!(thirty_days["moment_list"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn the_moment_list_pages_20_at_most() {
+    let w = Wecom::start().await;
+    let t = w.token().await;
+    let start = siyu::clock::system_now_ms() / 1000 - 1;
+    let mut t = t;
+    for i in 0..21 {
+        if i > 0 && i % 10 == 0 {
+            // 10 moment tasks a minute.
+            w.fake.advance_clock(Duration::from_secs(61));
+            t = w.token().await;
+        }
+        let jobid = add_moment(&w, &t, json!({"text": {"content": format!("第{i}条")}})).await;
+        moment_done(&w, &t, &jobid).await;
+    }
+    let end = start + 600;
+    let page = w
+        .post(
+            "externalcontact/get_moment_list",
+            &t,
+            json!({"start_time": start, "end_time": end, "limit": 100}),
+        )
+        .await;
+    assert_eq!(code(&page), 0, "{page}");
+    assert_eq!(
+        page["moment_list"].as_array().unwrap().len(),
+        20,
+        "over 20 is 20"
+    );
+    let rest = w
+        .post(
+            "externalcontact/get_moment_list",
+            &t,
+            json!({"start_time": start, "end_time": end, "cursor": page["next_cursor"]}),
+        )
+        .await;
+    assert_eq!(rest["moment_list"].as_array().unwrap().len(), 1, "{rest}");
+    assert_eq!(rest["moment_list"][0]["text"]["content"], "第20条");
+}
+
+fn client_for(w: &Wecom) -> siyu::wecom::client::WecomClient {
+    let settings = siyu::config::WecomSettings {
+        corp_id: CORP_ID.into(),
+        agent_id: 1_000_002,
+        secret: siyu::config::Secret::new("app-secret"),
+        contact_secret: siyu::config::Secret::new("contact-secret"),
+        api_base: w.base.clone(),
+        ..siyu::config::WecomSettings::default()
+    };
+    siyu::wecom::client::WecomClient::new(&settings, None, siyu::clock::Clock::default()).unwrap()
+}
+
+#[tokio::test]
+async fn the_client_reads_moment_outcomes_lists_and_tasks() {
+    use siyu::wecom::client::WecomError;
+    use siyu::wecom::client::types::{
+        MomentCustomers, MomentLink, MomentRequest, MomentSenders, MomentTask, MomentTaskResult,
+        MomentVisibleRange, Text,
+    };
+
+    let w = Wecom::start().await;
+    let t = w.token().await;
+    let client = client_for(&w);
+    let added = w
+        .post(
+            "externalcontact/add_corp_tag",
+            &t,
+            json!({"group_name": "等级", "tag": [{"name": "银卡"}]}),
+        )
+        .await;
+    let silver = added["tag_group"]["tag"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cover = w
+        .upload(
+            "media/upload_attachment?media_type=image&attachment_type=1",
+            &t,
+            "cover.jpg",
+            b"cover image bytes",
+        )
+        .await;
+    let request = MomentRequest {
+        visible_range: Some(MomentVisibleRange {
+            sender_list: Some(MomentSenders {
+                user_list: vec!["zhangsan".into(), "ghost".into()],
+            }),
+            external_contact_list: Some(MomentCustomers {
+                tag_list: vec![silver.as_str().into(), "etnope".into()],
+            }),
+        }),
+        text: Some(Text {
+            content: "会员日".into(),
+        }),
+        attachments: vec![json!({
+            "msgtype": "link",
+            "link": {"title": "会员日", "url": "https://example.com/d", "media_id": cover["media_id"]},
+        })],
+    };
+    let jobid = client.add_moment(&request).await.unwrap();
+    let mut outcome = None;
+    for _ in 0..10 {
+        let r = client.moment_result(&jobid).await.unwrap();
+        if r.status == 3 {
+            outcome = Some(r.result);
+            break;
+        }
+    }
+    let outcome = outcome.expect("the job is done within 10 polls");
+    assert_eq!(outcome.errcode, 0);
+    let invalid_users: Vec<&str> = outcome
+        .invalid_sender_list
+        .user_list
+        .iter()
+        .map(|u| u.as_str())
+        .collect();
+    assert_eq!(invalid_users, vec!["ghost"]);
+    let invalid_tags: Vec<&str> = outcome
+        .invalid_external_contact_list
+        .tag_list
+        .iter()
+        .map(|t| t.as_str())
+        .collect();
+    assert_eq!(invalid_tags, vec!["etnope"]);
+
+    let now = siyu::clock::system_now_ms() / 1000;
+    let list = client.list_moments(now - 60, now + 60, "").await.unwrap();
+    assert_eq!(list.next_cursor, "");
+    let [moment] = list.moment_list.as_slice() else {
+        panic!("one moment: {list:?}");
+    };
+    assert_eq!(moment.moment_id, outcome.moment_id);
+    assert_eq!(moment.creator.as_str(), "", "API-created");
+    assert_eq!(moment.create_type, 0);
+    assert_eq!(moment.visible_type, 0, "a tag filter");
+    assert_eq!(
+        moment.text.as_ref().map(|t| t.content.as_str()),
+        Some("会员日")
+    );
+    assert_eq!(
+        moment.link,
+        Some(MomentLink {
+            title: "会员日".into(),
+            url: "https://example.com/d".into()
+        })
+    );
+    assert!(moment.image.is_empty() && moment.video.is_none());
+    let too_long = client.list_moments(now - 31 * 86_400, now, "").await;
+    assert!(
+        matches!(too_long, Err(WecomError::Invalid(_))),
+        "{too_long:?}"
+    );
+
+    w.fake
+        .driver()
+        .staff_publishes_moment(&outcome.moment_id, "zhangsan")
+        .await
+        .unwrap();
+    let tasks = client.moment_tasks(&outcome.moment_id, "").await.unwrap();
+    assert_eq!(
+        tasks.task_list,
+        vec![MomentTask {
+            userid: "zhangsan".into(),
+            publish_status: 1
+        }]
+    );
+    assert_eq!(tasks.next_cursor, "");
+    assert!(client.moment_tasks("momnope", "").await.is_err());
+
+    // An answer without the invalid lists still decodes.
+    let older: MomentTaskResult = serde_json::from_value(json!({
+        "errcode": 0, "errmsg": "ok", "status": 3, "type": "add_moment_task",
+        "result": {"errcode": 0, "errmsg": "ok", "moment_id": "momold"},
+    }))
+    .unwrap();
+    assert_eq!(older.result.moment_id, "momold");
+    assert!(older.result.invalid_sender_list.user_list.is_empty());
+    assert!(
+        older
+            .result
+            .invalid_external_contact_list
+            .tag_list
+            .is_empty()
+    );
+}

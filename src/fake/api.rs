@@ -243,6 +243,7 @@ fn handle(
         }
         "externalcontact/cancel_moment_task" => |st, _, r| campaigns::cancel_moment_task(st, r),
         "externalcontact/get_moment_task" => |st, _, r| campaigns::get_moment_task(st, r),
+        "externalcontact/get_moment_list" => |st, _, r| campaigns::get_moment_list(st, r),
         "media/upload" => |st, _, r| media_upload(st, r),
         "media/upload_attachment" => |st, _, r| media_upload_attachment(st, r),
         "message/send" => message_send,

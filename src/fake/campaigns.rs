@@ -618,7 +618,7 @@ pub(crate) fn get_moment_task_result(st: &mut State, req: &Req) -> ApiResult {
         .ok_or_else(|| err(40088, format!("jobid {jobid:?} does not exist")))?;
     moment.polls += 1;
     // Creation is asynchronous: the first poll sees the job started, later ones see it done.
-    if moment.polls == 1 {
+    if !moment.job_done() {
         return Ok(json!({ "status": 1, "type": "add_moment_task" }));
     }
     Ok(json!({
@@ -630,6 +630,79 @@ pub(crate) fn get_moment_task_result(st: &mut State, req: &Req) -> ApiResult {
             "invalid_external_contact_list": { "tag_list": moment.invalid_tags },
         }
     }))
+}
+
+#[derive(Deserialize)]
+struct MomentList {
+    start_time: Option<i64>,
+    end_time: Option<i64>,
+    creator: Option<String>,
+    filter_type: Option<i64>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+/// At most 30 days between start_time and end_time (api.md §9.3).
+const MOMENT_LIST_SPAN_SECS: i64 = 30 * 86_400;
+
+/// `get_moment_list`: the moments whose creation job is done, created strictly between
+/// start_time and end_time (an exclusive range, api.md §9.3). Cancelled moments are still
+/// listed (published posts stay); the fake has no deleted moments.
+pub(crate) fn get_moment_list(st: &State, req: &Req) -> ApiResult {
+    let r: MomentList = parse_json(req.body)?;
+    let (Some(start), Some(end)) = (r.start_time, r.end_time) else {
+        return Err(invalid("start_time and end_time are required"));
+    };
+    if end < start || end - start > MOMENT_LIST_SPAN_SECS {
+        return Err(invalid("the time range spans at most 30 days"));
+    }
+    let limit = r.limit.filter(|l| (1..=20).contains(l)).unwrap_or(20);
+    // Every moment of the fake is API-created: create_type 0, no creator.
+    let filter_type = r.filter_type.unwrap_or(2);
+    let wanted = filter_type != 1 && r.creator.as_deref().is_none_or(str::is_empty);
+    let list: Vec<Value> = st
+        .moments
+        .iter()
+        .filter(|m| wanted && m.job_done())
+        .filter(|m| start < m.create_time && m.create_time < end)
+        .map(listed_moment)
+        .collect();
+    let (slice, next) = page(&list, r.cursor.as_deref(), limit)?;
+    Ok(json!({ "moment_list": slice, "next_cursor": next }))
+}
+
+/// One `moment_list` row: the content as WeCom gives it back (images and video by media_id,
+/// the link by title and url).
+fn listed_moment(m: &MomentView) -> Value {
+    let mut v = json!({
+        "moment_id": m.moment_id, "create_time": m.create_time, "create_type": 0,
+        "visible_type": m.visible_type,
+    });
+    if let Some(text) = &m.text {
+        v["text"] = json!({ "content": text });
+    }
+    let body = |a: &Value, kind: &str| a.get(kind).cloned().unwrap_or_default();
+    let field = |b: &Value, key: &str| b.get(key).cloned().unwrap_or_else(|| json!(""));
+    let mut images = Vec::new();
+    for a in &m.attachments {
+        match a.get("msgtype").and_then(Value::as_str) {
+            Some("image") => {
+                images.push(json!({ "media_id": field(&body(a, "image"), "media_id") }))
+            }
+            Some("video") => {
+                v["video"] = json!({ "media_id": field(&body(a, "video"), "media_id") })
+            }
+            Some("link") => {
+                let link = body(a, "link");
+                v["link"] = json!({ "title": field(&link, "title"), "url": field(&link, "url") });
+            }
+            _ => {}
+        }
+    }
+    if !images.is_empty() {
+        v["image"] = json!(images);
+    }
+    v
 }
 
 #[derive(Deserialize)]

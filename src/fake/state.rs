@@ -375,6 +375,14 @@ pub struct MomentView {
     pub created_ms: i64,
 }
 
+impl MomentView {
+    /// The creation job has reported status 3 with the moment_id (on its second poll): from
+    /// then on the moment exists for `get_moment_list`.
+    pub fn job_done(&self) -> bool {
+        self.polls >= 2
+    }
+}
+
 /// The whole corp.
 #[derive(Debug)]
 pub(crate) struct State {

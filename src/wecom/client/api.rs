@@ -65,6 +65,8 @@ pub const CANCEL_MASS_MESSAGE: Endpoint = write("externalcontact/cancel_groupmsg
 pub const ADD_MOMENT: Endpoint = send("externalcontact/add_moment_task");
 pub const MOMENT_RESULT: Endpoint = read("externalcontact/get_moment_task_result", false);
 pub const CANCEL_MOMENT: Endpoint = write("externalcontact/cancel_moment_task");
+pub const LIST_MOMENTS: Endpoint = read("externalcontact/get_moment_list", true);
+pub const MOMENT_TASKS: Endpoint = read("externalcontact/get_moment_task", true);
 /// Uploads are repeatable: a second upload only makes a second media id.
 pub const UPLOAD_MEDIA: Endpoint = Endpoint {
     path: "media/upload",
@@ -443,6 +445,31 @@ impl WecomClient {
         self.post::<_, Empty>(CANCEL_MOMENT, &json!({ "moment_id": moment_id }))
             .await
             .map(drop)
+    }
+
+    /// `externalcontact/get_moment_list`: the corp's moments created between `start` and `end`
+    /// (Unix seconds, an exclusive range of at most 30 days), 20 a page.
+    pub async fn list_moments(&self, start: i64, end: i64, cursor: &str) -> Result<MomentList> {
+        if end < start || end - start > 30 * 86_400 {
+            return Err(WecomError::Invalid(format!(
+                "get_moment_list spans at most 30 days; {start}..{end} asked"
+            )));
+        }
+        self.post(
+            LIST_MOMENTS,
+            &json!({"start_time": start, "end_time": end, "filter_type": 2, "limit": 20, "cursor": cursor}),
+        )
+        .await
+    }
+
+    /// `externalcontact/get_moment_task`: the members asked to publish a moment and whether
+    /// they did, 1000 a page.
+    pub async fn moment_tasks(&self, moment_id: &str, cursor: &str) -> Result<MomentTasks> {
+        self.post(
+            MOMENT_TASKS,
+            &json!({"moment_id": moment_id, "limit": 1000, "cursor": cursor}),
+        )
+        .await
     }
 
     // ---- media ----

@@ -546,6 +546,23 @@ pub struct MomentTaskOutcome {
     pub errcode: i64,
     pub errmsg: String,
     pub moment_id: String,
+    /// Senders WeCom ignored (unknown or out of the app's scope).
+    pub invalid_sender_list: MomentInvalidSenders,
+    /// Tags not in the corp tag library, ignored.
+    pub invalid_external_contact_list: MomentInvalidCustomers,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct MomentInvalidSenders {
+    pub user_list: Vec<UserId>,
+    pub department_list: Vec<i64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct MomentInvalidCustomers {
+    pub tag_list: Vec<TagId>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -556,6 +573,68 @@ pub struct MomentTaskResult {
     #[serde(rename = "type")]
     pub kind: String,
     pub result: MomentTaskOutcome,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct MomentMedia {
+    pub media_id: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct MomentVideo {
+    pub media_id: String,
+    pub thumb_media_id: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct MomentLink {
+    pub title: String,
+    pub url: String,
+}
+
+/// One `get_moment_list` row.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Moment {
+    pub moment_id: String,
+    /// Empty for moments created through the API.
+    pub creator: UserId,
+    #[serde(deserialize_with = "lenient_i64")]
+    pub create_time: i64,
+    /// 0 corp, 1 personal.
+    pub create_type: i64,
+    /// 0 partially visible (a tag filter), 1 public.
+    pub visible_type: i64,
+    pub text: Option<Text>,
+    pub image: Vec<MomentMedia>,
+    pub video: Option<MomentVideo>,
+    pub link: Option<MomentLink>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct MomentList {
+    pub moment_list: Vec<Moment>,
+    pub next_cursor: String,
+}
+
+/// One `get_moment_task` row: a member asked to publish the moment.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct MomentTask {
+    pub userid: UserId,
+    /// 0 not published, 1 published.
+    pub publish_status: i64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct MomentTasks {
+    pub task_list: Vec<MomentTask>,
+    pub next_cursor: String,
 }
 
 // ---- media and app messages (api.md §10) ----
