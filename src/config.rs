@@ -93,6 +93,7 @@ pub struct Settings {
     pub staff: StaffSettings,
     pub templates: TemplateSettings,
     pub groups: GroupSettings,
+    pub media: MediaSettings,
     /// Tiers, lowest rank first; the first is the entry tier of every new customer.
     pub tiers: Vec<TierSettings>,
     /// Channels declared in the file (created or updated at start, like the API does).
@@ -325,6 +326,7 @@ impl Default for Settings {
             staff: StaffSettings::default(),
             templates: TemplateSettings::default(),
             groups: GroupSettings::default(),
+            media: MediaSettings::default(),
             // Partner: 90-day spend ≥ 2,000 or referrals ≥ 3; senior partner: spend ≥ 10,000
             // and referrals ≥ 10; keeping a tier takes half.
             tiers: vec![
@@ -423,8 +425,6 @@ pub struct GroupSettings {
     pub remind_after_hours: u64,
     /// A task still unsent after this many days is given up: its invitations are `unsent`.
     pub follow_for_days: u64,
-    /// A WeCom media_id (valid 3 days) is uploaded again once less than this is left.
-    pub media_margin_hours: u64,
     /// WeCom's cap on mass messages one customer receives: `month`, `week` or `day` (the corp
     /// admin's setting in 群发助手 → 设置群发规则; api.md §11).
     pub mass_cap_period: String,
@@ -442,10 +442,23 @@ impl Default for GroupSettings {
             follow_every_secs: 1800,
             remind_after_hours: 24,
             follow_for_days: 7,
-            media_margin_hours: 12,
             mass_cap_period: "month".into(),
             mass_cap_count: 0,
         }
+    }
+}
+
+/// The media library and the WeCom media_ids made from it (and from the join QR codes).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MediaSettings {
+    /// A WeCom media_id (valid 3 days) is uploaded again once less than this is left.
+    pub margin_hours: u64,
+}
+
+impl Default for MediaSettings {
+    fn default() -> Self {
+        Self { margin_hours: 12 }
     }
 }
 
@@ -603,6 +616,12 @@ impl Settings {
             return Err(invalid("inbox.batch_max", "must be at least 1"));
         }
         self.timezone()?;
+        if self.media.margin_hours >= 72 {
+            return Err(invalid(
+                "media.margin_hours",
+                "must be less than 72 (a WeCom media_id lives 3 days)",
+            ));
+        }
         if !matches!(self.staff.visibility.as_str(), "own" | "all") {
             return Err(invalid("staff.visibility", "must be \"own\" or \"all\""));
         }

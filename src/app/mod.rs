@@ -18,6 +18,7 @@ pub mod groups;
 pub mod hooks;
 pub mod import;
 pub mod ingest;
+pub mod media;
 pub mod notes;
 pub mod segments;
 pub mod staff;

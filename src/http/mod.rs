@@ -10,6 +10,7 @@ mod api;
 mod callback;
 pub mod doc;
 mod groups;
+mod media;
 mod ops;
 
 use std::sync::Arc;
@@ -43,7 +44,10 @@ fn routes(state: AppState) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(doc::ApiDoc::openapi())
         .merge(callback::router())
         .merge(ops::router())
-        .nest("/api/v1", api::router(state, groups::router()))
+        .nest(
+            "/api/v1",
+            api::router(state, groups::router().merge(media::router())),
+        )
 }
 
 /// The OpenAPI document of every route [`router`] serves (what `GET /api/v1/openapi.json`

@@ -1,5 +1,6 @@
 //! Tier groups: each tier's customer groups and join way, the customers in them, the invitations
-//! siyu sends and the removals it asks for; WeCom media uploads and mass-message receipts.
+//! siyu sends and the removals it asks for; mass-message receipts (WeCom media uploads are in
+//! [`super::media`]).
 
 use std::collections::HashMap;
 
@@ -1284,55 +1285,6 @@ impl Store {
             .await?
         });
         Ok(rows.into_iter().collect())
-    }
-
-    /// A WeCom media_id uploaded from `source` through `api`, and when.
-    pub async fn wecom_media(&self, source: &str, api: &str) -> Result<Option<(String, i64)>> {
-        let row = with_pool!(self, |pool| {
-            sqlx::query_as(
-                "SELECT media_id, uploaded_at FROM wecom_media WHERE source = $1 AND api = $2",
-            )
-            .bind(source)
-            .bind(api)
-            .fetch_optional(pool)
-            .await?
-        });
-        Ok(row)
-    }
-
-    pub async fn save_wecom_media(
-        &self,
-        source: &str,
-        api: &str,
-        media_id: &str,
-        at: i64,
-    ) -> Result<()> {
-        let _turn = self.write_turn().await;
-        with_pool!(self, |pool| {
-            sqlx::query(
-                "INSERT INTO wecom_media (source, api, media_id, uploaded_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (source, api) DO UPDATE SET media_id = excluded.media_id, uploaded_at = excluded.uploaded_at",
-            )
-            .bind(source)
-            .bind(api)
-            .bind(media_id)
-            .bind(at)
-            .execute(pool)
-            .await?;
-        });
-        Ok(())
-    }
-
-    pub async fn forget_wecom_media(&self, source: &str, api: &str) -> Result<()> {
-        let _turn = self.write_turn().await;
-        with_pool!(self, |pool| {
-            sqlx::query("DELETE FROM wecom_media WHERE source = $1 AND api = $2")
-                .bind(source)
-                .bind(api)
-                .execute(pool)
-                .await?;
-        });
-        Ok(())
     }
 
     /// How many mass messages each of `customers` received since `since`.

@@ -63,6 +63,7 @@ pub mod contacts;
 pub mod groups;
 pub mod inbox;
 pub mod jobs;
+pub mod media;
 mod migrate;
 mod postgres;
 pub mod schedules;

@@ -36,8 +36,6 @@ pub const INVITE_FOLLOW_JOB: &str = "groups.invite_follow";
 
 /// WeCom takes at most this many customers in one add_msg_template.
 const MAX_RECIPIENTS: usize = 10_000;
-/// A WeCom media_id lives 3 days.
-const MEDIA_LIFETIME_MS: i64 = 3 * 24 * 3600 * 1000;
 const HOUR_MS: i64 = 3600 * 1000;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -545,29 +543,26 @@ async fn find_task(
 }
 
 /// The tier's join QR code as a WeCom image media_id: the one uploaded before while it has more
-/// than `groups.media_margin_hours` of its 3 days left, else fetched and uploaded again.
+/// than `media.margin_hours` of its 3 days left, else fetched and uploaded again.
 async fn qr_media_id(s: &Services, tg: &TierGroup) -> Result<String, AppError> {
+    use crate::app::media::{self, MediaKind, WecomUpload};
     let Some(qr) = tg.qr_code.as_deref() else {
         return Err(AppError::Invalid(format!(
             "the join way of tier {:?} has no QR code",
             tg.tier
         )));
     };
-    let now = s.clock.now_ms();
-    let margin = s.settings.groups.media_margin_hours as i64 * HOUR_MS;
-    if let Some((media_id, uploaded_at)) = s.store.wecom_media(qr, "upload").await?
-        && uploaded_at + MEDIA_LIFETIME_MS - margin > now
-    {
-        return Ok(media_id);
-    }
-    let bytes = s.wecom.fetch_url(qr).await?;
     let filename = format!("{}-qr.png", tg.tier);
-    let uploaded = s.wecom.upload_media("image", &filename, bytes).await?;
-    s.store
-        .save_wecom_media(qr, "upload", &uploaded.media_id, now)
-        .await?;
-    tracing::info!(tier = %tg.tier, "join QR code uploaded to WeCom");
-    Ok(uploaded.media_id)
+    let fetch = || async { Ok(s.wecom.fetch_url(qr).await?) };
+    media::wecom_media_id(
+        s,
+        qr,
+        WecomUpload::Upload,
+        MediaKind::Image,
+        &filename,
+        fetch,
+    )
+    .await
 }
 
 /// Customers over the cap: the member is asked to pass the QR code on by hand.
