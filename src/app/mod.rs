@@ -10,6 +10,7 @@
 //! `notes`, `channels` → `tags` → `hooks`, `templates`.
 
 pub mod activity;
+pub mod campaigns;
 pub mod channels;
 pub mod contacts;
 pub mod customers;
@@ -18,6 +19,7 @@ pub mod groups;
 pub mod hooks;
 pub mod import;
 pub mod ingest;
+pub mod mass;
 pub mod media;
 pub mod notes;
 pub mod segments;
@@ -196,6 +198,7 @@ pub fn register_features(services: &Services, r: &mut Registrar) {
     contacts::register(services, r);
     tiers::register(services, r);
     groups::register(services, r);
+    campaigns::register(services, r);
     staff::register(r);
 }
 

@@ -8,6 +8,7 @@
 
 mod api;
 mod callback;
+mod campaigns;
 pub mod doc;
 mod groups;
 mod media;
@@ -46,7 +47,12 @@ fn routes(state: AppState) -> OpenApiRouter<AppState> {
         .merge(ops::router())
         .nest(
             "/api/v1",
-            api::router(state, groups::router().merge(media::router())),
+            api::router(
+                state,
+                groups::router()
+                    .merge(media::router())
+                    .merge(campaigns::router()),
+            ),
         )
 }
 

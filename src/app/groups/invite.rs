@@ -10,11 +10,11 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use chrono::{Datelike, TimeZone};
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
 use super::Ranks;
+use crate::app::mass;
 use crate::app::notes::enqueue_member_notice;
 use crate::app::templates::truncate_bytes;
 use crate::app::{AppError, Registrar, Services};
@@ -129,9 +129,9 @@ async fn gather(s: &Services, member: &UserId) -> Result<(), AppError> {
         .collect();
     let ids: Vec<ExternalUserId> = queued.iter().map(|i| i.external_userid.clone()).collect();
     let tiers = s.store.tiers_of(&ids).await?;
-    let since = cap_period_start(s, now);
+    let since = mass::cap_period_start(s, now);
     let received = s.store.receipts_since(&ids, since).await?;
-    let cap = i64::from(cap_count(s, now));
+    let cap = i64::from(mass::cap_count(s, now));
     let mut cancelled = Vec::new();
     let mut joined = Vec::new();
     let mut by_tier: BTreeMap<String, (Vec<i64>, Vec<i64>)> = BTreeMap::new();
@@ -196,53 +196,6 @@ async fn in_tier_group(
         }
     }
     Ok(false)
-}
-
-/// Since when WeCom's per-customer mass-message cap counts (`groups.mass_cap_period`).
-fn cap_period_start(s: &Services, now: i64) -> i64 {
-    let tz = s.settings.timezone().unwrap_or(chrono_tz::Asia::Shanghai);
-    let Some(local) = tz.timestamp_millis_opt(now).single() else {
-        return now;
-    };
-    let date = local.date_naive();
-    let start = match s.settings.groups.mass_cap_period.as_str() {
-        "day" => date,
-        "week" => date - chrono::Days::new(u64::from(date.weekday().num_days_from_monday())),
-        _ => date.with_day(1).unwrap_or(date),
-    };
-    start
-        .and_hms_opt(0, 0, 0)
-        .and_then(|t| tz.from_local_datetime(&t).earliest())
-        .map_or(now, |t| t.timestamp_millis())
-}
-
-/// The cap's period as the member reads it.
-fn cap_period_word(s: &Services) -> &'static str {
-    match s.settings.groups.mass_cap_period.as_str() {
-        "day" => "今天",
-        "week" => "本周",
-        _ => "本月",
-    }
-}
-
-/// How many mass messages a customer may receive in the period (0 in the settings: the days of
-/// the month, WeCom's default).
-fn cap_count(s: &Services, now: i64) -> u32 {
-    let configured = s.settings.groups.mass_cap_count;
-    if configured > 0 {
-        return configured;
-    }
-    let tz = s.settings.timezone().unwrap_or(chrono_tz::Asia::Shanghai);
-    let Some(local) = tz.timestamp_millis_opt(now).single() else {
-        return 28;
-    };
-    let (y, m) = (local.year(), local.month());
-    let next = if m == 12 {
-        chrono::NaiveDate::from_ymd_opt(y + 1, 1, 1)
-    } else {
-        chrono::NaiveDate::from_ymd_opt(y, m + 1, 1)
-    };
-    next.and_then(|n| n.pred_opt()).map_or(28, |d| d.day())
 }
 
 async fn send(s: &Services, ctx: &JobContext, send_id: i64) -> Result<(), JobError> {
@@ -367,7 +320,7 @@ async fn send_template(
                 let body = body.clone();
                 let found = found_by_look.clone();
                 async move {
-                    match find_task(s, send, &body).await? {
+                    match mass::find_task(s, send.created_at, &send.userid, &body).await? {
                         Some(msgid) => {
                             *found.lock().unwrap_or_else(|e| e.into_inner()) = Some(msgid);
                             Ok(Look::Sent)
@@ -388,7 +341,7 @@ async fn send_template(
             let known = found.lock().unwrap_or_else(|e| e.into_inner()).take();
             let msgid = match known {
                 Some(id) => Some(id),
-                None => find_task(s, send, &body).await?,
+                None => mass::find_task(s, send.created_at, &send.userid, &body).await?,
             };
             (msgid, Vec::new())
         }
@@ -510,38 +463,6 @@ async fn enqueue_follow(s: &Services, tx: &mut Tx, send_id: i64, now: i64) -> Re
     .await
 }
 
-/// After an unknown outcome: the task WeCom made from this send, if any — a message created
-/// since the send was decided, with the same text, whose sender is this member.
-async fn find_task(
-    s: &Services,
-    send: &InviteSend,
-    body: &MassMessageRequest,
-) -> Result<Option<String>, AppError> {
-    let start = send.created_at / 1000 - 60;
-    let end = s.clock.now_ms() / 1000 + 60;
-    let text = body.text.as_ref().map(|t| t.content.as_str());
-    let mut cursor = String::new();
-    loop {
-        let page = s
-            .wecom
-            .list_mass_messages("single", start, end, &cursor)
-            .await?;
-        for m in &page.group_msg_list {
-            if m.text.as_ref().map(|t| t.content.as_str()) != text {
-                continue;
-            }
-            let tasks = s.wecom.mass_message_tasks(&m.msgid, "").await?;
-            if tasks.task_list.iter().any(|t| t.userid == send.userid) {
-                return Ok(Some(m.msgid.clone()));
-            }
-        }
-        if page.next_cursor.is_empty() {
-            return Ok(None);
-        }
-        cursor = page.next_cursor;
-    }
-}
-
 /// The tier's join QR code as a WeCom image media_id: the one uploaded before while it has more
 /// than `media.margin_hours` of its 3 days left, else fetched and uploaded again.
 async fn qr_media_id(s: &Services, tg: &TierGroup) -> Result<String, AppError> {
@@ -590,7 +511,7 @@ async fn send_by_hand(
                 "group_invite_by_hand.j2",
                 context! {
                     staff => send.userid, tier => ranks.name(&tg.tier), customers => customers,
-                    qr_code => tg.qr_code, period => cap_period_word(s),
+                    qr_code => tg.qr_code, period => mass::cap_period_word(s),
                 },
             )
             .map_err(AppError::from)?;
@@ -633,7 +554,7 @@ async fn follow(s: &Services, send_id: i64) -> Result<(), AppError> {
     let give_up = tasked_at + s.settings.groups.follow_for_days as i64 * 24 * HOUR_MS;
     let msgid = send.msgid.clone();
     let sent = match &msgid {
-        Some(msgid) => sender_sent(s, msgid, &send.userid).await?,
+        Some(msgid) => mass::sender_sent(s, msgid, &send.userid).await?,
         None => false,
     };
     if sent && let Some(msgid) = &msgid {
@@ -683,37 +604,10 @@ async fn follow(s: &Services, send_id: i64) -> Result<(), AppError> {
     Ok(())
 }
 
-/// Whether the member sent the task.
-async fn sender_sent(s: &Services, msgid: &str, member: &UserId) -> Result<bool, AppError> {
-    let mut cursor = String::new();
-    loop {
-        let page = s.wecom.mass_message_tasks(msgid, &cursor).await?;
-        if let Some(t) = page.task_list.iter().find(|t| t.userid == *member) {
-            return Ok(t.status == 2);
-        }
-        if page.next_cursor.is_empty() {
-            return Ok(false);
-        }
-        cursor = page.next_cursor;
-    }
-}
-
 /// The member sent the task: each customer delivered (a receipt against the cap), not a friend,
 /// or over the cap (then the member is given the QR code by hand).
 async fn record_results(s: &Services, send: &InviteSend, msgid: &str) -> Result<(), AppError> {
-    let mut results = Vec::new();
-    let mut cursor = String::new();
-    loop {
-        let page = s
-            .wecom
-            .mass_message_results(msgid, &send.userid, &cursor)
-            .await?;
-        results.extend(page.send_list);
-        if page.next_cursor.is_empty() {
-            break;
-        }
-        cursor = page.next_cursor;
-    }
+    let results = mass::results(s, msgid, &send.userid).await?;
     let now = s.clock.now_ms();
     let invitations = s.store.invitations_of_send(send.id).await?;
     let mut by_status: BTreeMap<&'static str, Vec<i64>> = BTreeMap::new();
