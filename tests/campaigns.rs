@@ -583,7 +583,31 @@ async fn a_restart_during_a_run_sends_nothing_twice() {
     })
     .await;
     assert!(done);
+    // A second replica (or a scheduler that fires again) starts the same run: nothing more.
+    let run = app
+        .store()
+        .runs_of(c["id"].as_i64().unwrap())
+        .await
+        .unwrap()
+        .remove(0);
+    let mut tx = app.store().begin().await.unwrap();
+    app.services()
+        .enqueue(
+            &mut tx,
+            "campaigns.run",
+            &json!({"campaign_id": run.campaign_id, "due_at": run.due_at}),
+            "the same run again",
+            None,
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
     assert!(wait_idle(&app, WAIT).await);
+    let again = app.store().jobs_of_kind("campaigns.run").await.unwrap();
+    assert!(
+        again.iter().filter(|j| j.state == "done").count() >= 2,
+        "the second start ran: {again:?}"
+    );
     let tasks = w
         .fake
         .mass_messages()
