@@ -30,6 +30,26 @@ async fn pin(w: &World, id: &str, tier: &str) {
     assert_eq!(status, 200, "{body}");
 }
 
+/// A PNG in the media library; answers its id.
+async fn upload_png(w: &World) -> i64 {
+    let mut bytes = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+    bytes.resize(256, 7);
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(bytes).file_name("poster.png"),
+    );
+    let r = w
+        .http
+        .post(w.api("/media"))
+        .bearer_auth(siyu::testkit::API_TOKEN)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    r.json::<Value>().await.unwrap()["id"].as_i64().unwrap()
+}
+
 async fn create(w: &World, body: Value) -> Value {
     let (status, answer) = w.post("/campaigns", body).await;
     assert_eq!(status, 201, "{answer}");
@@ -146,11 +166,12 @@ async fn a_moment_for_partners_carries_the_partner_tag_and_is_followed_to_its_mo
         .find(|t| t.name == "合作伙伴")
         .expect("siyu made the tier tag")
         .id;
+    let image = upload_png(&w).await;
     let campaign = create(
         &w,
         json!({"kind": "moment", "name": "合伙人朋友圈",
                "audience": {"tiers": ["partner"]},
-               "content": {"text": "合伙人专享：新品试用"},
+               "content": {"text": "合伙人专享：新品试用", "images": [image]},
                "schedule": {"at": at_in(&w, 1500)}}),
     )
     .await;
@@ -163,6 +184,11 @@ async fn a_moment_for_partners_carries_the_partner_tag_and_is_followed_to_its_mo
     assert!(
         tags.contains(&partner_tag),
         "the partner tag in tag_list: {body:#}"
+    );
+    assert_eq!(
+        w.fake.calls_to("/cgi-bin/media/upload_attachment").len(),
+        1,
+        "the image went to WeCom as a Moments attachment"
     );
     let c = campaign_becomes(&w, &id, |c| {
         c["runs"][0]["sends"][0]["moment_id"].is_string()
@@ -616,4 +642,41 @@ async fn a_restart_during_a_run_sends_nothing_twice() {
         .count();
     assert_eq!(tasks, 2, "one task per member, none twice");
     app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_ten_moments_tasks_a_minute_go_to_wecom() {
+    let w = world().await;
+    w.channels().await;
+    let a = w.add("douyin", "王小明").await.external_userid;
+    pin(&w, &a, "partner").await;
+    assert!(wait_idle(&w.app, WAIT).await);
+    for i in 0..12 {
+        create(
+            &w,
+            json!({"kind": "moment", "name": format!("朋友圈{i}"), "audience": {"tiers": ["partner"]},
+                   "content": {"text": format!("第{i}条")}, "schedule": {"at": at_in(&w, 1000)}}),
+        )
+        .await;
+    }
+    let ten = eventually(WAIT, || async { w.fake.moment_tasks().len() == 10 }).await;
+    assert!(ten, "{}", w.fake.moment_tasks().len());
+    assert!(wait_idle(&w.app, WAIT).await);
+    assert_eq!(
+        w.fake.moment_tasks().len(),
+        10,
+        "the other two wait for the minute"
+    );
+    assert_eq!(
+        w.fake
+            .calls_to("/cgi-bin/externalcontact/add_moment_task")
+            .len(),
+        10,
+        "siyu never asked an eleventh time within the minute (no 45009)"
+    );
+    w.app.clock().advance(61_000);
+    w.fake.advance_clock(Duration::from_secs(61));
+    let twelve = eventually(WAIT, || async { w.fake.moment_tasks().len() == 12 }).await;
+    assert!(twelve, "{}", w.fake.moment_tasks().len());
+    w.app.shutdown().await;
 }

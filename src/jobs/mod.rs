@@ -36,6 +36,10 @@ pub enum JobError {
     /// Retry, but not before this long (WeCom's 45009 frequency window, say).
     #[error("{reason} (retry in {after:?})")]
     RetryAfter { reason: String, after: Duration },
+    /// Nothing failed: the job waits its turn (a quota slot) and runs again after `after`,
+    /// without spending an attempt (a long queue must not exhaust them).
+    #[error("{reason} (waiting {after:?})")]
+    Wait { reason: String, after: Duration },
     /// Retrying cannot help (bad input, a code already used): fail now.
     #[error("{0}")]
     Permanent(String),
@@ -332,11 +336,16 @@ impl Worker {
         let now = self.clock.now_ms();
         let recorded = match &result {
             Ok(()) => self.store.complete_job(job.id, &self.id, now).await,
+            Err(JobError::Wait { reason, after }) => {
+                let run_at = now + after.as_millis() as i64;
+                tracing::debug!(reason, "job waits its turn");
+                self.store.defer_job(job.id, &self.id, run_at, now).await
+            }
             Err(err) => {
                 let retry_at = match err {
                     JobError::Permanent(_) => None,
                     _ if job.attempts >= job.max_attempts => None,
-                    JobError::RetryAfter { after, .. } => Some(
+                    JobError::RetryAfter { after, .. } | JobError::Wait { after, .. } => Some(
                         now + after
                             .max(&backoff(&self.settings, job.attempts))
                             .as_millis() as i64,

@@ -428,6 +428,50 @@ pub async fn settle_pending_recipients(
     Ok(())
 }
 
+/// Takes one of WeCom's Moments-task slots of the minute for a send (`per_minute` per corp,
+/// counted over every replica: the slot is its `tasked_at`, taken under a lock). False when the
+/// minute's slots are taken; true too when the send holds one already.
+pub async fn reserve_moment_slot(
+    tx: &mut Tx,
+    send_id: i64,
+    now: i64,
+    per_minute: i64,
+) -> Result<bool> {
+    let since = now - 60_000;
+    // SQLite: the transaction holds the process's write turn, and one process writes. PostgreSQL:
+    // replicas take turns on a transaction-scoped advisory lock.
+    if let super::TxInner::Postgres(t) = &mut tx.inner {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('siyu.moment_slots'))")
+            .execute(&mut **t)
+            .await?;
+    }
+    with_tx!(tx, |conn| {
+        let held: Option<i64> =
+            sqlx::query_scalar("SELECT tasked_at FROM campaign_sends WHERE id = $1")
+                .bind(send_id)
+                .fetch_one(&mut *conn)
+                .await?;
+        if held.is_some_and(|t| t >= since) {
+            return Ok(true);
+        }
+        let taken: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM campaign_sends WHERE kind = 'moment' AND tasked_at >= $1",
+        )
+        .bind(since)
+        .fetch_one(&mut *conn)
+        .await?;
+        if taken >= per_minute {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE campaign_sends SET tasked_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(send_id)
+            .execute(&mut *conn)
+            .await?;
+        Ok(true)
+    })
+}
+
 impl Store {
     pub async fn campaign(&self, id: i64) -> Result<Option<CampaignRow>> {
         let row: Option<CampaignTuple> = with_pool!(self, |pool| {
@@ -530,19 +574,6 @@ impl Store {
             .await?
         });
         Ok(rows)
-    }
-
-    /// Moment tasks created since `since` (WeCom takes 10 a minute per corp).
-    pub async fn moments_tasked_since(&self, since: i64) -> Result<i64> {
-        let n = with_pool!(self, |pool| {
-            sqlx::query_scalar(
-                "SELECT COUNT(*) FROM campaign_sends WHERE kind = 'moment' AND tasked_at >= $1",
-            )
-            .bind(since)
-            .fetch_one(pool)
-            .await?
-        });
-        Ok(n)
     }
 
     /// The connected relations whose customer matches: `(member, customer, added_at)`, by

@@ -263,6 +263,27 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Puts a running job back in the queue until `run_at` without counting the attempt (it
+    /// waited its turn; nothing failed).
+    pub async fn defer_job(&self, id: i64, worker: &str, run_at: i64, now: i64) -> Result<bool> {
+        let _turn = self.write_turn().await;
+        let n = with_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE jobs SET state = 'queued', run_at = $1, lease_until = NULL, worker = NULL,
+                     attempts = attempts - 1, updated_at = $2
+                 WHERE id = $3 AND worker = $4 AND state = 'running'",
+            )
+            .bind(run_at)
+            .bind(now)
+            .bind(id)
+            .bind(worker)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
     /// Hands back the jobs held by the workers whose id starts with `worker_prefix` (a stopping
     /// process), without counting the interrupted attempt.
     pub async fn release_jobs(&self, worker_prefix: &str, now: i64) -> Result<u64> {

@@ -99,7 +99,15 @@ pub fn register(services: &Services, r: &mut Registrar) {
         let s = s.clone();
         async move {
             let job: CancelJob = ctx.payload()?;
-            cancel(&s, job.campaign_id).await.map_err(JobError::from)
+            if cancel(&s, job.campaign_id).await? {
+                Ok(())
+            } else {
+                Err(JobError::RetryAfter {
+                    reason: "a Moments task is still being created; cancelled once it exists"
+                        .into(),
+                    after: Duration::from_secs(5),
+                })
+            }
         }
     });
 }
@@ -603,17 +611,18 @@ async fn send_moment(
 ) -> Result<(), JobError> {
     use crate::app::media::{WecomUpload, media_item_media_id};
     let now = s.clock.now_ms();
-    if ctx.job.ledger.is_none()
-        && s.store
-            .moments_tasked_since(now - 60_000)
+    if ctx.job.ledger.is_none() {
+        let mut tx = s.store.begin().await.map_err(AppError::from)?;
+        let slot = store_campaigns::reserve_moment_slot(&mut tx, send.id, now, MOMENTS_PER_MINUTE)
             .await
-            .map_err(AppError::from)?
-            >= MOMENTS_PER_MINUTE
-    {
-        return Err(JobError::RetryAfter {
-            reason: "WeCom takes 10 Moments tasks a minute per corp".into(),
-            after: Duration::from_secs(10),
-        });
+            .map_err(AppError::from)?;
+        tx.commit().await.map_err(AppError::from)?;
+        if !slot {
+            return Err(JobError::Wait {
+                reason: "WeCom takes 10 Moments tasks a minute per corp".into(),
+                after: Duration::from_secs(5),
+            });
+        }
     }
     let run = s
         .store
@@ -951,9 +960,11 @@ async fn follow_moment(
 }
 
 /// Cancels a campaign's sends: those not yet made are dropped, WeCom's tasks are cancelled for
-/// the members who have not sent them.
-async fn cancel(s: &Services, campaign_id: i64) -> Result<(), AppError> {
+/// the members who have not sent them. False while a Moments task is still being made (its
+/// moment must exist to be cancelled): the caller tries again.
+async fn cancel(s: &Services, campaign_id: i64) -> Result<bool, AppError> {
     let now = s.clock.now_ms();
+    let mut complete = true;
     for mut run in s.store.runs_of(campaign_id).await? {
         for send in s.store.sends_of_run(run.id).await? {
             match send.status {
@@ -961,7 +972,18 @@ async fn cancel(s: &Services, campaign_id: i64) -> Result<(), AppError> {
                     finish(s, &send, CampaignSendStatus::Cancelled, "cancelled", None).await?;
                 }
                 CampaignSendStatus::Tasked => {
-                    let result = match (&send.msgid, &send.moment_id) {
+                    let mut moment_id = send.moment_id.clone();
+                    if moment_id.is_none()
+                        && let Some(jobid) = &send.jobid
+                    {
+                        let result = s.wecom.moment_result(jobid).await?;
+                        if result.status != 3 {
+                            complete = false;
+                            continue;
+                        }
+                        moment_id = Some(result.result.moment_id).filter(|m| !m.is_empty());
+                    }
+                    let result = match (&send.msgid, &moment_id) {
                         (Some(msgid), _) => s.wecom.cancel_mass_message(msgid).await,
                         (None, Some(moment_id)) => s.wecom.cancel_moment(moment_id).await,
                         (None, None) => Ok(()),
@@ -987,7 +1009,7 @@ async fn cancel(s: &Services, campaign_id: i64) -> Result<(), AppError> {
             tx.commit().await?;
         }
     }
-    Ok(())
+    Ok(complete)
 }
 
 /// Reminds every member with an unsent task of the campaign; answers (reminded, refused).
