@@ -122,3 +122,78 @@ pub async fn results(
         cursor = page.next_cursor;
     }
 }
+
+/// What became of one `add_msg_template` sent at most once.
+pub enum Created {
+    /// The task exists: its msgid (None when an earlier attempt made it and WeCom's list no
+    /// longer shows it), the customers WeCom could not send to, and the request as sent.
+    Task {
+        msgid: Option<String>,
+        fail_list: Vec<crate::ids::ExternalUserId>,
+        request: MassMessageRequest,
+    },
+    /// WeCom refused it.
+    Refused(crate::wecom::client::WecomError),
+}
+
+/// Creates a mass-message task at most once: `render` builds the request on the first attempt
+/// (kept in the job's ledger, sent byte for byte the same on a retry); after an attempt whose
+/// outcome is unknown, the task is looked for at WeCom ([`find_task`]) before sending again.
+pub async fn create_once<R, RF>(
+    s: &Services,
+    ctx: &crate::jobs::JobContext,
+    since_ms: i64,
+    sender: &UserId,
+    render: R,
+) -> Result<Created, crate::jobs::JobError>
+where
+    R: FnOnce() -> RF,
+    RF: std::future::Future<Output = Result<MassMessageRequest, crate::jobs::JobError>>,
+{
+    use crate::jobs::send::{Look, Outcome};
+    use std::sync::{Arc, Mutex};
+    let found: Arc<Mutex<Option<String>>> = Arc::default();
+    let found_by_look = found.clone();
+    let (request, outcome) = ctx
+        .send_once(
+            render,
+            |body: &MassMessageRequest| {
+                let body = body.clone();
+                let found = found_by_look.clone();
+                async move {
+                    match find_task(s, since_ms, sender, &body).await? {
+                        Some(msgid) => {
+                            *found.lock().unwrap_or_else(|e| e.into_inner()) = Some(msgid);
+                            Ok(Look::Sent)
+                        }
+                        None => Ok(Look::SendAgain),
+                    }
+                }
+            },
+            |body: &MassMessageRequest| {
+                let body = body.clone();
+                async move { s.wecom.add_mass_message(&body).await }
+            },
+        )
+        .await?;
+    Ok(match outcome {
+        Outcome::Sent(created) => Created::Task {
+            msgid: Some(created.msgid),
+            fail_list: created.fail_list,
+            request,
+        },
+        Outcome::SentBefore => {
+            let known = found.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let msgid = match known {
+                Some(id) => Some(id),
+                None => find_task(s, since_ms, sender, &request).await?,
+            };
+            Created::Task {
+                msgid,
+                fail_list: Vec::new(),
+                request,
+            }
+        }
+        Outcome::Refused { error, .. } => Created::Refused(error),
+    })
+}

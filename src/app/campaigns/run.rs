@@ -5,7 +5,6 @@
 //! WeCom before anything is sent again). Each task is then followed until its results are final.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -495,49 +494,16 @@ async fn send_template(
             ..Default::default()
         })
     };
-    let found: Arc<Mutex<Option<String>>> = Arc::default();
-    let found_by_look = found.clone();
-    let (body, outcome) = ctx
-        .send_once(
-            render,
-            |body: &MassMessageRequest| {
-                let body = body.clone();
-                let found = found_by_look.clone();
-                async move {
-                    match mass::find_task(s, send.created_at, &send.sender, &body).await? {
-                        Some(msgid) => {
-                            *found.lock().unwrap_or_else(|e| e.into_inner()) = Some(msgid);
-                            Ok(Look::Sent)
-                        }
-                        None => Ok(Look::SendAgain),
-                    }
-                }
-            },
-            |body: &MassMessageRequest| {
-                let body = body.clone();
-                async move { s.wecom.add_mass_message(&body).await }
-            },
-        )
-        .await?;
-    let (msgid, failed) = match outcome {
-        Outcome::Sent(created) => (
-            Some(created.msgid),
-            created
-                .fail_list
-                .iter()
-                .map(|f| f.to_string())
-                .collect::<Vec<_>>(),
-        ),
-        Outcome::SentBefore => {
-            let known = found.lock().unwrap_or_else(|e| e.into_inner()).take();
-            let msgid = match known {
-                Some(id) => Some(id),
-                None => mass::find_task(s, send.created_at, &send.sender, &body).await?,
-            };
-            (msgid, Vec::new())
-        }
-        Outcome::Refused { error, .. } => return Err(refused(s, send, content, error).await),
-    };
+    let (msgid, failed) =
+        match mass::create_once(s, ctx, send.created_at, &send.sender, render).await? {
+            mass::Created::Task {
+                msgid, fail_list, ..
+            } => (
+                msgid,
+                fail_list.iter().map(|f| f.to_string()).collect::<Vec<_>>(),
+            ),
+            mass::Created::Refused(error) => return Err(refused(s, send, content, error).await),
+        };
     let now = s.clock.now_ms();
     let mut tasked = send.clone();
     tasked.status = CampaignSendStatus::Tasked;

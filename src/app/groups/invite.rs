@@ -8,7 +8,6 @@
 //! gets no template: the member gets an app message naming them, with the QR link.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 
 use minijinja::context;
 use serde::{Deserialize, Serialize};
@@ -311,44 +310,15 @@ async fn send_template(
             ..Default::default()
         })
     };
-    let found: Arc<Mutex<Option<String>>> = Arc::default();
-    let found_by_look = found.clone();
-    let (body, outcome) = ctx
-        .send_once(
-            render,
-            |body: &MassMessageRequest| {
-                let body = body.clone();
-                let found = found_by_look.clone();
-                async move {
-                    match mass::find_task(s, send.created_at, &send.userid, &body).await? {
-                        Some(msgid) => {
-                            *found.lock().unwrap_or_else(|e| e.into_inner()) = Some(msgid);
-                            Ok(Look::Sent)
-                        }
-                        None => Ok(Look::SendAgain),
-                    }
-                }
-            },
-            |body: &MassMessageRequest| {
-                let body = body.clone();
-                async move { s.wecom.add_mass_message(&body).await }
-            },
-        )
-        .await?;
-    let (msgid, fail_list) = match outcome {
-        Outcome::Sent(created) => (Some(created.msgid), created.fail_list),
-        Outcome::SentBefore => {
-            let known = found.lock().unwrap_or_else(|e| e.into_inner()).take();
-            let msgid = match known {
-                Some(id) => Some(id),
-                None => mass::find_task(s, send.created_at, &send.userid, &body).await?,
-            };
-            (msgid, Vec::new())
-        }
-        Outcome::Refused { error, .. } => {
-            return Err(refused(s, send, tg, error).await);
-        }
-    };
+    let (msgid, fail_list, body) =
+        match mass::create_once(s, ctx, send.created_at, &send.userid, render).await? {
+            mass::Created::Task {
+                msgid,
+                fail_list,
+                request,
+            } => (msgid, fail_list, request),
+            mass::Created::Refused(error) => return Err(refused(s, send, tg, error).await),
+        };
     tasked(s, send, msgid, &body.external_userid, &fail_list)
         .await
         .map_err(JobError::from)
