@@ -45,6 +45,11 @@ pub enum Command {
         #[command(subcommand)]
         command: TiersCommand,
     },
+    /// Users of the console and the API, and their API tokens.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
     /// Tier groups by hand.
     Groups {
         #[command(subcommand)]
@@ -127,6 +132,36 @@ pub enum TiersCommand {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Add a user. The password is asked for (or read from the first line of stdin).
+    Add {
+        name: String,
+        /// admin (everything), operator (channels, pins, groups, campaigns, retries) or viewer.
+        #[arg(long)]
+        role: String,
+    },
+    /// The users, their roles and whether they are disabled.
+    List,
+    /// Disable a user: their sign-ins and API tokens stop working.
+    Disable { name: String },
+    /// Enable a disabled user again.
+    Enable { name: String },
+    /// Set a user's password (asked for, or read from stdin).
+    Passwd { name: String },
+    /// Create an API token for a user (for scripts); it is printed once and kept hashed.
+    Token {
+        name: String,
+        /// What the token is for, e.g. "shop".
+        #[arg(long, default_value = "api")]
+        label: String,
+    },
+    /// The API tokens (never their secrets).
+    Tokens,
+    /// Revoke an API token by its id.
+    Revoke { id: i64 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -282,6 +317,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Groups {
             command: GroupsCommand::Reconcile { dry_run },
         } => reconcile_groups(load()?, dry_run).await,
+        Command::Users { command } => manage_users(load()?, command).await,
         Command::Import {
             command: ImportCommand::Activity { file, quiet },
         } => import_activity(load()?, &file, !quiet).await,
@@ -438,6 +474,76 @@ async fn evaluate_tiers(settings: Settings, dry_run: bool) -> Result<(), String>
         segments.len(),
         if dry_run { " would be made" } else { " made" }
     );
+    Ok(())
+}
+
+/// A password from the terminal (not echoed), or the first line of stdin when it is not one.
+fn read_password(prompt: &str) -> Result<String, String> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password(prompt).map_err(|e| format!("password: {e}"))?;
+        let again = rpassword::prompt_password("again: ").map_err(|e| format!("password: {e}"))?;
+        if first != again {
+            return Err("the two passwords differ".into());
+        }
+        Ok(first)
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| format!("password from stdin: {e}"))?;
+        Ok(line.trim_end_matches(['\r', '\n']).to_string())
+    }
+}
+
+async fn manage_users(settings: Settings, command: UsersCommand) -> Result<(), String> {
+    use crate::app::users::{self, Role};
+    let services = cli_services(settings).await?;
+    let s = &services;
+    let e = |e: crate::app::AppError| e.to_string();
+    match command {
+        UsersCommand::Add { name, role } => {
+            let role = Role::parse(&role)
+                .ok_or_else(|| format!("--role {role:?}: admin, operator or viewer"))?;
+            let password = read_password(&format!("password for {name}: "))?;
+            let u = users::add(s, &name, role, &password).await.map_err(e)?;
+            println!("added {} ({})", u.name, u.role);
+        }
+        UsersCommand::List => {
+            for u in users::list(s).await.map_err(e)? {
+                let state = if u.disabled { "  disabled" } else { "" };
+                println!("{}  {}{state}", u.name, u.role);
+            }
+        }
+        UsersCommand::Disable { name } => {
+            users::set_disabled(s, &name, true).await.map_err(e)?;
+            println!("disabled {name}");
+        }
+        UsersCommand::Enable { name } => {
+            users::set_disabled(s, &name, false).await.map_err(e)?;
+            println!("enabled {name}");
+        }
+        UsersCommand::Passwd { name } => {
+            let password = read_password(&format!("new password for {name}: "))?;
+            users::set_password(s, &name, &password).await.map_err(e)?;
+            println!("password of {name} changed");
+        }
+        UsersCommand::Token { name, label } => {
+            let (id, secret) = users::create_token(s, &name, &label).await.map_err(e)?;
+            eprintln!("token {id} for {name} ({label}); it is shown this once:");
+            println!("{secret}");
+        }
+        UsersCommand::Tokens => {
+            for t in users::tokens(s).await.map_err(e)? {
+                let state = if t.revoked { "  revoked" } else { "" };
+                println!("{}  {}  {}{state}", t.id, t.user, t.name);
+            }
+        }
+        UsersCommand::Revoke { id } => {
+            users::revoke_token(s, id).await.map_err(e)?;
+            println!("revoked token {id}");
+        }
+    }
     Ok(())
 }
 

@@ -95,11 +95,13 @@ async fn a_message_for_senior_partners_is_one_task_per_member_with_exactly_their
     }
     pin(&w, &c, "partner").await;
     assert!(wait_idle(&w.app, WAIT).await);
+    let image = upload_png(&w).await;
     let campaign = create(
         &w,
         json!({"kind": "message", "name": "双十二高级合伙人专享",
                "audience": {"tiers": ["senior_partner"]},
-               "content": {"text": "双十二专享价，今晚八点开抢", "link": {"title": "活动", "url": "https://shop.example/1212"}},
+               "content": {"text": "双十二专享价，今晚八点开抢", "images": [image],
+                           "link": {"title": "活动", "url": "https://shop.example/1212"}},
                "schedule": {"at": at_in(&w, 1500)}}),
     )
     .await;
@@ -123,7 +125,17 @@ async fn a_message_for_senior_partners_is_one_task_per_member_with_exactly_their
         .unwrap();
     assert_eq!(recipients(lisi), vec![d.clone()]);
     assert_eq!(zhangsan.text.as_deref(), Some("双十二专享价，今晚八点开抢"));
-    assert_eq!(zhangsan.attachments[0]["msgtype"], "link");
+    assert_eq!(zhangsan.attachments[0]["msgtype"], "image");
+    assert_eq!(zhangsan.attachments[1]["msgtype"], "link");
+    assert_eq!(
+        w.fake.calls_to("/cgi-bin/media/upload").len(),
+        1,
+        "both members' tasks share one upload of the image"
+    );
+    assert_eq!(
+        zhangsan.attachments[0]["image"]["media_id"],
+        lisi.attachments[0]["image"]["media_id"]
+    );
 
     // zhangsan sends; lisi does not (yet): results follow.
     w.fake
@@ -263,6 +275,8 @@ async fn a_group_message_goes_to_the_tiers_groups_from_their_owners() {
         .await
         .unwrap();
     campaign_becomes(&w, &id, |c| c["runs"][0]["totals"]["delivered"] == 2).await;
+    let c = campaign_becomes(&w, &id, |c| c["runs"][0]["status"] == "sent").await;
+    assert!(c["runs"][0]["finished_at"].is_i64(), "{c:#}");
     w.app.shutdown().await;
 }
 

@@ -188,6 +188,11 @@ where
             "{filename}: WeCom's Moments take images and videos only, not files"
         )));
     }
+    // One upload at a time in this process: sends of one run (one per member) need the same
+    // file at once, and each would otherwise find no media_id and upload it again. (Replicas may
+    // still each upload once; harmless, the last one recorded wins.)
+    static UPLOADS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one_at_a_time = UPLOADS.lock().await;
     let now = s.clock.now_ms();
     let margin = i64::try_from(s.settings.media.margin_hours).unwrap_or(i64::MAX / 2) * HOUR_MS;
     if let Some((media_id, uploaded_at)) = s.store.wecom_media(source, api.as_str()).await?

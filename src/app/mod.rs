@@ -27,6 +27,7 @@ pub mod staff;
 pub mod tags;
 pub mod templates;
 pub mod tiers;
+pub mod users;
 
 use std::sync::Arc;
 

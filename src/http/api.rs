@@ -18,6 +18,7 @@ use super::doc::{
 };
 use crate::app::activity::{self, ActivityBatch, ActivityOutcome, BatchError};
 use crate::app::channels::{self, ChannelInput, ChannelView};
+use crate::app::users::{self, Principal, Role};
 use crate::app::{AppError, customers, tiers};
 use crate::ids::ExternalUserId;
 use crate::store::contacts::Channel;
@@ -91,26 +92,72 @@ impl IntoResponse for ApiError {
     }
 }
 
-async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let expected = state.api_token.expose().as_bytes();
+/// Who the bearer token says the caller is: `api.token` (the bootstrap admin) or a user's API
+/// token (`siyu users token`), and whether their role allows the request; the principal goes
+/// with the request to the handlers.
+async fn require_token(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let given = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::as_bytes);
-    match given {
-        Some(given) if !expected.is_empty() && bool::from(given.ct_eq(expected)) => {
-            next.run(request).await
+        .map(str::to_string);
+    let expected = state.api_token.expose().as_bytes();
+    let principal = match given {
+        Some(given) if !expected.is_empty() && bool::from(given.as_bytes().ct_eq(expected)) => {
+            Some(Principal {
+                name: "api.token".into(),
+                role: Role::Admin,
+            })
         }
-        _ => (
+        Some(given) => match users::by_token(&state.services, &given).await {
+            Ok(p) => p,
+            Err(e) => return ApiError::from(e).into_response(),
+        },
+        None => None,
+    };
+    let Some(principal) = principal else {
+        return (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],
             Json(ErrorBody {
-                error: "missing or wrong bearer token (config api.token)".into(),
+                error: "missing or wrong bearer token (config api.token, or a user's token from `siyu users token`)".into(),
             }),
         )
-            .into_response(),
+            .into_response();
+    };
+    let needed = required_role(request.method(), request.uri().path());
+    if principal.role < needed {
+        return ApiError::status(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} is a {}; this needs an {}",
+                principal.name,
+                principal.role.as_str(),
+                needed.as_str()
+            ),
+        )
+        .into_response();
+    }
+    request.extensions_mut().insert(principal);
+    next.run(request).await
+}
+
+/// The role a request needs: reads are for viewers (a campaign preview changes nothing too),
+/// tier rules are for admins, every other change for operators.
+pub(super) fn required_role(method: &axum::http::Method, path: &str) -> Role {
+    use axum::http::Method;
+    let path = path.trim_end_matches('/');
+    if *method == Method::GET || *method == Method::HEAD || path.ends_with("/campaigns/preview") {
+        Role::Viewer
+    } else if path.ends_with("/tiers") {
+        Role::Admin
+    } else {
+        Role::Operator
     }
 }
 

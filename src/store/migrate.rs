@@ -43,6 +43,11 @@ const SQLITE: &[Migration] = &[
         name: "campaigns",
         sql: include_str!("../../migrations/sqlite/0007_campaigns.sql"),
     },
+    Migration {
+        version: 8,
+        name: "users",
+        sql: include_str!("../../migrations/sqlite/0008_users.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -81,6 +86,11 @@ const POSTGRES: &[Migration] = &[
         version: 7,
         name: "campaigns",
         sql: include_str!("../../migrations/postgres/0007_campaigns.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "users",
+        sql: include_str!("../../migrations/postgres/0008_users.sql"),
     },
 ];
 

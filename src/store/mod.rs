@@ -71,6 +71,7 @@ pub mod schedules;
 mod sqlite;
 pub mod tiers;
 pub mod tokens;
+pub mod users;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -430,6 +430,38 @@ async fn finish(
     store_campaigns::save_send(&mut tx, &done).await?;
     store_campaigns::settle_pending_recipients(&mut tx, send.id, recipients, now).await?;
     tx.commit().await?;
+    settle_run(s, send.run_id).await
+}
+
+/// A run whose every send is final is `sent` (`failed` when every send failed).
+async fn settle_run(s: &Services, run_id: i64) -> Result<(), AppError> {
+    let Some(mut run) = s.store.campaign_run(run_id).await? else {
+        return Ok(());
+    };
+    if run.status != RunStatus::Sending {
+        return Ok(());
+    }
+    let sends = s.store.sends_of_run(run_id).await?;
+    let open = sends.iter().any(|x| {
+        matches!(
+            x.status,
+            CampaignSendStatus::Pending | CampaignSendStatus::Tasked
+        )
+    });
+    if open {
+        return Ok(());
+    }
+    let all_failed = sends.iter().all(|x| x.status == CampaignSendStatus::Failed);
+    run.status = if all_failed {
+        RunStatus::Failed
+    } else {
+        RunStatus::Sent
+    };
+    run.finished_at = Some(s.clock.now_ms());
+    let mut tx = s.store.begin().await?;
+    store_campaigns::save_run(&mut tx, &run).await?;
+    tx.commit().await?;
+    tracing::info!(run = run_id, status = %run.status, "campaign run finished");
     Ok(())
 }
 
@@ -833,6 +865,7 @@ async fn follow_template(
             delivered = delivered.len(),
             "campaign task sent"
         );
+        settle_run(s, send.run_id).await?;
         return Ok(true);
     }
     let remind_at = send.tasked_at.unwrap_or(send.created_at)
@@ -922,6 +955,9 @@ async fn follow_moment(
         store_campaigns::settle_pending_recipients(&mut tx, send.id, "unsent", now).await?;
     }
     tx.commit().await?;
+    if all || give_up {
+        settle_run(s, send.run_id).await?;
+    }
     Ok(all || give_up)
 }
 

@@ -1,0 +1,211 @@
+//! Users and roles: `siyu users ...` on the command line, API tokens per user with their role on
+//! every `/api/v1` route, revocation and disabling, passwords kept as Argon2id hashes.
+
+mod common;
+
+use std::process::Stdio;
+
+use common::TestDb;
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+
+/// `siyu users <args>` with `stdin` fed in; answers (success, stdout, stderr).
+async fn users(db: &TestDb, args: &[&str], stdin: &str) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut all = vec!["users"];
+    all.extend_from_slice(args);
+    let mut child = common::binary::siyu(&all, &db.url, dir.path(), "http://127.0.0.1:9")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).await.unwrap();
+    drop(input);
+    let out = child.wait_with_output().await.unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn token(db: &TestDb, user: &str) -> String {
+    let (ok, out, err) = users(db, &["token", user, "--label", "test"], "").await;
+    assert!(ok, "{err}");
+    out.trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_decide_every_route_and_tokens_can_be_revoked() {
+    let db = TestDb::new().await;
+    let (ok, out, err) = users(
+        &db,
+        &["add", "ops", "--role", "operator"],
+        "correct horse battery\n",
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("added ops (operator)"), "{out}");
+    let (ok, _, err) = users(
+        &db,
+        &["add", "watcher", "--role", "viewer"],
+        "another long secret\n",
+    )
+    .await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = users(
+        &db,
+        &["add", "ops", "--role", "viewer"],
+        "whatever long one\n",
+    )
+    .await;
+    assert!(!ok && err.contains("exists"), "a second ops: {err}");
+    let (ok, _, err) = users(&db, &["add", "weak", "--role", "viewer"], "short\n").await;
+    assert!(!ok && err.contains("at least 10"), "{err}");
+    let (ok, _, err) = users(
+        &db,
+        &["add", "boss", "--role", "king"],
+        "long enough pass\n",
+    )
+    .await;
+    assert!(!ok && err.contains("--role"), "{err}");
+    let (_, listed, _) = users(&db, &["list"], "").await;
+    assert!(
+        listed.contains("ops  operator") && listed.contains("watcher  viewer"),
+        "{listed}"
+    );
+
+    let ops = token(&db, "ops").await;
+    let watcher = token(&db, "watcher").await;
+    assert!(ops.starts_with("siyu_") && ops.len() > 40, "{ops}");
+
+    // The password and the token are kept hashed only.
+    let store = common::start(db.settings()).await;
+    let app = store;
+    let creds = app.store().user_credentials("ops").await.unwrap().unwrap();
+    assert!(
+        creds.password_hash.starts_with("$argon2id$"),
+        "{}",
+        creds.password_hash
+    );
+    assert!(!creds.password_hash.contains("correct horse"));
+
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("http://{}/api/v1{p}", app.addr());
+    let call = |method: reqwest::Method, path: &str, token: &str| {
+        http.request(method, url(path))
+            .bearer_auth(token)
+            .json(&json!({"code": "douyin", "name": "抖音", "staff": ["zhangsan"]}))
+            .send()
+    };
+    use reqwest::Method;
+    // A viewer reads and is refused changes; an operator changes channels but not tier rules.
+    assert_eq!(
+        call(Method::GET, "/channels", &watcher)
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let refused = call(Method::POST, "/channels", &watcher).await.unwrap();
+    assert_eq!(refused.status(), 403);
+    let why: serde_json::Value = refused.json().await.unwrap();
+    assert!(
+        why["error"]
+            .as_str()
+            .unwrap()
+            .contains("watcher is a viewer"),
+        "{why}"
+    );
+    assert_eq!(
+        call(Method::PUT, "/tiers", &ops).await.unwrap().status(),
+        403
+    );
+    let tiers = call(Method::GET, "/tiers", &watcher).await.unwrap();
+    assert_eq!(tiers.status(), 200);
+    assert_eq!(
+        call(Method::GET, "/events", "siyu_not_a_token")
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+
+    // Revoked: the token stops working at once; disabled: every token of the user does.
+    let (_, listed, _) = users(&db, &["tokens"], "").await;
+    let watcher_id = listed
+        .lines()
+        .find(|l| l.contains("watcher"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let (ok, _, err) = users(&db, &["revoke", &watcher_id], "").await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        call(Method::GET, "/channels", &watcher)
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        call(Method::GET, "/channels", &ops).await.unwrap().status(),
+        200
+    );
+    let (ok, _, err) = users(&db, &["disable", "ops"], "").await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        call(Method::GET, "/channels", &ops).await.unwrap().status(),
+        401
+    );
+    let (ok, _, err) = users(&db, &["enable", "ops"], "").await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        call(Method::GET, "/channels", &ops).await.unwrap().status(),
+        200
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_is_checked_against_its_hash_and_can_be_changed() {
+    let db = TestDb::new().await;
+    let (ok, _, err) = users(
+        &db,
+        &["add", "admin", "--role", "admin"],
+        "first password!\n",
+    )
+    .await;
+    assert!(ok, "{err}");
+    let app = common::start(db.settings()).await;
+    let s = app.services();
+    let who = siyu::app::users::sign_in(s, "admin", "first password!")
+        .await
+        .unwrap();
+    assert_eq!(who.role, siyu::app::users::Role::Admin);
+    assert!(
+        siyu::app::users::sign_in(s, "admin", "wrong password")
+            .await
+            .is_err()
+    );
+    assert!(
+        siyu::app::users::sign_in(s, "nobody", "first password!")
+            .await
+            .is_err()
+    );
+    let (ok, _, err) = users(&db, &["passwd", "admin"], "second password!\n").await;
+    assert!(ok, "{err}");
+    assert!(
+        siyu::app::users::sign_in(s, "admin", "first password!")
+            .await
+            .is_err()
+    );
+    assert!(
+        siyu::app::users::sign_in(s, "admin", "second password!")
+            .await
+            .is_ok()
+    );
+    app.shutdown().await;
+}
