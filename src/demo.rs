@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::clock::Clock;
 use crate::config::Secret;
 use crate::fake::{FakeWecom, FollowView, MassMessageView, NewCustomer, TagEdit};
 use crate::server::App;
@@ -67,6 +68,43 @@ async fn until<T, Fut: Future<Output = Option<T>>>(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Like [`until`], but the demo's clock moves 250 ms on every time `check` answers nothing, so
+/// what siyu put off for later (a task followed every second, then every 2, 4, 8 …) comes sooner.
+async fn until_moving<T, Fut: Future<Output = Option<T>>>(
+    clock: &Clock,
+    name: &'static str,
+    what: &str,
+    mut check: impl FnMut() -> Fut,
+) -> Result<T, DemoError> {
+    until(name, what, || {
+        let looked = check();
+        async move {
+            let found = looked.await;
+            if found.is_none() {
+                clock.advance(250);
+            }
+            found
+        }
+    })
+    .await
+}
+
+/// The image the operator puts in the media library for the campaigns: an 8×8 red square, a
+/// complete PNG (signature, IHDR, IDAT, IEND, each with its CRC).
+const POSTER_PNG: &[u8] = &[
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x08, 0x00, 0x00, 0x00, 0x08, 0x08, 0x02, 0x00, 0x00, 0x00, 0x4b, 0x6d, 0x29,
+    0xdc, 0x00, 0x00, 0x00, 0x11, 0x49, 0x44, 0x41, 0x54, 0x78, 0xda, 0x63, 0xb8, 0xa6, 0xa1, 0x81,
+    0x15, 0x31, 0x0c, 0x2d, 0x09, 0x00, 0xe3, 0xec, 0x49, 0x81, 0xc4, 0x44, 0xfb, 0x61, 0x00, 0x00,
+    0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+];
+const POSTER_NAME: &str = "new-arrivals.png";
+/// What the campaigns say.
+const MOMENT_TEXT: &str = "新品上市：合作伙伴专享试用装，限量 100 份，评论区留言即可申请。";
+const MESSAGE_TEXT: &str = "尊敬的高级合作伙伴：新品已到，专享价八折，今晚八点开抢。";
+/// How far ahead of the demo's clock the campaigns are scheduled.
+const CAMPAIGN_LEAD_MS: i64 = 5_000;
 
 /// The invitation tasks (single-chat mass messages) the fake holds, oldest first.
 fn invitation_tasks(fake: &FakeWecom) -> Vec<MassMessageView> {
@@ -194,6 +232,374 @@ impl Demo {
         Ok(answer)
     }
 
+    /// POSTs `body` to the API path; the answer, which must come with the status `want`.
+    async fn api_post(
+        &self,
+        name: &'static str,
+        path: &str,
+        body: Value,
+        want: u16,
+    ) -> Result<Value, DemoError> {
+        let response = step(
+            name,
+            self.http
+                .post(self.api_url(path))
+                .bearer_auth(API_TOKEN)
+                .json(&body)
+                .send(),
+        )
+        .await?;
+        let status = response.status();
+        let answer: Value = step(name, response.json()).await?;
+        if status != want {
+            return Err(DemoError::Step {
+                step: name,
+                reason: format!("{status}: {answer}"),
+            });
+        }
+        Ok(answer)
+    }
+
+    /// `POST /api/v1/media` with the file in the multipart field `file`: the library item.
+    async fn upload_media(&self, filename: &str, bytes: &[u8]) -> Result<Value, DemoError> {
+        let name = "upload to the media library";
+        let file = reqwest::multipart::Part::bytes(bytes.to_vec()).file_name(filename.to_owned());
+        let response = step(
+            name,
+            self.http
+                .post(self.api_url("/media"))
+                .bearer_auth(API_TOKEN)
+                .multipart(reqwest::multipart::Form::new().part("file", file))
+                .send(),
+        )
+        .await?;
+        let status = response.status();
+        let answer: Value = step(name, response.json()).await?;
+        if status != 201 {
+            return Err(DemoError::Step {
+                step: name,
+                reason: format!("{status}: {answer}"),
+            });
+        }
+        Ok(answer)
+    }
+
+    /// `GET /api/v1/campaigns/{id}`, once `wanted` holds for it (the demo's clock moving on
+    /// meanwhile, so that siyu's follow-ups come sooner).
+    async fn campaign_when(
+        &self,
+        name: &'static str,
+        id: i64,
+        what: &str,
+        wanted: impl Fn(&Value) -> bool,
+    ) -> Result<Value, DemoError> {
+        let path = format!("/campaigns/{id}");
+        let wanted = &wanted;
+        until_moving(self.app.clock(), name, what, || {
+            let path = path.clone();
+            async move {
+                let campaign = self.api_get(name, &path).await.ok()?;
+                wanted(&campaign).then_some(campaign)
+            }
+        })
+        .await
+    }
+
+    /// The name of a corp tag at the fake (its id when there is none).
+    fn tag_name(&self, id: &str) -> String {
+        self.fake
+            .tag_library()
+            .iter()
+            .flat_map(|g| g.tag.iter())
+            .find(|t| t.id == id)
+            .map_or_else(|| id.to_string(), |t| t.name.clone())
+    }
+
+    /// A campaign run's results as `GET /api/v1/campaigns/{id}` gives them.
+    fn show_campaign(&self, c: &Value) {
+        let run = &c["runs"][0];
+        let totals: Vec<String> = run["totals"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(status, n)| format!("{status} {n}"))
+            .collect();
+        let sends: Vec<String> = run["sends"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|send| match send["moment_id"].as_str() {
+                Some(moment_id) => format!("moment_id {moment_id}"),
+                None => format!(
+                    "msgid {} ({}, {})",
+                    send["msgid"].as_str().unwrap_or("?"),
+                    send["sender"].as_str().unwrap_or(""),
+                    send["status"].as_str().unwrap_or("")
+                ),
+            })
+            .collect();
+        self.detail(format!(
+            "GET /api/v1/campaigns/{}: {} {}; its run: audience {}, excluded_cap {}, totals {}; {}",
+            c["id"],
+            c["kind"].as_str().unwrap_or(""),
+            c["status"].as_str().unwrap_or(""),
+            run["audience"],
+            run["excluded_cap"],
+            totals.join(", "),
+            sends.join(", ")
+        ));
+    }
+
+    /// The campaigns: the operator pins customers so that both tiers have some, puts an image in
+    /// the media library, previews and schedules a Moments post for partners and a message for
+    /// senior partners a few seconds ahead on the demo's clock; the demo moves its clock on, the
+    /// tasks reach the fake, the members publish and confirm them, and siyu records the results.
+    async fn campaigns(&mut self, seniors: [&str; 2], partner: &str) -> Result<(), DemoError> {
+        for id in seniors {
+            self.api_put(
+                "pin",
+                &format!("/customers/{id}/pin"),
+                json!({"tier": "senior_partner", "reason": "新品内测名单"}),
+            )
+            .await?;
+        }
+        for id in seniors {
+            self.wait_for_tier(id, "senior_partner").await?;
+        }
+        let names: Vec<String> = seniors.iter().map(|id| self.customer_name(id)).collect();
+        self.say(format!(
+            "the operator pinned {} to 高级合作伙伴 by PUT /api/v1/customers/{{id}}/pin {{\"tier\": \"senior_partner\", \"reason\": \"新品内测名单\"}}; {} is still a 合作伙伴: the campaigns below have partners and senior partners to reach",
+            names.join(" and "),
+            self.customer_name(partner)
+        ));
+
+        let item = self.upload_media(POSTER_NAME, POSTER_PNG).await?;
+        let media = item["id"].as_i64().unwrap_or_default();
+        self.say(format!(
+            "the operator uploaded a poster to the media library by POST /api/v1/media: id {media}, kind {}, {} bytes ({}, {}, sha256 {}…)",
+            item["kind"].as_str().unwrap_or(""),
+            item["size"],
+            item["filename"].as_str().unwrap_or(""),
+            item["content_type"].as_str().unwrap_or(""),
+            item["sha256"].as_str().unwrap_or("").get(..12).unwrap_or("")
+        ));
+
+        let clock = self.app.clock().clone();
+        let at = chrono::DateTime::from_timestamp_millis(clock.now_ms() + CAMPAIGN_LEAD_MS)
+            .map(|t| {
+                t.with_timezone(&chrono_tz::Asia::Shanghai)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+            })
+            .unwrap_or_default();
+        let moment = json!({"kind": "moment", "name": "合作伙伴新品朋友圈",
+            "audience": {"tiers": ["partner"]},
+            "content": {"text": MOMENT_TEXT, "images": [media]},
+            "schedule": {"at": at}, "by": GROUP_ADMIN});
+        let message = json!({"kind": "message", "name": "高级合作伙伴新品专享",
+            "audience": {"tiers": ["senior_partner"]},
+            "content": {"text": MESSAGE_TEXT, "images": [media]},
+            "schedule": {"at": at}, "by": GROUP_ADMIN});
+        let preview = self
+            .api_post(
+                "preview a campaign",
+                "/campaigns/preview",
+                message.clone(),
+                200,
+            )
+            .await?;
+        let per_member: Vec<String> = preview["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| format!("{} {}", m["userid"].as_str().unwrap_or(""), m["customers"]))
+            .collect();
+        self.say(format!(
+            "the operator previewed the message for senior partners by POST /api/v1/campaigns/preview: {} customers now ({}), {} left out by the cap",
+            preview["audience"],
+            per_member.join(", "),
+            preview["excluded"]["over_cap"]
+        ));
+
+        self.say(format!(
+            "the operator scheduled two campaigns by POST /api/v1/campaigns, {} s ahead on the demo's clock:",
+            CAMPAIGN_LEAD_MS / 1000
+        ));
+        let mut ids = Vec::new();
+        for body in [moment, message] {
+            let c = self
+                .api_post("schedule a campaign", "/campaigns", body, 201)
+                .await?;
+            let next = c["next_run_at"]
+                .as_i64()
+                .and_then(chrono::DateTime::from_timestamp_millis)
+                .map(|t| {
+                    t.with_timezone(&chrono_tz::Asia::Shanghai)
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+                })
+                .unwrap_or_default();
+            self.detail(format!(
+                "campaign {}: {} 「{}」 for {}, text and image {media}, {} (next run {next})",
+                c["id"],
+                c["kind"].as_str().unwrap_or(""),
+                c["name"].as_str().unwrap_or(""),
+                c["audience"]["tiers"][0].as_str().unwrap_or(""),
+                c["status"].as_str().unwrap_or("")
+            ));
+            ids.push(c["id"].as_i64().unwrap_or_default());
+        }
+
+        // The runs fall due on the demo's clock: move it rather than wait.
+        clock.advance(CAMPAIGN_LEAD_MS);
+        let senders_wanted = per_member.len();
+        let fk = &self.fake;
+        let (post, mut messages) = until(
+            "campaign runs",
+            "no Moments task and no message per member at WeCom",
+            || async move {
+                let post = fk
+                    .moment_tasks()
+                    .into_iter()
+                    .find(|m| m.text.as_deref() == Some(MOMENT_TEXT))?;
+                let messages: Vec<MassMessageView> = fk
+                    .mass_messages()
+                    .into_iter()
+                    .filter(|m| m.text.as_deref() == Some(MESSAGE_TEXT))
+                    .collect();
+                (messages.len() == senders_wanted).then_some((post, messages))
+            },
+        )
+        .await?;
+        messages.sort_by(|x, y| x.sender.cmp(&y.sender));
+        self.say(format!(
+            "the demo moved its clock {} s on: both runs fell due; siyu computed each audience then and gave WeCom the tasks:",
+            CAMPAIGN_LEAD_MS / 1000
+        ));
+        let senders: Vec<String> = post.senders.iter().map(|s| s.userid.clone()).collect();
+        let tags: Vec<String> = post
+            .tag_list
+            .iter()
+            .map(|id| format!("{} ({id})", self.tag_name(id)))
+            .collect();
+        self.detail(format!(
+            "add_moment_task from {}: 「{}」",
+            senders.join("、"),
+            post.text.as_deref().unwrap_or("")
+        ));
+        self.detail(format!(
+            "   sender_list {}; external_contact_list.tag_list {}: their customers with any of these tags see the post",
+            senders.join(", "),
+            tags.join(", ")
+        ));
+        for a in &post.attachments {
+            let (file, size) = self.media_file(a["image"]["media_id"].as_str().unwrap_or(""));
+            self.detail(format!(
+                "   + image {file} ({size} bytes): media library item {media}, uploaded with media/upload_attachment (attachment_type 1)"
+            ));
+        }
+        let mut uploaded: Vec<Value> = Vec::new();
+        for m in &messages {
+            let media_id = m
+                .attachments
+                .first()
+                .map(|a| a["image"]["media_id"].clone());
+            let image = if media_id.as_ref().is_some_and(|id| uploaded.contains(id)) {
+                format!("media library item {media}, the same media_id (uploaded once, reused)")
+            } else {
+                format!("media library item {media}, uploaded with media/upload")
+            };
+            uploaded.extend(media_id);
+            self.show_task(m, "add_msg_template ", &image);
+        }
+
+        let demo: &Demo = self;
+        let c = demo
+            .campaign_when(
+                "moment_id",
+                ids[0],
+                "siyu did not learn the post's moment_id",
+                |c| c["runs"][0]["sends"][0]["moment_id"].is_string(),
+            )
+            .await?;
+        let moment_id = c["runs"][0]["sends"][0]["moment_id"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        self.say(format!(
+            "siyu polled get_moment_task_result until WeCom had made the post: moment_id {moment_id}"
+        ));
+
+        let driver = self.fake.driver();
+        for sender in &senders {
+            step(
+                "member publishes",
+                driver.staff_publishes_moment(&moment_id, sender),
+            )
+            .await?;
+        }
+        let mut confirmed = Vec::new();
+        for m in &messages {
+            let sender = m.sender.clone().unwrap_or_default();
+            step(
+                "member confirms",
+                driver.staff_confirms_mass_message(&m.msgid, &sender),
+            )
+            .await?;
+            confirmed.push(sender);
+        }
+        self.say(format!(
+            "{} published the post in the client, and {} confirmed their messages; siyu follows each task (every {} s at first, doubling; the demo moves its clock on while it waits) and records what came of it:",
+            senders.join(" and "),
+            confirmed.join(" and "),
+            self.app.services().settings.groups.follow_every_secs
+        ));
+        let published = senders.len() as u64;
+        let post = self
+            .campaign_when("post results", ids[0], "the post is not published", |c| {
+                c["runs"][0]["totals"]["published"].as_u64() == Some(published)
+            })
+            .await?;
+        self.show_campaign(&post);
+        let customers = preview["audience"].as_u64();
+        let sent = self
+            .campaign_when(
+                "message results",
+                ids[1],
+                "the messages are not delivered",
+                |c| c["runs"][0]["totals"]["delivered"].as_u64() == customers,
+            )
+            .await?;
+        self.show_campaign(&sent);
+
+        // The pins' news (tier changes, the invitations they made) reaches the members before the
+        // story goes on, so that the next notice tells only what happens next.
+        for id in seniors {
+            let name = self.customer_name(id);
+            let member = self
+                .fake
+                .customer(id)
+                .and_then(|c| c.follow_user.first().map(|f| f.userid.clone()))
+                .unwrap_or_default();
+            let (fk, name, member) = (&self.fake, &name, &member);
+            until_moving(
+                &clock,
+                "member notice",
+                &format!("no notice of {name}'s invitation to {member}"),
+                || async move {
+                    app_messages_to(fk, member)
+                        .iter()
+                        .any(|m| {
+                            m["text"]["content"].as_str().is_some_and(|t| {
+                                t.contains("入群邀请") && t.contains(name.as_str())
+                            })
+                        })
+                        .then_some(())
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     /// The customer's row in `GET /api/v1/tier-groups/{tier}/members`, once `wanted` holds for it.
     async fn member_when(
         &self,
@@ -245,8 +651,9 @@ impl Demo {
             .map_or_else(|| external_userid.to_string(), |c| c.name)
     }
 
-    /// Shows an invitation task as its sender sees it in 群发助手: recipients, text, the image.
-    fn show_task(&self, task: &MassMessageView) {
+    /// Shows a mass-message task as its sender sees it in 群发助手: recipients, text, the images
+    /// (each described as `image`).
+    fn show_task(&self, task: &MassMessageView, lead: &str, image: &str) {
         let to: Vec<String> = task
             .results
             .iter()
@@ -254,7 +661,7 @@ impl Demo {
             .map(|id| self.customer_name(id))
             .collect();
         self.detail(format!(
-            "from {} to {}: 「{}」",
+            "{lead}from {} to {}: 「{}」",
             task.sender.as_deref().unwrap_or("?"),
             to.join("、"),
             task.text.as_deref().unwrap_or("")
@@ -262,9 +669,7 @@ impl Demo {
         for a in &task.attachments {
             let media_id = a["image"]["media_id"].as_str().unwrap_or("");
             let (file, size) = self.media_file(media_id);
-            self.detail(format!(
-                "   + image {file} ({size} bytes): the tier's join QR code, uploaded with media/upload"
-            ));
+            self.detail(format!("   + image {file} ({size} bytes): {image}"));
         }
     }
 
@@ -609,7 +1014,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     .await?;
     demo.say("siyu gathered zhangsan's invitations for 2 s into one mass-message task per tier (add_msg_template); zhangsan finds them in 群发助手:");
     for t in &tasks {
-        demo.show_task(t);
+        demo.show_task(t, "", "the tier's join QR code, uploaded with media/upload");
     }
     for (tier, id) in promoted {
         let row = demo
@@ -797,32 +1202,44 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     )
     .await?;
 
+    // Campaigns: partners and senior partners get a Moments post and a mass message.
+    demo.campaigns([&a.external_userid, &b.external_userid], &c.external_userid)
+        .await?;
+
+    let to_lisi =
+        |m: &serde_json::Value| m["touser"].as_str().is_some_and(|t| t.starts_with("lisi"));
+    let before_churn = fake.app_messages().iter().filter(|m| to_lisi(m)).count();
     step(
         "churn",
         driver.customer_deletes_staff("lisi", &b.external_userid),
     )
     .await?;
     demo.say("陈静 deleted 李四: churn. siyu gathers such news for 2 s, then tells 李四 and the operator once:");
-    let to_lisi =
-        |m: &serde_json::Value| m["touser"].as_str().is_some_and(|t| t.starts_with("lisi"));
     for _ in 0..120 {
-        if fake.app_messages().iter().any(to_lisi) {
+        if fake.app_messages().iter().filter(|m| to_lisi(m)).count() > before_churn {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for m in fake.app_messages().iter().filter(|m| to_lisi(m)) {
+    let churn_news: Vec<Value> = fake
+        .app_messages()
+        .into_iter()
+        .filter(to_lisi)
+        .skip(before_churn)
+        .collect();
+    for m in churn_news {
         demo.detail(format!(
             "to {}: {}",
             m["touser"].as_str().unwrap_or(""),
             m["text"]["content"].as_str().unwrap_or("")
         ));
+        demo.messages_shown.push(m);
     }
     demo.say("the members were told of their customers' tier changes the same way, one message per member and window:");
     for m in fake
         .app_messages()
         .iter()
-        .filter(|m| !to_lisi(m) && !demo.messages_shown.contains(m))
+        .filter(|m| !demo.messages_shown.contains(m))
     {
         demo.detail(format!(
             "to {}: {}",
@@ -943,6 +1360,10 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     );
     println!(
         "  curl -H 'Authorization: Bearer {API_TOKEN}' http://{}/api/v1/tier-groups/partner/members",
+        app.addr()
+    );
+    println!(
+        "  curl -H 'Authorization: Bearer {API_TOKEN}' http://{}/api/v1/campaigns",
         app.addr()
     );
     println!("  curl http://{}/metrics", app.addr());

@@ -1,6 +1,7 @@
 //! `siyu demo` from the real binary: the scenario plays through the fake WeCom and every event
 //! lands in siyu's inbox; the tier groups invite the promoted, see them join, and ask their owner
-//! to remove the demoted.
+//! to remove the demoted; an image in the media library goes out in a Moments post for partners
+//! and a mass message for senior partners, and their results come back.
 
 use std::time::Duration;
 
@@ -115,6 +116,61 @@ async fn the_demo_plays_its_scenario_and_exits_cleanly() {
         stdout.matches("to wangwu|operator:").count(),
         1,
         "the owner is asked once, and that message is not shown again: {stdout}"
+    );
+
+    // The campaigns, after the tier groups and before the churn, in the order the story tells them.
+    let campaigns_story = [
+        "王小明: the removal from 「合作伙伴交流群」 is done",
+        "the operator pinned 王小明 and 陈静 to 高级合作伙伴 by PUT /api/v1/customers/{id}/pin",
+        "路人甲 is still a 合作伙伴",
+        "the operator uploaded a poster to the media library by POST /api/v1/media: id 1, kind image, 74 bytes (new-arrivals.png, image/png",
+        "by POST /api/v1/campaigns/preview: 2 customers now (lisi 1, zhangsan 1), 0 left out by the cap",
+        "the operator scheduled two campaigns by POST /api/v1/campaigns, 5 s ahead on the demo's clock",
+        "campaign 1: moment 「合作伙伴新品朋友圈」 for partner, text and image 1, scheduled (next run 20",
+        "campaign 2: message 「高级合作伙伴新品专享」 for senior_partner, text and image 1, scheduled",
+        "the demo moved its clock 5 s on: both runs fell due",
+        "add_moment_task from zhangsan: 「新品上市：合作伙伴专享试用装",
+        "sender_list zhangsan; external_contact_list.tag_list 合作伙伴 (",
+        "+ image new-arrivals.png (74 bytes): media library item 1, uploaded with media/upload_attachment (attachment_type 1)",
+        "add_msg_template from lisi to 陈静: 「尊敬的高级合作伙伴：新品已到",
+        "+ image new-arrivals.png (74 bytes): media library item 1, ",
+        "add_msg_template from zhangsan to 王小明: 「尊敬的高级合作伙伴：新品已到",
+        "+ image new-arrivals.png (74 bytes): media library item 1, ",
+        "siyu polled get_moment_task_result until WeCom had made the post: moment_id mom",
+        "zhangsan published the post in the client, and lisi and zhangsan confirmed their messages",
+        "GET /api/v1/campaigns/1: moment done; its run: audience 1, excluded_cap 0, totals published 1; moment_id mom",
+        "GET /api/v1/campaigns/2: message done; its run: audience 2, excluded_cap 0, totals delivered 2; msgid ",
+        "(lisi, sent), msgid ",
+        "(zhangsan, sent)",
+        "陈静 deleted 李四: churn",
+        // The churn notice tells only the churn: the pins' news went out before it.
+        "to lisi|operator: 客户「陈静」（小红书）删除了lisi。\n",
+        "to lisi: 客户「陈静」等级变化：普通会员 → 高级合作伙伴",
+    ];
+    let mut from = 0;
+    for line in campaigns_story {
+        let Some(at) = stdout[from..].find(line) else {
+            panic!("missing {line:?} after byte {from} in\n{stdout}");
+        };
+        from += at + line.len();
+    }
+    assert!(
+        stdout.contains("/api/v1/campaigns\n"),
+        "Look around names the campaigns: {stdout}"
+    );
+    // The moment_id siyu learned is the one the results show.
+    let moment_id = |after: &str| {
+        let at = stdout.find(after).unwrap() + after.len();
+        stdout[at..]
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        moment_id("until WeCom had made the post: moment_id "),
+        moment_id("totals published 1; moment_id "),
+        "{stdout}"
     );
 
     // The welcome line comes with the two adds whose channel has a welcome, and nowhere else.
