@@ -694,3 +694,34 @@ async fn at_most_ten_moments_tasks_a_minute_go_to_wecom() {
     assert!(twelve, "{}", w.fake.moment_tasks().len());
     w.app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_database_make_each_task_once() {
+    let w = world().await;
+    w.channels().await;
+    let a = w.add("douyin", "王小明").await.external_userid;
+    let d = w.add("xiaohongshu", "韩梅梅").await.external_userid;
+    pin(&w, &a, "partner").await;
+    pin(&w, &d, "partner").await;
+    assert!(wait_idle(&w.app, WAIT).await);
+    // A second replica on the same database, with its workers racing the first's.
+    let second = common::start((*w.app.services().settings).clone()).await;
+    for i in 0..3 {
+        create(
+            &w,
+            json!({"kind": "message", "name": format!("双副本{i}"), "audience": {"tiers": ["partner"]},
+                   "content": {"text": format!("双副本{i}")}, "schedule": {"at": at_in(&w, 800)}}),
+        )
+        .await;
+    }
+    let six = eventually(WAIT, || async { singles(&w).len() >= 6 }).await;
+    assert!(six, "{}", singles(&w).len());
+    assert!(wait_idle(&w.app, WAIT).await && wait_idle(&second, WAIT).await);
+    assert_eq!(
+        singles(&w).len(),
+        6,
+        "three campaigns, two members: six tasks, none twice"
+    );
+    second.shutdown().await;
+    w.app.shutdown().await;
+}

@@ -209,3 +209,63 @@ async fn a_password_is_checked_against_its_hash_and_can_be_changed() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_route_checks_the_role() {
+    let db = TestDb::new().await;
+    for (name, role) in [("watcher", "viewer"), ("ops", "operator")] {
+        let (ok, _, err) = users(&db, &["add", name, "--role", role], "long enough secret\n").await;
+        assert!(ok, "{err}");
+    }
+    let viewer = token(&db, "watcher").await;
+    let operator = token(&db, "ops").await;
+    let app = common::start(db.settings()).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", app.addr());
+    let spec: serde_json::Value = http
+        .get(format!("{base}/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut checked = 0;
+    for (path, ops) in spec["paths"].as_object().unwrap() {
+        if !path.starts_with("/api/v1/") || path == "/api/v1/openapi.json" {
+            continue;
+        }
+        let concrete = path
+            .replace("{id}", "1")
+            .replace("{code}", "nope")
+            .replace("{tier}", "partner");
+        for method in ops.as_object().unwrap().keys() {
+            let m: reqwest::Method = method.to_uppercase().parse().unwrap();
+            let status = |token: String| {
+                let request = http
+                    .request(m.clone(), format!("{base}{concrete}"))
+                    .bearer_auth(token)
+                    .json(&json!({}));
+                async move { request.send().await.unwrap().status().as_u16() }
+            };
+            let as_viewer = status(viewer.clone()).await;
+            let as_operator = status(operator.clone()).await;
+            let reads = method == "get" || path.ends_with("/campaigns/preview");
+            if reads {
+                assert_ne!(as_viewer, 403, "{method} {path}: a viewer reads");
+            } else {
+                assert_eq!(as_viewer, 403, "{method} {path}: a viewer changes nothing");
+                let admin_only = path == "/api/v1/tiers";
+                assert_eq!(
+                    as_operator == 403,
+                    admin_only,
+                    "{method} {path}: an operator ({as_operator})"
+                );
+            }
+            assert_ne!(as_viewer, 401, "{method} {path}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 20, "{checked} routes");
+    app.shutdown().await;
+}
