@@ -501,12 +501,40 @@ async fn manage_users(settings: Settings, command: UsersCommand) -> Result<(), S
     let services = cli_services(settings).await?;
     let s = &services;
     let e = |e: crate::app::AppError| e.to_string();
+    // Every change is audited as made from the command line (its operator is whoever may run
+    // siyu on this machine: an admin).
+    let audit = |what: String, after: Option<serde_json::Value>| {
+        let store = services.store.clone();
+        let now = services.clock.now_ms();
+        async move {
+            let after = after.map(|a| a.to_string());
+            store
+                .record_audit(
+                    now,
+                    "cli",
+                    "admin",
+                    "cli",
+                    &what,
+                    0,
+                    None,
+                    None,
+                    after.as_deref(),
+                )
+                .await
+                .map_err(|e| format!("audit log: {e}"))
+        }
+    };
     match command {
         UsersCommand::Add { name, role } => {
             let role = Role::parse(&role)
                 .ok_or_else(|| format!("--role {role:?}: admin, operator or viewer"))?;
             let password = read_password(&format!("password for {name}: "))?;
             let u = users::add(s, &name, role, &password).await.map_err(e)?;
+            audit(
+                format!("users add {}", u.name),
+                serde_json::to_value(&u).ok(),
+            )
+            .await?;
             println!("added {} ({})", u.name, u.role);
         }
         UsersCommand::List => {
@@ -517,19 +545,27 @@ async fn manage_users(settings: Settings, command: UsersCommand) -> Result<(), S
         }
         UsersCommand::Disable { name } => {
             users::set_disabled(s, &name, true).await.map_err(e)?;
+            audit(format!("users disable {name}"), None).await?;
             println!("disabled {name}");
         }
         UsersCommand::Enable { name } => {
             users::set_disabled(s, &name, false).await.map_err(e)?;
+            audit(format!("users enable {name}"), None).await?;
             println!("enabled {name}");
         }
         UsersCommand::Passwd { name } => {
             let password = read_password(&format!("new password for {name}: "))?;
             users::set_password(s, &name, &password).await.map_err(e)?;
+            audit(format!("users passwd {name}"), None).await?;
             println!("password of {name} changed");
         }
         UsersCommand::Token { name, label } => {
             let (id, secret) = users::create_token(s, &name, &label).await.map_err(e)?;
+            audit(
+                format!("users token {name} ({label})"),
+                Some(serde_json::json!({ "token": id })),
+            )
+            .await?;
             eprintln!("token {id} for {name} ({label}); it is shown this once:");
             println!("{secret}");
         }
@@ -541,6 +577,7 @@ async fn manage_users(settings: Settings, command: UsersCommand) -> Result<(), S
         }
         UsersCommand::Revoke { id } => {
             users::revoke_token(s, id).await.map_err(e)?;
+            audit(format!("users revoke {id}"), None).await?;
             println!("revoked token {id}");
         }
     }

@@ -145,7 +145,9 @@ impl App {
         );
         let metrics = Arc::new(Metrics::default());
         if settings.api.token.is_empty() {
-            tracing::warn!("api.token is empty: the /api/v1 endpoints answer 401 to everyone");
+            tracing::info!(
+                "api.token is empty: /api/v1 takes only users' tokens (siyu users token)"
+            );
         }
         let state = AppState {
             store: store.clone(),
@@ -156,10 +158,15 @@ impl App {
             api_token: settings.api.token.clone(),
             body_limit: settings.server.body_limit_bytes,
             services: services.clone(),
+            reader: Arc::default(),
         };
-        let router = http::router(state);
+        let router = http::router(state.clone());
+        // Held while the server serves, so the audit can read through the routes.
+        let reader = http::keep_reader(&state, &router);
+        drop(state);
         let mut http_shutdown = shutdown_rx.clone();
         let http = tokio::spawn(async move {
+            let _reader = reader;
             let server = axum::serve(listener, router).with_graceful_shutdown(async move {
                 let _ = http_shutdown.wait_for(|stop| *stop).await;
             });

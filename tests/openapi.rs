@@ -53,6 +53,7 @@ async fn state(db: &common::TestDb) -> AppState {
         api_token: settings.api.token.clone(),
         body_limit: settings.server.body_limit_bytes,
         services,
+        reader: Default::default(),
     }
 }
 

@@ -251,7 +251,13 @@ async fn every_documented_route_checks_the_role() {
             let as_viewer = status(viewer.clone()).await;
             let as_operator = status(operator.clone()).await;
             let reads = method == "get" || path.ends_with("/campaigns/preview");
-            if reads {
+            if path == "/api/v1/audit" {
+                assert_eq!(
+                    (as_viewer, as_operator),
+                    (403, 403),
+                    "the audit log is for admins"
+                );
+            } else if reads {
                 assert_ne!(as_viewer, 403, "{method} {path}: a viewer reads");
             } else {
                 assert_eq!(as_viewer, 403, "{method} {path}: a viewer changes nothing");
@@ -268,4 +274,119 @@ async fn every_documented_route_checks_the_role() {
     }
     assert!(checked > 20, "{checked} routes");
     app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_change_is_in_the_audit_log_with_who_before_and_after() {
+    let w = common::world::world().await;
+    let db = &w.db;
+    let (ok, _, err) = users(
+        db,
+        &["add", "ops", "--role", "operator"],
+        "long enough secret\n",
+    )
+    .await;
+    assert!(ok, "{err}");
+    let ops = token(db, "ops").await;
+    let app = &w.app;
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("http://{}/api/v1{p}", app.addr());
+    let r = http
+        .post(url("/channels"))
+        .bearer_auth(&ops)
+        .json(&json!({"code": "douyin", "name": "抖音", "staff": ["zhangsan"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = http
+        .put(url("/channels/douyin"))
+        .bearer_auth(&ops)
+        .json(&json!({"code": "douyin", "name": "抖音直播", "staff": ["zhangsan"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let r = http
+        .delete(url("/channels/douyin"))
+        .bearer_auth(&ops)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let admin = siyu::testkit::API_TOKEN;
+    let log: serde_json::Value = http
+        .get(url("/audit?who=ops"))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let records = log["records"].as_array().unwrap();
+    let whats: Vec<&str> = records
+        .iter()
+        .map(|r| r["what"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        whats,
+        vec![
+            "DELETE /api/v1/channels/douyin",
+            "PUT /api/v1/channels/douyin",
+            "POST /api/v1/channels"
+        ],
+        "{log:#}"
+    );
+    let put = &records[1];
+    assert_eq!(put["who"], "ops");
+    assert_eq!(put["role"], "operator");
+    assert_eq!(put["status"], 200);
+    assert_eq!(put["before"]["name"], "抖音", "{put:#}");
+    assert_eq!(put["after"]["name"], "抖音直播", "{put:#}");
+    assert_eq!(put["request"]["name"], "抖音直播");
+    assert_eq!(
+        records[2]["after"]["code"], "douyin",
+        "a create records what it made"
+    );
+    assert_eq!(records[0]["before"]["name"], "抖音直播");
+    assert!(records[0]["after"].is_null(), "deleted");
+    let filtered: serde_json::Value = http
+        .get(url("/audit?what=PUT"))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(filtered["records"].as_array().unwrap().len(), 1);
+    let cli: serde_json::Value = http
+        .get(url("/audit?who=cli"))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cli: Vec<&str> = cli["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["what"].as_str().unwrap())
+        .collect();
+    assert!(cli.contains(&"users add ops"), "{cli:?}");
+    assert!(
+        cli.iter().any(|w| w.starts_with("users token ops")),
+        "{cli:?}"
+    );
+    let refused = http
+        .get(url("/audit"))
+        .bearer_auth(&ops)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    w.app.shutdown().await;
 }

@@ -42,6 +42,11 @@ pub(super) fn router(
         .routes(routes!(tier_summary))
         .routes(routes!(get_tiers, put_tiers))
         .merge(features)
+        // Layers run from the last added: the token is checked, then the change is recorded.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            super::audit::record_changes,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(state, require_token))
         // The API description is public: it holds no data.
         .routes(routes!(openapi))
@@ -152,7 +157,12 @@ async fn require_token(
 pub(super) fn required_role(method: &axum::http::Method, path: &str) -> Role {
     use axum::http::Method;
     let path = path.trim_end_matches('/');
-    if *method == Method::GET || *method == Method::HEAD || path.ends_with("/campaigns/preview") {
+    if path.ends_with("/audit") {
+        Role::Admin
+    } else if *method == Method::GET
+        || *method == Method::HEAD
+        || path.ends_with("/campaigns/preview")
+    {
         Role::Viewer
     } else if path.ends_with("/tiers") {
         Role::Admin

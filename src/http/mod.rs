@@ -7,6 +7,7 @@
 //! detail goes only to the log.
 
 mod api;
+mod audit;
 mod callback;
 mod campaigns;
 pub mod doc;
@@ -38,6 +39,10 @@ pub struct AppState {
     pub api_token: Secret,
     pub body_limit: usize,
     pub services: crate::app::Services,
+    /// The routes, for reading a resource through the API itself (the audit's before and after).
+    /// Weak: the server owns the router (see [`keep_reader`]); a strong handle here would be a
+    /// cycle that keeps the state (and the ingest) alive after the server stopped.
+    pub reader: Arc<std::sync::OnceLock<std::sync::Weak<Router>>>,
 }
 
 /// Every route the binary serves, each registered together with its OpenAPI description.
@@ -51,7 +56,8 @@ fn routes(state: AppState) -> OpenApiRouter<AppState> {
                 state,
                 groups::router()
                     .merge(media::router())
-                    .merge(campaigns::router()),
+                    .merge(campaigns::router())
+                    .merge(audit::router()),
             ),
         )
 }
@@ -75,4 +81,12 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::Extension(api::Document(document.into())))
         .with_state(state)
         .layer(axum::middleware::from_fn(ops::trace_requests))
+}
+
+/// Lets the audit read resources through `router` while the returned handle lives: the server
+/// holds it for as long as it serves.
+pub fn keep_reader(state: &AppState, router: &Router) -> Arc<Router> {
+    let shared = Arc::new(router.clone());
+    let _ = state.reader.set(Arc::downgrade(&shared));
+    shared
 }

@@ -48,6 +48,11 @@ const SQLITE: &[Migration] = &[
         name: "users",
         sql: include_str!("../../migrations/sqlite/0008_users.sql"),
     },
+    Migration {
+        version: 9,
+        name: "audit",
+        sql: include_str!("../../migrations/sqlite/0009_audit.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -91,6 +96,11 @@ const POSTGRES: &[Migration] = &[
         version: 8,
         name: "users",
         sql: include_str!("../../migrations/postgres/0008_users.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "audit",
+        sql: include_str!("../../migrations/postgres/0009_audit.sql"),
     },
 ];
 

@@ -59,6 +59,7 @@ macro_rules! string_enum {
     };
 }
 
+pub mod audit;
 pub mod campaigns;
 pub mod contacts;
 pub mod groups;
