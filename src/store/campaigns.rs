@@ -384,8 +384,7 @@ pub async fn save_send(tx: &mut Tx, s: &CampaignSend) -> Result<()> {
     Ok(())
 }
 
-/// Sets what came of recipients of a send (`(target, status)`), those still pending only unless
-/// `overwrite`.
+/// Sets what came of recipients of a send (`(target, status)`), whatever they were before.
 pub async fn set_recipients(
     tx: &mut Tx,
     send_id: i64,

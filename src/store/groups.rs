@@ -580,19 +580,6 @@ pub async fn upsert_membership(tx: &mut Tx, m: &Membership) -> Result<()> {
     Ok(())
 }
 
-/// The customers in a group now (they have not left).
-pub async fn members_in(tx: &mut Tx, chat_id: &ChatId) -> Result<Vec<Membership>> {
-    let rows: Vec<MemberRow> = with_tx!(tx, |conn| {
-        sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT {MEMBER_COLUMNS} FROM group_members WHERE chat_id = $1 AND left_at IS NULL"
-        )))
-        .bind(chat_id)
-        .fetch_all(&mut *conn)
-        .await?
-    });
-    Ok(rows.into_iter().map(membership).collect())
-}
-
 pub async fn mark_left(
     tx: &mut Tx,
     chat_id: &ChatId,

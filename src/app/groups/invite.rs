@@ -359,9 +359,14 @@ async fn refused(s: &Services, send: &InviteSend, tg: &TierGroup, error: WecomEr
         // The QR image's media_id is not valid (any more): upload it again next time.
         Some(code::INVALID_MEDIA) => {
             if let Some(qr) = &tg.qr_code
-                && let Err(e) = s.store.forget_wecom_media(qr, "upload").await
+                && let Err(e) = crate::app::media::forget_media_id(
+                    s,
+                    qr,
+                    crate::app::media::WecomUpload::Upload,
+                )
+                .await
             {
-                return AppError::from(e).into();
+                return e.into();
             }
             JobError::Retry(error.to_string())
         }
