@@ -94,6 +94,7 @@ pub struct Settings {
     pub templates: TemplateSettings,
     pub groups: GroupSettings,
     pub media: MediaSettings,
+    pub console: ConsoleSettings,
     /// Tiers, lowest rank first; the first is the entry tier of every new customer.
     pub tiers: Vec<TierSettings>,
     /// Channels declared in the file (created or updated at start, like the API does).
@@ -140,6 +141,9 @@ pub struct ServerSettings {
     pub body_limit_bytes: usize,
     /// How long shutdown waits for in-flight requests and jobs.
     pub shutdown_grace_secs: u64,
+    /// The address operators reach siyu at (e.g. `https://siyu.example.com`), when it differs
+    /// from `listen` (behind a proxy). The console's cookie is `Secure` when it is https.
+    pub public_url: String,
 }
 
 impl Default for ServerSettings {
@@ -148,6 +152,7 @@ impl Default for ServerSettings {
             listen: "127.0.0.1:8080".into(),
             body_limit_bytes: 64 * 1024,
             shutdown_grace_secs: 10,
+            public_url: String::new(),
         }
     }
 }
@@ -327,6 +332,7 @@ impl Default for Settings {
             templates: TemplateSettings::default(),
             groups: GroupSettings::default(),
             media: MediaSettings::default(),
+            console: ConsoleSettings::default(),
             // Partner: 90-day spend ≥ 2,000 or referrals ≥ 3; senior partner: spend ≥ 10,000
             // and referrals ≥ 10; keeping a tier takes half.
             tiers: vec![
@@ -459,6 +465,29 @@ pub struct MediaSettings {
 impl Default for MediaSettings {
     fn default() -> Self {
         Self { margin_hours: 12 }
+    }
+}
+
+/// The console's sign-ins.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConsoleSettings {
+    /// A session unused this long is over (the next page asks to sign in again).
+    pub session_idle_minutes: u64,
+    /// A session is over this long after its sign-in, however busy.
+    pub session_max_hours: u64,
+    /// Failed sign-ins in a row for one name before the next must wait (1 s, doubling with each
+    /// further failure, at most 15 minutes).
+    pub free_sign_in_failures: u32,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        Self {
+            session_idle_minutes: 30,
+            session_max_hours: 12,
+            free_sign_in_failures: 5,
+        }
     }
 }
 

@@ -152,6 +152,11 @@ impl Metrics {
             let _ = writeln!(out, "siyu_jobs{{state=\"{}\"}} {n}", state.as_str());
         }
         render_groups(&mut out, &store.group_counts().await?);
+        let failures = store.sign_in_failures_total().await?;
+        let _ = writeln!(
+            out,
+            "# HELP siyu_console_sign_in_failures_total Console sign-ins refused for a wrong name or password.\n# TYPE siyu_console_sign_in_failures_total counter\nsiyu_console_sign_in_failures_total {failures}"
+        );
         Ok(out)
     }
 }

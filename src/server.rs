@@ -95,12 +95,16 @@ impl App {
         let clock = components.clock.clone();
         let wecom = WecomClient::new(&settings.wecom, Some(store.clone()), clock.clone())?;
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut templates = Templates::load(&settings.templates.dir)?;
+        if let Ok(zone) = settings.timezone() {
+            templates.set_zone(zone);
+        }
         let services = Services::new(
             store.clone(),
             wecom.clone(),
             clock.clone(),
             Arc::new(settings.clone()),
-            Arc::new(Templates::load(&settings.templates.dir)?),
+            Arc::new(templates),
         );
         let mut features = Registrar::default();
         app::register_features(&services, &mut features);

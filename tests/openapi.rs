@@ -117,7 +117,11 @@ fn concrete(path: &str) -> String {
 async fn the_document_lists_every_served_route_and_no_other() {
     let db = common::TestDb::new().await;
     let router = http::router(state(&db).await);
-    let routed = routed(&format!("{router:?}"));
+    // The console's pages are HTML for people, not API: the document leaves them out.
+    let routed: BTreeSet<_> = routed(&format!("{router:?}"))
+        .into_iter()
+        .filter(|(_, path)| !path.starts_with("/console"))
+        .collect();
     assert!(
         routed.contains(&("get".into(), "/api/v1/openapi.json".into()))
             && routed.contains(&("post".into(), "/wecom/callback".into()))

@@ -23,6 +23,7 @@ pub mod mass;
 pub mod media;
 pub mod notes;
 pub mod segments;
+pub mod sessions;
 pub mod staff;
 pub mod tags;
 pub mod templates;

@@ -15,6 +15,16 @@ pub enum TemplateError {
     Dir { dir: String, reason: String },
 }
 
+/// A console page's template, `templates/console/NAME`, known as `console/NAME`.
+macro_rules! console {
+    ($name:literal) => {
+        (
+            concat!("console/", $name),
+            include_str!(concat!("../../templates/console/", $name)),
+        )
+    };
+}
+
 const BUILT_IN: &[(&str, &str)] = &[
     (
         "note_remark.j2",
@@ -48,6 +58,21 @@ const BUILT_IN: &[(&str, &str)] = &[
         "group_invite_by_hand.j2",
         include_str!("../../templates/group_invite_by_hand.j2"),
     ),
+    // The console's pages (HTML, so what they show is escaped).
+    console!("base.html"),
+    console!("error.html"),
+    console!("login.html"),
+    console!("overview.html"),
+    console!("customers.html"),
+    console!("customer.html"),
+    console!("channels.html"),
+    console!("channel.html"),
+    console!("tiers.html"),
+    console!("groups.html"),
+    console!("group_members.html"),
+    console!("campaigns.html"),
+    console!("campaign.html"),
+    console!("audit.html"),
 ];
 
 pub struct Templates {
@@ -82,7 +107,20 @@ impl Templates {
                     reason: e.to_string(),
                 })?;
         }
-        Ok(Templates { env })
+        let mut templates = Templates { env };
+        templates.set_zone(chrono_tz::Asia::Shanghai);
+        Ok(templates)
+    }
+
+    /// Times in templates (`{{ at | time }}`, Unix milliseconds) are shown in `zone`
+    /// (`jobs.timezone`; Asia/Shanghai until told).
+    pub fn set_zone(&mut self, zone: chrono_tz::Tz) {
+        self.env
+            .add_filter("time", move |ms: Option<i64>| -> String {
+                ms.and_then(chrono::DateTime::from_timestamp_millis)
+                    .map(|t| t.with_timezone(&zone).format("%Y-%m-%d %H:%M").to_string())
+                    .unwrap_or_default()
+            });
     }
 
     pub fn render(&self, name: &str, ctx: impl Serialize) -> Result<String, TemplateError> {

@@ -1,7 +1,7 @@
 //! The admin endpoints under `/fake/`, for `siyu fake-wecom --listen ADDR` driven from another
 //! process (a shell script, the demo, a manual test): faults, token expiry, the call log, the
 //! state dump, staff and the callback URL; and the join-way QR code images the fake hands out
-//! as `qr_code` (`GET /fake/qr/{config_id}.png`).
+//! as `qr_code`, and the contact ways' (`GET /fake/qr/{config_id}.png`).
 
 use std::time::Duration;
 

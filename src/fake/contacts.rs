@@ -655,7 +655,7 @@ pub(crate) fn add_contact_way(st: &mut State, req: &Req) -> ApiResult {
         return Err(invalid("user and party are both empty"));
     }
     let config_id = random_hex(32);
-    let qr_code = (scene == 2).then(|| format!("https://wework.qpic.cn/wwpic/fake/{config_id}/0"));
+    let qr_code = (scene == 2).then(|| super::groups::qr_code_url(st, &config_id));
     let way = ContactWay {
         config_id: config_id.clone(),
         kind,

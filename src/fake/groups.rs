@@ -209,7 +209,7 @@ pub(crate) fn del_join_way(st: &mut State, req: &Req) -> ApiResult {
 /// A scene-2 join way's QR code: a PNG the fake itself serves at `GET /fake/qr/{config_id}.png`
 /// once it listens (so siyu can download it and upload it again, as it does with WeCom's); a
 /// WeCom-shaped URL nobody can fetch when the fake was never served.
-fn qr_code_url(st: &State, config_id: &str) -> String {
+pub(crate) fn qr_code_url(st: &State, config_id: &str) -> String {
     match st.served_at {
         Some(addr) => format!("http://{addr}/fake/qr/{config_id}.png"),
         None => format!("https://wework.qpic.cn/wwpic/fake/join/{config_id}/0"),
@@ -229,10 +229,12 @@ pub(crate) const QR_PNG: &[u8] = &[
     0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82, // IEND and CRC
 ];
 
-/// The QR code image of the join way `config_id`, if it has one.
+/// The QR code image of the join way or contact way (「联系我」) `config_id`, if it has one.
 pub(crate) fn join_way_qr(st: &State, config_id: &str) -> Option<&'static [u8]> {
-    st.join_ways
+    let join = st.join_ways.get(config_id).and_then(|w| w.qr_code.as_ref());
+    let contact = st
+        .contact_ways
         .get(config_id)
-        .and_then(|w| w.qr_code.as_ref())
-        .map(|_| QR_PNG)
+        .and_then(|w| w.qr_code.as_ref());
+    join.or(contact).map(|_| QR_PNG)
 }

@@ -15,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::api::{ApiError, INTERNAL, UNAUTHORIZED};
+use super::api::{Acting, ApiError, INTERNAL, UNAUTHORIZED};
 use super::doc::ErrorBody;
 use crate::app::users::Principal;
 use crate::store::audit::{AuditFilter, AuditRecord};
@@ -46,16 +46,14 @@ fn resource_of(path: &str) -> Option<String> {
 }
 
 /// The resource as a GET through the API answers it now (None when it is not there).
-async fn read(state: &AppState, path: &str, auth: Option<&header::HeaderValue>) -> Option<String> {
+async fn read(state: &AppState, path: &str, principal: &Principal) -> Option<String> {
     let router = Router::clone(&*state.reader.get()?.upgrade()?);
-    let mut request = Request::get(path);
-    if let Some(auth) = auth {
-        request = request.header(header::AUTHORIZATION, auth);
-    }
-    let response = router
-        .oneshot(request.body(Body::empty()).ok()?)
-        .await
-        .ok()?;
+    let mut request = Request::get(path).body(Body::empty()).ok()?;
+    request.extensions_mut().insert(Acting {
+        principal: principal.clone(),
+        via: "api",
+    });
+    let response = router.oneshot(request).await.ok()?;
     if !response.status().is_success() {
         return None;
     }
@@ -81,10 +79,13 @@ pub(super) async fn record_changes(
     let Some(principal) = request.extensions().get::<Principal>().cloned() else {
         return next.run(request).await;
     };
-    let auth = request.headers().get(header::AUTHORIZATION).cloned();
+    let via = request
+        .extensions()
+        .get::<Acting>()
+        .map_or("api", |a| a.via);
     let resource = resource_of(&path);
     let before = match &resource {
-        Some(r) => read(&state, r, auth.as_ref()).await,
+        Some(r) => read(&state, r, &principal).await,
         None => None,
     };
     let multipart = request
@@ -133,7 +134,7 @@ pub(super) async fn record_changes(
         None
     } else {
         match &resource {
-            Some(r) => read(&state, r, auth.as_ref()).await,
+            Some(r) => read(&state, r, &principal).await,
             None => Some(String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_KEPT)]).into_owned()),
         }
     };
@@ -144,7 +145,7 @@ pub(super) async fn record_changes(
             state.clock.now_ms(),
             &principal.name,
             principal.role.as_str(),
-            "api",
+            via,
             &what,
             i64::from(status.as_u16()),
             asked.as_deref(),

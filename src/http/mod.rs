@@ -1,4 +1,4 @@
-//! HTTP: the callback, the operator API, health and metrics. Routers and extractors only; the
+//! HTTP: the callback, the operator API, the console, health and metrics. Routers and extractors only; the
 //! work happens in `app`.
 //!
 //! Error policy: a request that is the caller's fault gets a 4xx. For WeCom's callback the body
@@ -10,6 +10,7 @@ mod api;
 mod audit;
 mod callback;
 mod campaigns;
+mod console;
 pub mod doc;
 mod groups;
 mod media;
@@ -79,6 +80,7 @@ pub fn router(state: AppState) -> Router {
     });
     router
         .layer(axum::Extension(api::Document(document.into())))
+        .merge(console::router(state.clone()))
         .with_state(state)
         .layer(axum::middleware::from_fn(ops::trace_requests))
 }

@@ -53,6 +53,11 @@ const SQLITE: &[Migration] = &[
         name: "audit",
         sql: include_str!("../../migrations/sqlite/0009_audit.sql"),
     },
+    Migration {
+        version: 10,
+        name: "console",
+        sql: include_str!("../../migrations/sqlite/0010_console.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -101,6 +106,11 @@ const POSTGRES: &[Migration] = &[
         version: 9,
         name: "audit",
         sql: include_str!("../../migrations/postgres/0009_audit.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "console",
+        sql: include_str!("../../migrations/postgres/0010_console.sql"),
     },
 ];
 

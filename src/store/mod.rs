@@ -69,6 +69,7 @@ pub mod media;
 mod migrate;
 mod postgres;
 pub mod schedules;
+pub mod sessions;
 mod sqlite;
 pub mod tiers;
 pub mod tokens;
