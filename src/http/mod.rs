@@ -12,6 +12,7 @@ mod callback;
 mod campaigns;
 pub mod doc;
 mod groups;
+mod jobs;
 mod media;
 mod ops;
 
@@ -57,6 +58,7 @@ fn routes(state: AppState) -> OpenApiRouter<AppState> {
                 groups::router()
                     .merge(media::router())
                     .merge(campaigns::router())
+                    .merge(jobs::router())
                     .merge(audit::router()),
             ),
         )
