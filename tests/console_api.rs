@@ -201,6 +201,57 @@ async fn a_welcome_that_failed_for_good_is_retried_from_the_api_and_sent_once_wi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_welcome_whose_answer_was_lost_on_its_last_attempt_is_retried_by_looking_not_sent_twice()
+{
+    // One attempt per job, and an answer that comes after the client gave up: the welcome goes
+    // out, its job fails for good with the send's outcome unknown in its ledger.
+    let w = world_with(|s| {
+        s.jobs.max_attempts = 1;
+        s.wecom.request_timeout_ms = 500;
+    })
+    .await;
+    w.fake.set_timeout_hold(Duration::from_secs(2));
+    w.channels().await;
+    let send = "/cgi-bin/externalcontact/send_welcome_msg";
+    w.fake.fail_next(send, 1, Failure::Timeout);
+    let a = w.add("douyin", "王小明").await;
+    let job = || async {
+        let jobs = w.app.store().jobs_of_kind("contact.welcome").await.unwrap();
+        assert_eq!(jobs.len(), 1, "{jobs:?}");
+        jobs[0].clone()
+    };
+    let failed = eventually(Duration::from_secs(10), || async {
+        job().await.state == "failed"
+    })
+    .await;
+    assert!(failed, "{:?}", job().await);
+    let id = job().await.id;
+    let (status, retried) = w.post(&format!("/jobs/{id}/retry"), json!({})).await;
+    assert_eq!(status, 200, "{retried}");
+    let done = eventually(Duration::from_secs(10), || async {
+        job().await.state == "done"
+    })
+    .await;
+    let after = job().await;
+    assert!(done, "{after:?}");
+    // The retry read the ledger: it repeated the recorded request, whose used code told that
+    // the first had gone out. One welcome reached the customer.
+    let ledger: Value = serde_json::from_str(after.ledger.as_deref().unwrap()).unwrap();
+    assert_eq!(ledger["state"], "probably_sent", "{ledger}");
+    let calls = w.fake.calls_to(send);
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0].body, calls[1].body);
+    let welcomes = w
+        .fake
+        .welcome_messages()
+        .into_iter()
+        .filter(|m| m.external_userid == a.external_userid)
+        .count();
+    assert_eq!(welcomes, 1);
+    w.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn customers_are_found_by_name_remark_tier_segment_channel_tag_and_member_and_paged() {
     let w = world().await;
     w.channels().await;
