@@ -40,7 +40,7 @@ async fn enqueue(
 
 async fn job_state(store: &Store, key: &str) -> (String, i64, Option<String>) {
     let job = store.job_by_key(key).await.unwrap().expect("job exists");
-    (job.state, job.attempts, job.last_error)
+    (job.state.to_string(), job.attempts, job.last_error)
 }
 
 async fn wait_state(store: &Store, key: &str, state: &str, within: Duration) -> bool {

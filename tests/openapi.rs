@@ -212,8 +212,9 @@ async fn the_document_lists_every_served_route_and_no_other() {
                 assert_eq!(error, "#/components/schemas/ErrorBody", "{method} {path}");
             }
         }
-        // Actions on a resource (cancel, remind) take no body; every other change does.
-        let action = path.ends_with("/cancel") || path.ends_with("/remind");
+        // Actions on a resource (cancel, remind, retry) take no body; every other change does.
+        let action =
+            path.ends_with("/cancel") || path.ends_with("/remind") || path.ends_with("/retry");
         if (method == "post" || method == "put") && !action {
             assert!(
                 op["requestBody"]["content"].is_object(),

@@ -1,10 +1,13 @@
-//! The customer as operators see it (`GET /api/v1/customers/{id}`), and the shop's references
-//! to a customer (`PUT /api/v1/customers/{id}/refs`).
+//! The customer as operators see it (`GET /api/v1/customers/{id}`), the search over customers
+//! (`GET /api/v1/customers`), and the shop's references to a customer
+//! (`PUT /api/v1/customers/{id}/refs`).
 
+use serde::Serialize;
 use serde_json::json;
 
 use super::{AppError, Services, groups, tiers};
-use crate::ids::ExternalUserId;
+use crate::ids::{ExternalUserId, TagId, UserId};
+use crate::store::contacts::{CustomerFilter, FollowStatus};
 use crate::store::tiers as store_tiers;
 
 /// Profile, tier, pin, value segment, the metrics the rules look at, relations, tier history,
@@ -55,4 +58,139 @@ pub async fn set_refs(
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// What `GET /api/v1/customers` asks for: the filter, and the page.
+#[derive(Debug, Clone, Default)]
+pub struct SearchInput {
+    pub q: Option<String>,
+    pub tier: Option<String>,
+    pub segment: Option<String>,
+    pub channel: Option<String>,
+    /// A tag's name (one of siyu's tags) or its WeCom id.
+    pub tag: Option<String>,
+    pub member: Option<UserId>,
+    pub after: Option<ExternalUserId>,
+    pub limit: i64,
+}
+
+/// A page of customers; `next_after` asks for the next one (None: this was the last).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CustomerPage {
+    pub customers: Vec<CustomerItem>,
+    pub next_after: Option<ExternalUserId>,
+    /// Customers matching the filter, on every page.
+    pub total: i64,
+}
+
+/// A customer as a search lists them.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CustomerItem {
+    pub external_userid: ExternalUserId,
+    pub name: String,
+    pub tier: String,
+    /// The value segment, once the customer has been segmented.
+    pub segment: Option<String>,
+    /// The channels the customer came through: of the first add, then of the other relations.
+    pub channels: Vec<String>,
+    /// The members following the customer now, with the remark each sees.
+    pub members: Vec<MemberRemark>,
+    /// When the customer first added a member, Unix ms.
+    pub added_at: i64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MemberRemark {
+    pub userid: UserId,
+    pub remark: String,
+}
+
+/// Customers matching every given filter, by external_userid.
+pub async fn search(services: &Services, input: SearchInput) -> Result<CustomerPage, AppError> {
+    let store = &services.store;
+    if let Some(tier) = &input.tier {
+        let in_force = services.tiers().await?;
+        if !in_force.iter().any(|t| &t.code == tier) {
+            let codes: Vec<&str> = in_force.iter().map(|t| t.code.as_str()).collect();
+            return Err(AppError::Invalid(format!(
+                "tier: {tier:?} is not one of {}",
+                codes.join(", ")
+            )));
+        }
+    }
+    // A name names siyu's own tags (the only ones whose names siyu keeps); anything else is
+    // taken as a WeCom tag id.
+    let tag_ids = match &input.tag {
+        None => None,
+        Some(tag) => {
+            let mut ids: Vec<TagId> = store
+                .siyu_tags()
+                .await?
+                .into_iter()
+                .filter(|t| &t.name == tag)
+                .filter_map(|t| t.tag_id)
+                .collect();
+            ids.push(TagId::from(tag.as_str()));
+            Some(ids)
+        }
+    };
+    let filter = CustomerFilter {
+        q: input.q,
+        tier: input.tier,
+        segment: input.segment,
+        channel: input.channel,
+        tag_ids,
+        member: input.member,
+    };
+    // One more than asked tells whether another page exists.
+    let mut rows = store
+        .search_customers(&filter, input.after.as_ref(), input.limit + 1)
+        .await?;
+    let more = rows.len() as i64 > input.limit;
+    rows.truncate(usize::try_from(input.limit).unwrap_or(0));
+    let total = store.count_matching_customers(&filter).await?;
+    let ids: Vec<ExternalUserId> = rows.iter().map(|r| r.external_userid.clone()).collect();
+    let follows = store.follows_of_customers(&ids, None).await?;
+    let customers: Vec<CustomerItem> = rows
+        .into_iter()
+        .map(|r| {
+            let theirs = || {
+                follows
+                    .iter()
+                    .filter(|f| f.external_userid == r.external_userid)
+            };
+            let mut channels = vec![r.channel.clone()];
+            for f in theirs() {
+                if !channels.contains(&f.channel) {
+                    channels.push(f.channel.clone());
+                }
+            }
+            let members = theirs()
+                .filter(|f| f.status == FollowStatus::Connected)
+                .map(|f| MemberRemark {
+                    userid: f.userid.clone(),
+                    remark: f.remark.clone(),
+                })
+                .collect();
+            CustomerItem {
+                external_userid: r.external_userid,
+                name: r.name,
+                tier: r.tier,
+                segment: r.segment,
+                channels,
+                members,
+                added_at: r.first_added_at,
+            }
+        })
+        .collect();
+    let next_after = if more {
+        customers.last().map(|c| c.external_userid.clone())
+    } else {
+        None
+    };
+    Ok(CustomerPage {
+        customers,
+        next_after,
+        total,
+    })
 }

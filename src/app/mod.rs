@@ -22,6 +22,7 @@ pub mod ingest;
 pub mod mass;
 pub mod media;
 pub mod notes;
+pub mod queue;
 pub mod segments;
 pub mod sessions;
 pub mod staff;

@@ -185,23 +185,16 @@ pub async fn unknown_metrics(
     Ok(unknown)
 }
 
-/// Replaces the tier rules, validated first; they take effect at the next evaluation. Every
-/// change is kept with who made it. A tier that still holds customers cannot be removed.
-pub async fn change_rules(
-    services: &Services,
-    tiers: Vec<TierSettings>,
-    by: &str,
-) -> Result<(), AppError> {
-    check_tiers(&tiers).map_err(AppError::Invalid)?;
-    let unknown = unknown_metrics(services, &tiers).await?;
+/// Checks proposed tier rules as a change would (the rules themselves, their metrics, and that
+/// no tier left out still holds customers), naming the wrong field.
+async fn check_proposed(services: &Services, tiers: &[TierSettings]) -> Result<(), AppError> {
+    check_tiers(tiers).map_err(AppError::Invalid)?;
+    let unknown = unknown_metrics(services, tiers).await?;
     if !unknown.is_empty() {
         return Err(AppError::Invalid(format!(
             "{}: not spend, orders, or an activity kind siyu has received",
             unknown.join("; ")
         )));
-    }
-    if by.trim().is_empty() {
-        return Err(AppError::Invalid("by: say who makes the change".into()));
     }
     for (code, n) in services.store.customers_per_tier().await? {
         if n > 0 && !tiers.iter().any(|t| t.code == code) {
@@ -210,6 +203,20 @@ pub async fn change_rules(
             )));
         }
     }
+    Ok(())
+}
+
+/// Replaces the tier rules, validated first; they take effect at the next evaluation. Every
+/// change is kept with who made it. A tier that still holds customers cannot be removed.
+pub async fn change_rules(
+    services: &Services,
+    tiers: Vec<TierSettings>,
+    by: &str,
+) -> Result<(), AppError> {
+    if by.trim().is_empty() {
+        return Err(AppError::Invalid("by: say who makes the change".into()));
+    }
+    check_proposed(services, &tiers).await?;
     let json = serde_json::to_string(&tiers).map_err(|e| AppError::Invalid(e.to_string()))?;
     services
         .store
@@ -220,13 +227,120 @@ pub async fn change_rules(
     Ok(())
 }
 
+/// At most this many changes are shown by a preview.
+const PREVIEW_SAMPLE: usize = 20;
+
+/// What proposed tier rules would do to every customer now (`POST /api/v1/tiers/preview`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Preview {
+    /// Customers evaluated.
+    pub customers: u64,
+    /// Customers whose tier would change.
+    pub changes: u64,
+    /// Of those, moved to a higher tier (later in the list).
+    pub up: u64,
+    /// Of those, moved to a lower one.
+    pub down: u64,
+    /// The first changes, at most 20.
+    pub sample: Vec<PreviewChange>,
+}
+
+/// One change a preview found.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PreviewChange {
+    pub external_userid: ExternalUserId,
+    /// The customer's name (empty when the customer is not recorded).
+    pub name: String,
+    pub from: String,
+    pub to: String,
+    /// The rule that decided it, with the metric values behind it (as the tier history would
+    /// keep it).
+    #[schema(example = "promote to partner: spend 90d 600.00 (≥ 500.00)")]
+    pub rule: String,
+    /// Every metric the proposed rules use, with the customer's value.
+    pub metrics: Vec<MetricValue>,
+}
+
+/// Evaluates every customer against proposed rules (validated as [`change_rules`] validates
+/// them) without saving the rules or changing anything.
+pub async fn preview(services: &Services, tiers: &[TierSettings]) -> Result<Preview, AppError> {
+    check_proposed(services, tiers).await?;
+    let rank = |code: &str| tiers.iter().position(|t| t.code == code);
+    let (mut up, mut down) = (0, 0);
+    let mut sample = Vec::new();
+    let report = run(services, tiers, None, false, |d, metrics| {
+        if rank(&d.to) > rank(&d.from) {
+            up += 1;
+        } else {
+            down += 1;
+        }
+        if sample.len() < PREVIEW_SAMPLE {
+            sample.push(PreviewChange {
+                external_userid: d.external_userid.clone(),
+                name: String::new(),
+                from: d.from.clone(),
+                to: d.to.clone(),
+                rule: d.reason.clone(),
+                metrics: metrics.values(),
+            });
+        }
+    })
+    .await?;
+    for change in &mut sample {
+        if let Some(c) = services.store.customer(&change.external_userid).await? {
+            change.name = c.name;
+        }
+    }
+    Ok(Preview {
+        customers: report.customers,
+        changes: report.changes,
+        up,
+        down,
+        sample,
+    })
+}
+
+/// One metric the tier rules use, over its window, and a customer's value of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct MetricValue {
+    #[schema(example = "spend")]
+    pub metric: String,
+    pub window_days: i64,
+    pub value: MetricAmount,
+}
+
+/// Yuan as a string with two decimals for `spend` (e.g. `"2500.50"`); a count otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum MetricAmount {
+    Yuan(String),
+    Count(i64),
+}
+
 /// A customer's value of every `(metric, window)` term the rules use.
-struct Metrics<'a> {
+pub struct Metrics<'a> {
     terms: &'a [(String, i64)],
     values: &'a [i64],
 }
 
 impl Metrics<'_> {
+    /// Every term with its value, as the API shows them.
+    pub fn values(&self) -> Vec<MetricValue> {
+        self.terms
+            .iter()
+            .zip(self.values.iter().copied().chain(std::iter::repeat(0)))
+            .map(|((metric, window), v)| MetricValue {
+                metric: metric.clone(),
+                window_days: window / DAY_MS,
+                value: if metric == "spend" {
+                    MetricAmount::Yuan(yuan(v))
+                } else {
+                    MetricAmount::Count(v)
+                },
+            })
+            .collect()
+    }
+
     fn value(&self, metric: &str, window_ms: i64) -> i64 {
         self.terms
             .iter()
@@ -380,16 +494,30 @@ pub struct Evaluated {
     pub changes: u64,
 }
 
-/// Evaluates the given customers (or everyone) against the rules at `now` in one streaming pass,
-/// applying changes in batches as they are decided (with `apply`): memory stays bounded however
-/// many customers there are and however many change. `on_change` sees every decision.
+/// Evaluates the given customers (or everyone) against the rules in force at `now` in one
+/// streaming pass, applying changes in batches as they are decided (with `apply`): memory stays
+/// bounded however many customers there are and however many change. `on_change` sees every
+/// decision.
 pub async fn evaluate_with(
     services: &Services,
     customers: Option<&[ExternalUserId]>,
     apply: bool,
     mut on_change: impl FnMut(&Decision),
 ) -> Result<Evaluated, AppError> {
-    let tiers = compile(&services.tiers().await?).map_err(AppError::Invalid)?;
+    let in_force = services.tiers().await?;
+    run(services, &in_force, customers, apply, |d, _| on_change(d)).await
+}
+
+/// The evaluation pass of [`evaluate_with`] over the given `rules` (those in force, or with
+/// `apply` false, proposed ones); `on_change` sees each decision with the metric values behind it.
+async fn run(
+    services: &Services,
+    rules: &[TierSettings],
+    customers: Option<&[ExternalUserId]>,
+    apply: bool,
+    mut on_change: impl FnMut(&Decision, &Metrics),
+) -> Result<Evaluated, AppError> {
+    let tiers = compile(rules).map_err(AppError::Invalid)?;
     let now = services.clock.now_ms();
     let terms = terms_of(&tiers);
     let (rows_tx, mut rows) = tokio::sync::mpsc::channel(1024);
@@ -408,7 +536,7 @@ pub async fn evaluate_with(
             };
             match decide(&tiers, &state, &metrics, now) {
                 Outcome::Change(d, since) => {
-                    on_change(&d);
+                    on_change(&d, &metrics);
                     report.changes += 1;
                     changes.push((d, since));
                 }
@@ -500,7 +628,7 @@ async fn apply_changes(
 pub async fn metrics_of(
     services: &Services,
     external_userid: &ExternalUserId,
-) -> Result<Vec<serde_json::Value>, AppError> {
+) -> Result<Vec<MetricValue>, AppError> {
     let tiers = compile(&services.tiers().await?).map_err(AppError::Invalid)?;
     let terms = terms_of(&tiers);
     let (tx, mut rx) = tokio::sync::mpsc::channel(1);
@@ -511,19 +639,12 @@ pub async fn metrics_of(
             .for_each_customer_metrics(services.clock.now_ms(), &terms, Some(&who), tx);
     let (read, values) = tokio::join!(read, async { rx.recv().await.map(|(_, v)| v) });
     read?;
-    let values = values.unwrap_or_else(|| vec![0; terms.len()]);
-    Ok(terms
-        .iter()
-        .zip(values)
-        .map(|((metric, window), v)| {
-            let value = if metric == "spend" {
-                serde_json::json!(yuan(v))
-            } else {
-                serde_json::json!(v)
-            };
-            serde_json::json!({ "metric": metric, "window_days": window / DAY_MS, "value": value })
-        })
-        .collect())
+    let values = values.unwrap_or_default();
+    Ok(Metrics {
+        terms: &terms,
+        values: &values,
+    }
+    .values())
 }
 
 /// Customers per tier and the moves of the last day, week and month.

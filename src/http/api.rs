@@ -36,11 +36,13 @@ pub(super) fn router(
         .routes(routes!(list_channels, create_channel))
         .routes(routes!(get_channel, update_channel, delete_channel))
         .routes(routes!(post_activity))
+        .routes(routes!(list_customers))
         .routes(routes!(get_customer))
         .routes(routes!(put_refs))
         .routes(routes!(put_pin, delete_pin))
         .routes(routes!(tier_summary))
         .routes(routes!(get_tiers, put_tiers))
+        .routes(routes!(preview_tiers))
         .merge(features)
         // Layers run from the last added: the token is checked, then the change is recorded.
         .route_layer(axum::middleware::from_fn_with_state(
@@ -165,8 +167,8 @@ async fn authorize(principal: Principal, mut request: Request, next: Next) -> Re
     next.run(request).await
 }
 
-/// The role a request needs: reads are for viewers (a campaign preview changes nothing too),
-/// tier rules are for admins, every other change for operators.
+/// The role a request needs: reads are for viewers (a campaign or tier-rules preview changes
+/// nothing too), tier rules are for admins, every other change for operators.
 pub(super) fn required_role(method: &axum::http::Method, path: &str) -> Role {
     use axum::http::Method;
     let path = path.trim_end_matches('/');
@@ -175,6 +177,7 @@ pub(super) fn required_role(method: &axum::http::Method, path: &str) -> Role {
     } else if *method == Method::GET
         || *method == Method::HEAD
         || path.ends_with("/campaigns/preview")
+        || path.ends_with("/tiers/preview")
     {
         Role::Viewer
     } else if path.ends_with("/tiers") {
@@ -463,6 +466,64 @@ async fn put_refs(
     .into_response())
 }
 
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct CustomersQuery {
+    /// A part of the name or of a member's remark, in any case.
+    q: Option<String>,
+    /// Only customers in this tier (its code).
+    tier: Option<String>,
+    /// Only customers in this value segment.
+    segment: Option<String>,
+    /// Only customers who came through this channel (its code), first or later.
+    channel: Option<String>,
+    /// Only customers with this tag (one of siyu's tag names, or a WeCom tag id) on a relation.
+    tag: Option<String>,
+    /// Only customers this member (a userid) follows.
+    member: Option<String>,
+    /// Only customers after this external_userid (the previous page's `next_after`).
+    after: Option<String>,
+    /// How many, 1 to 200.
+    #[param(minimum = 1, maximum = 200, default = 50)]
+    limit: Option<i64>,
+}
+
+/// Customers matching every given filter, by external_userid, with the number matching.
+#[utoipa::path(
+    get,
+    path = "/customers",
+    tag = "customers",
+    params(CustomersQuery),
+    responses(
+        (status = 200, description = "a page of customers", body = customers::CustomerPage),
+        (status = 400, description = "a query parameter is wrong (named in `error`)", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
+async fn list_customers(
+    State(state): State<AppState>,
+    Query(q): Query<CustomersQuery>,
+) -> Result<Response, ApiError> {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::bad_request("limit: must be between 1 and 200"));
+    }
+    // A console's form sends empty fields for "any".
+    let given = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
+    let input = customers::SearchInput {
+        q: given(q.q),
+        tier: given(q.tier),
+        segment: given(q.segment),
+        channel: given(q.channel),
+        tag: given(q.tag),
+        member: given(q.member).map(crate::ids::UserId::from),
+        after: given(q.after).map(ExternalUserId::from),
+        limit,
+    };
+    Ok(Json(customers::search(&state.services, input).await?).into_response())
+}
+
 /// A customer: profile, tier, pin, segment, metrics, relations, tier history and relation events.
 #[utoipa::path(
     get,
@@ -600,4 +661,34 @@ async fn put_tiers(
     let b = body(payload)?;
     tiers::change_rules(&state.services, b.tiers, &b.by).await?;
     get_tiers(State(state)).await
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct TiersPreviewBody {
+    /// Every tier, entry tier first (as `PUT /api/v1/tiers` takes them).
+    tiers: Vec<crate::config::TierSettings>,
+}
+
+/// What proposed tier rules would do to every customer now: how many would move up and down,
+/// and the first changes with the rule and metrics behind each. Nothing is saved or changed.
+#[utoipa::path(
+    post,
+    path = "/tiers/preview",
+    tag = "tiers",
+    request_body = TiersPreviewBody,
+    responses(
+        (status = 200, description = "what the rules would change", body = tiers::Preview),
+        (status = 400, description = "the body or a rule is wrong (named in `error`)", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 409, description = "a tier left out still holds customers", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
+async fn preview_tiers(
+    State(state): State<AppState>,
+    payload: Result<Json<TiersPreviewBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let b = body(payload)?;
+    Ok(Json(tiers::preview(&state.services, &b.tiers).await?).into_response())
 }

@@ -29,15 +29,19 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 
 /// Whether a request changes something (and so is recorded).
 fn is_change(method: &Method, path: &str) -> bool {
-    !(*method == Method::GET || *method == Method::HEAD || path.ends_with("/campaigns/preview"))
+    let path = path.trim_end_matches('/');
+    !(*method == Method::GET
+        || *method == Method::HEAD
+        || path.ends_with("/campaigns/preview")
+        || path.ends_with("/tiers/preview"))
 }
 
 /// The resource a change acts on, to read before and after: the path itself, or its parent for
-/// an action (`/campaigns/{id}/cancel`, `/customers/{id}/pin`). None for a collection (a create,
+/// an action (`/campaigns/{id}/cancel`, `/customers/{id}/pin`, `/jobs/{id}/retry`). None for a collection (a create,
 /// whose answer is what it made).
 fn resource_of(path: &str) -> Option<String> {
     let path = path.trim_end_matches('/');
-    let path = ["/cancel", "/remind", "/pin", "/refs"]
+    let path = ["/cancel", "/remind", "/pin", "/refs", "/retry"]
         .iter()
         .find_map(|suffix| path.strip_suffix(suffix))
         .unwrap_or(path);

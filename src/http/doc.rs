@@ -9,6 +9,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::app::activity::Problem;
 use crate::app::channels::ChannelView;
+use crate::app::tiers::MetricValue;
 use crate::config::TierSettings;
 use crate::store::contacts::{ContactEvent, Customer, Follow};
 use crate::store::inbox::EventSummary;
@@ -166,24 +167,6 @@ pub struct CustomerSegment {
     pub segment: String,
     /// The R, F and M scores (1 to 5), e.g. `"R5F3M4"`.
     pub rfm: String,
-}
-
-// As `app::tiers::metrics_of` builds it.
-/// One metric the tier rules use, over its window.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct MetricValue {
-    #[schema(example = "spend")]
-    pub metric: String,
-    pub window_days: i64,
-    pub value: MetricAmount,
-}
-
-/// Yuan as a string with two decimals for `spend` (e.g. `"2500.50"`); a count otherwise.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(untagged)]
-pub enum MetricAmount {
-    Yuan(String),
-    Count(i64),
 }
 
 // As `app::tiers::summary` builds it.

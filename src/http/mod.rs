@@ -13,6 +13,7 @@ mod campaigns;
 mod console;
 pub mod doc;
 mod groups;
+mod jobs;
 mod media;
 mod ops;
 
@@ -58,6 +59,7 @@ fn routes(state: AppState) -> OpenApiRouter<AppState> {
                 groups::router()
                     .merge(media::router())
                     .merge(campaigns::router())
+                    .merge(jobs::router())
                     .merge(audit::router()),
             ),
         )

@@ -222,6 +222,98 @@ macro_rules! contact_event_from_row {
 const CHANNEL_COLUMNS: &str = "code, name, staff, tags, welcome, config_id, qr_code, source";
 const FOLLOW_COLUMNS: &str = "userid, external_userid, channel, state, add_way, added_at, remark, description, tag_ids, status, ended_at, siyu_remark";
 
+/// `text` for a `LIKE ... ESCAPE '\'` pattern that matches it literally (`%` and `_` in it are
+/// not wildcards).
+fn like_escaped(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+/// Which customers `GET /api/v1/customers` finds; every part given must hold.
+#[derive(Debug, Clone, Default)]
+pub struct CustomerFilter {
+    /// A substring of the name or of a member's remark, in any case.
+    pub q: Option<String>,
+    pub tier: Option<String>,
+    pub segment: Option<String>,
+    /// The channel of the first add or of any relation.
+    pub channel: Option<String>,
+    /// A connected relation carries one of these tags.
+    pub tag_ids: Option<Vec<TagId>>,
+    /// This member follows the customer (a connected relation).
+    pub member: Option<UserId>,
+}
+
+impl CustomerFilter {
+    /// The condition over `customers c`, with its values to bind as `$1`, `$2`, ... in order.
+    /// The SQL is the same on both backends: `LOWER(..) LIKE LOWER(..)` is case-insensitive on
+    /// each (PostgreSQL's `LIKE` alone is not).
+    fn to_sql(&self) -> Result<(String, Vec<String>)> {
+        let mut sql = String::from("1 = 1");
+        let mut binds: Vec<String> = Vec::new();
+        let mut bind = |value: String| {
+            binds.push(value);
+            format!("${}", binds.len())
+        };
+        let of_relation = "SELECT 1 FROM follows f WHERE f.external_userid = c.external_userid";
+        if let Some(q) = &self.q {
+            let p = bind(format!("%{}%", like_escaped(q)));
+            sql.push_str(&format!(
+                " AND (LOWER(c.name) LIKE LOWER({p}) ESCAPE '\\'
+                   OR EXISTS ({of_relation} AND LOWER(f.remark) LIKE LOWER({p}) ESCAPE '\\'))"
+            ));
+        }
+        if let Some(tier) = &self.tier {
+            sql.push_str(&format!(" AND c.tier = {}", bind(tier.clone())));
+        }
+        if let Some(segment) = &self.segment {
+            sql.push_str(&format!(" AND c.segment = {}", bind(segment.clone())));
+        }
+        if let Some(channel) = &self.channel {
+            let p = bind(channel.clone());
+            sql.push_str(&format!(
+                " AND (c.channel = {p} OR EXISTS ({of_relation} AND f.channel = {p}))"
+            ));
+        }
+        if let Some(ids) = &self.tag_ids {
+            // `tag_ids` is a JSON array of strings: an id matches as its quoted JSON form.
+            let mut any = Vec::with_capacity(ids.len());
+            for id in ids {
+                let p = bind(format!("%{}%", like_escaped(&to_json(id)?)));
+                any.push(format!("f.tag_ids LIKE {p} ESCAPE '\\'"));
+            }
+            let any = if any.is_empty() {
+                "1 = 0".to_string()
+            } else {
+                any.join(" OR ")
+            };
+            sql.push_str(&format!(
+                " AND EXISTS ({of_relation} AND f.status = 'connected' AND ({any}))"
+            ));
+        }
+        if let Some(member) = &self.member {
+            let p = bind(member.to_string());
+            sql.push_str(&format!(
+                " AND EXISTS ({of_relation} AND f.status = 'connected' AND f.userid = {p})"
+            ));
+        }
+        Ok((sql, binds))
+    }
+}
+
+/// A customer as a search lists them.
+#[derive(Debug, Clone)]
+pub struct CustomerRow {
+    pub external_userid: ExternalUserId,
+    pub name: String,
+    pub tier: String,
+    pub segment: Option<String>,
+    /// The channel of the first add.
+    pub channel: String,
+    pub first_added_at: i64,
+}
+
 // ---- channels ----
 
 /// Inserts a channel; false when the code exists.
@@ -524,19 +616,33 @@ impl Store {
 
     /// The connected relations of these customers.
     pub async fn connected_follows_of(&self, customers: &[ExternalUserId]) -> Result<Vec<Follow>> {
+        self.follows_of_customers(customers, Some(FollowStatus::Connected))
+            .await
+    }
+
+    /// The relations of these customers (only those in `status` when given), by customer and
+    /// then by when the member added them.
+    pub async fn follows_of_customers(
+        &self,
+        customers: &[ExternalUserId],
+        status: Option<FollowStatus>,
+    ) -> Result<Vec<Follow>> {
         let mut out = Vec::new();
         for chunk in customers.chunks(500) {
             let rows = with_pool!(self, |pool| {
-                let mut q = sqlx::QueryBuilder::new(format!(
-                    "SELECT {FOLLOW_COLUMNS} FROM follows WHERE status = "
-                ));
-                q.push_bind(FollowStatus::Connected.as_str());
-                q.push(" AND external_userid IN (");
+                let mut q =
+                    sqlx::QueryBuilder::new(format!("SELECT {FOLLOW_COLUMNS} FROM follows WHERE "));
+                if let Some(status) = status {
+                    q.push("status = ");
+                    q.push_bind(status.as_str());
+                    q.push(" AND ");
+                }
+                q.push("external_userid IN (");
                 let mut sep = q.separated(", ");
                 for c in chunk {
                     sep.push_bind(c);
                 }
-                q.push(")");
+                q.push(") ORDER BY external_userid, added_at, userid");
                 let rows = q.build().fetch_all(pool).await?;
                 rows.iter()
                     .map(|r| follow_from_row!(r))
@@ -547,6 +653,58 @@ impl Store {
         Ok(out)
     }
 
+    /// A page of the customers matching `filter`, by external_userid, after `after`.
+    pub async fn search_customers(
+        &self,
+        filter: &CustomerFilter,
+        after: Option<&ExternalUserId>,
+        limit: i64,
+    ) -> Result<Vec<CustomerRow>> {
+        let (mut sql, mut binds) = filter.to_sql()?;
+        if let Some(after) = after {
+            binds.push(after.to_string());
+            sql.push_str(&format!(" AND c.external_userid > ${}", binds.len()));
+        }
+        let sql = format!(
+            "SELECT c.external_userid, c.name, c.tier, c.segment, c.channel, c.first_added_at
+             FROM customers c WHERE {sql} ORDER BY c.external_userid LIMIT {limit}"
+        );
+        let rows = with_pool!(self, |pool| {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for b in &binds {
+                q = q.bind(b);
+            }
+            let rows = q.fetch_all(pool).await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(CustomerRow {
+                        external_userid: r.try_get("external_userid")?,
+                        name: r.try_get("name")?,
+                        tier: r.try_get("tier")?,
+                        segment: r.try_get("segment")?,
+                        channel: r.try_get("channel")?,
+                        first_added_at: r.try_get("first_added_at")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?
+        });
+        Ok(rows)
+    }
+
+    /// How many customers match `filter` (every page of [`Store::search_customers`]).
+    pub async fn count_matching_customers(&self, filter: &CustomerFilter) -> Result<i64> {
+        let (sql, binds) = filter.to_sql()?;
+        let sql = format!("SELECT COUNT(*) FROM customers c WHERE {sql}");
+        let n: i64 = with_pool!(self, |pool| {
+            let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+            for b in &binds {
+                q = q.bind(b);
+            }
+            q.fetch_one(pool).await?
+        });
+        Ok(n)
+    }
+
     /// Customers whose name, a member's remark, or external id contains `query`, limited to
     /// those `visible_to` follows when given. At most `limit`, by name.
     pub async fn find_customers(
@@ -555,13 +713,7 @@ impl Store {
         visible_to: Option<&UserId>,
         limit: i64,
     ) -> Result<Vec<Customer>> {
-        let like = format!(
-            "%{}%",
-            query
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        );
+        let like = format!("%{}%", like_escaped(query));
         let rows = with_pool!(self, |pool| {
             let rows = sqlx::query(
                 "SELECT DISTINCT c.external_userid, c.name, c.kind, c.corp_name, c.tier, c.channel, c.first_added_at
@@ -586,13 +738,7 @@ impl Store {
     /// How many customers [`Store::find_customers`] would find without a limit: the same match
     /// and the same visibility.
     pub async fn count_customers(&self, query: &str, visible_to: Option<&UserId>) -> Result<i64> {
-        let like = format!(
-            "%{}%",
-            query
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        );
+        let like = format!("%{}%", like_escaped(query));
         let n: i64 = with_pool!(self, |pool| {
             sqlx::query_scalar(
                 "SELECT COUNT(DISTINCT c.external_userid)

@@ -4,9 +4,9 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{Pool, Result, Store, Tx, with_pool, with_tx};
+use super::{Pool, Result, Store, StoreError, Tx, stored, with_pool, with_tx};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     Queued,
@@ -30,6 +30,22 @@ impl JobState {
             JobState::Done => "done",
             JobState::Failed => "failed",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<JobState> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for JobState {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
     }
 }
 
@@ -57,16 +73,63 @@ pub struct ClaimedJob {
     pub ledger: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A job as the queue holds it (`GET /api/v1/jobs`), named after its columns.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobRecord {
     pub id: i64,
     pub kind: String,
     pub idempotency_key: String,
-    pub state: String,
+    pub state: JobState,
+    /// Higher runs first among due jobs.
+    pub priority: i64,
+    /// When it is (or was) due, Unix ms.
     pub run_at: i64,
     pub attempts: i64,
+    pub max_attempts: i64,
+    /// The last failed attempt's reason (kept until an attempt succeeds).
     pub last_error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// A send job's ledger (the exact body it sent): not shown through the API, where the
+    /// message texts and their recipients have no business.
+    #[serde(skip)]
     pub ledger: Option<String>,
+}
+
+/// Which jobs `GET /api/v1/jobs` lists: newest first, `before` an id for the next page.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub kind: Option<String>,
+    pub before: Option<i64>,
+    pub limit: i64,
+}
+
+const JOB_COLUMNS: &str = "id, kind, idempotency_key, state, priority, run_at, attempts, max_attempts, \
+     last_error, created_at, updated_at, ledger";
+
+macro_rules! job_from_row {
+    ($r:expr) => {{
+        let r = $r;
+        Ok::<JobRecord, StoreError>(JobRecord {
+            id: r.try_get("id")?,
+            kind: r.try_get("kind")?,
+            idempotency_key: r.try_get("idempotency_key")?,
+            state: stored(
+                "jobs.state",
+                &r.try_get::<String, _>("state")?,
+                JobState::parse,
+            )?,
+            priority: r.try_get("priority")?,
+            run_at: r.try_get("run_at")?,
+            attempts: r.try_get("attempts")?,
+            max_attempts: r.try_get("max_attempts")?,
+            last_error: r.try_get("last_error")?,
+            created_at: r.try_get("created_at")?,
+            updated_at: r.try_get("updated_at")?,
+            ledger: r.try_get("ledger")?,
+        })
+    }};
 }
 
 const CLAIM_SQLITE: &str = "UPDATE jobs
@@ -105,18 +168,47 @@ pub async fn enqueue(tx: &mut Tx, job: &NewJob, now: i64) -> Result<Option<i64>>
         .await?
     });
     if id.is_some() {
-        tx.wake_jobs_on_commit();
+        wake_workers_on_commit(tx).await?;
     }
-    if id.is_some()
-        && let super::TxInner::Postgres(t) = &mut tx.inner
-    {
+    Ok(id)
+}
+
+/// Wakes the workers of this process and, on PostgreSQL, of every replica once `tx` commits
+/// (they may be asleep until their next poll or the next due job).
+async fn wake_workers_on_commit(tx: &mut Tx) -> Result<()> {
+    tx.wake_jobs_on_commit();
+    if let super::TxInner::Postgres(t) = &mut tx.inner {
         // Delivered at commit, so no worker wakes for a job that was rolled back.
         sqlx::query("SELECT pg_notify($1, '')")
             .bind(super::postgres::JOBS_CHANNEL)
             .execute(&mut **t)
             .await?;
     }
-    Ok(id)
+    Ok(())
+}
+
+/// Puts a `failed` job back in the queue, due now, with its attempts count reset so it gets its
+/// full retries again. Its idempotency key and its ledger stay: a send job's next attempt reads
+/// the ledger and looks before it sends again, so a retry never sends twice. Its last error
+/// stays visible until an attempt replaces or clears it. False when the job is not `failed`
+/// (or does not exist).
+pub async fn retry_failed_job(tx: &mut Tx, id: i64, now: i64) -> Result<bool> {
+    let n = with_tx!(tx, |conn| {
+        sqlx::query(
+            "UPDATE jobs SET state = 'queued', run_at = $1, attempts = 0, lease_until = NULL,
+                 worker = NULL, updated_at = $1
+             WHERE id = $2 AND state = 'failed'",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected()
+    });
+    if n == 1 {
+        wake_workers_on_commit(tx).await?;
+    }
+    Ok(n == 1)
 }
 
 impl Store {
@@ -322,31 +414,68 @@ impl Store {
 
     async fn list_jobs(&self, kind: Option<&str>, key: Option<&str>) -> Result<Vec<JobRecord>> {
         let jobs = with_pool!(self, |pool| {
-            let rows = sqlx::query(
-                "SELECT id, kind, idempotency_key, state, run_at, attempts, last_error, ledger FROM jobs
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {JOB_COLUMNS} FROM jobs
                  WHERE ($1 IS NULL OR kind = $1) AND ($2 IS NULL OR idempotency_key = $2)
-                 ORDER BY id",
-            )
+                 ORDER BY id"
+            )))
             .bind(kind)
             .bind(key)
             .fetch_all(pool)
             .await?;
             rows.iter()
-                .map(|r| {
-                    Ok(JobRecord {
-                        id: r.try_get("id")?,
-                        kind: r.try_get("kind")?,
-                        idempotency_key: r.try_get("idempotency_key")?,
-                        state: r.try_get("state")?,
-                        run_at: r.try_get("run_at")?,
-                        attempts: r.try_get("attempts")?,
-                        last_error: r.try_get("last_error")?,
-                        ledger: r.try_get("ledger")?,
-                    })
-                })
-                .collect::<Result<Vec<_>, sqlx::Error>>()?
+                .map(|r| job_from_row!(r))
+                .collect::<Result<Vec<_>>>()?
         });
         Ok(jobs)
+    }
+
+    pub async fn job(&self, id: i64) -> Result<Option<JobRecord>> {
+        let job = with_pool!(self, |pool| {
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"
+            )))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+            row.map(|r| job_from_row!(&r)).transpose()?
+        });
+        Ok(job)
+    }
+
+    /// Jobs matching `filter`, newest (highest id) first.
+    pub async fn jobs_page(&self, filter: &JobFilter) -> Result<Vec<JobRecord>> {
+        let jobs = with_pool!(self, |pool| {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {JOB_COLUMNS} FROM jobs
+                 WHERE ($1 IS NULL OR state = $1) AND ($2 IS NULL OR kind = $2)
+                   AND ($3 IS NULL OR id < $3)
+                 ORDER BY id DESC LIMIT $4"
+            )))
+            .bind(filter.state.map(JobState::as_str))
+            .bind(filter.kind.as_deref())
+            .bind(filter.before)
+            .bind(filter.limit)
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| job_from_row!(r))
+                .collect::<Result<Vec<_>>>()?
+        });
+        Ok(jobs)
+    }
+
+    /// When the longest-waiting job that is due now became due (None: none waits).
+    pub async fn oldest_due_job(&self, now: i64) -> Result<Option<i64>> {
+        let oldest: Option<i64> = with_pool!(self, |pool| {
+            sqlx::query_scalar(
+                "SELECT MIN(run_at) FROM jobs WHERE state = 'queued' AND run_at <= $1",
+            )
+            .bind(now)
+            .fetch_one(pool)
+            .await?
+        });
+        Ok(oldest)
     }
 }
 

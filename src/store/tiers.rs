@@ -30,7 +30,7 @@ pub struct TierChange {
 }
 
 /// A customer's tier state, for evaluation.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TierState {
     pub external_userid: ExternalUserId,
     pub tier: String,
