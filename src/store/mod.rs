@@ -70,6 +70,7 @@ mod migrate;
 mod postgres;
 pub mod schedules;
 mod sqlite;
+pub mod stats;
 pub mod tiers;
 pub mod tokens;
 pub mod users;
