@@ -218,7 +218,8 @@ async fn adds_per_channel(
     days: u64,
     (since, until): (i64, i64),
 ) -> Result<AddsPerChannel, AppError> {
-    let zeros = || vec![0; usize::try_from(days).unwrap_or_default()];
+    let n = usize::try_from(days).unwrap_or_default();
+    let zeros = || vec![0; n];
     let mut channels: Vec<ChannelAdds> = s
         .store
         .channels()
@@ -241,7 +242,7 @@ async fn adds_per_channel(
     for row in rows {
         let Some(day) = usize::try_from((local_date(tz, row.at) - first_day).num_days())
             .ok()
-            .filter(|d| *d < zeros().len())
+            .filter(|d| *d < n)
         else {
             continue;
         };
