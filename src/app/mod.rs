@@ -6,7 +6,7 @@
 //! hooks in [`register_features`]; the composition root names none of them.
 //!
 //! The modules depend on each other in one direction only (no circle), from the edge inwards:
-//! `staff`, `customers`, `import`, `activity` → `contacts` → `tiers` → `segments` → `groups` →
+//! `staff`, `customers`, `import`, `activity`, `stats` → `contacts` → `tiers` → `segments` → `groups` →
 //! `notes`, `channels` → `tags` → `hooks`, `templates`.
 
 pub mod activity;
@@ -26,6 +26,7 @@ pub mod queue;
 pub mod segments;
 pub mod sessions;
 pub mod staff;
+pub mod stats;
 pub mod tags;
 pub mod templates;
 pub mod tiers;

@@ -661,7 +661,6 @@ pub async fn summary(services: &Services) -> Result<serde_json::Value, AppError>
             serde_json::json!({ "code": t.code, "name": t.name, "customers": n })
         })
         .collect();
-    let rank = |code: &str| in_force.iter().position(|t| t.code == code);
     let now = services.clock.now_ms();
     let mut moves = serde_json::Map::new();
     for (label, days) in [("day", 1), ("week", 7), ("month", 30)] {
@@ -670,7 +669,7 @@ pub async fn summary(services: &Services) -> Result<serde_json::Value, AppError>
         let detail: Vec<serde_json::Value> = rows
             .iter()
             .map(|(from, to, n)| {
-                if rank(to) > rank(from) {
+                if is_promotion(&in_force, from, to) {
                     up += n;
                 } else {
                     down += n;
@@ -691,6 +690,13 @@ pub async fn summary(services: &Services) -> Result<serde_json::Value, AppError>
         .map(|(segment, n)| serde_json::json!({ "segment": segment, "customers": n }))
         .collect();
     Ok(serde_json::json!({ "tiers": tiers, "segments": segments, "moves": moves }))
+}
+
+/// Whether a move from `from` to `to` is a promotion: to a higher tier in the order in force. A
+/// move to a tier no longer in force counts as a demotion, one from such a tier as a promotion.
+pub fn is_promotion(in_force: &[TierSettings], from: &str, to: &str) -> bool {
+    let rank = |code: &str| in_force.iter().position(|t| t.code == code);
+    rank(to) > rank(from)
 }
 
 /// What an operator sends to pin a customer's tier.

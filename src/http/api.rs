@@ -1,6 +1,6 @@
 //! `/api/v1`: the operator's JSON API, behind `Authorization: Bearer <api.token>`.
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
@@ -277,6 +277,13 @@ impl From<AppError> for ApiError {
 pub(super) fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     payload
         .map(|Json(v)| v)
+        .map_err(|e| ApiError::bad_request(e.body_text()))
+}
+
+/// The query string, or a 400 in the API's own error shape naming the parameter that is wrong.
+pub(super) fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    query
+        .map(|Query(v)| v)
         .map_err(|e| ApiError::bad_request(e.body_text()))
 }
 

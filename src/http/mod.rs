@@ -10,12 +10,14 @@ mod api;
 mod audit;
 mod callback;
 mod campaigns;
+mod charts;
 mod console;
 pub mod doc;
 mod groups;
 mod jobs;
 mod media;
 mod ops;
+mod stats;
 
 use std::sync::Arc;
 
@@ -60,7 +62,8 @@ fn routes(state: AppState) -> OpenApiRouter<AppState> {
                     .merge(media::router())
                     .merge(campaigns::router())
                     .merge(jobs::router())
-                    .merge(audit::router()),
+                    .merge(audit::router())
+                    .merge(stats::router()),
             ),
         )
 }

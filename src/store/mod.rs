@@ -71,6 +71,7 @@ mod postgres;
 pub mod schedules;
 pub mod sessions;
 mod sqlite;
+pub mod stats;
 pub mod tiers;
 pub mod tokens;
 pub mod users;
