@@ -14,6 +14,7 @@ pub mod doc;
 mod groups;
 mod media;
 mod ops;
+mod users;
 
 use std::sync::Arc;
 
@@ -57,7 +58,8 @@ fn routes(state: AppState) -> OpenApiRouter<AppState> {
                 groups::router()
                     .merge(media::router())
                     .merge(campaigns::router())
-                    .merge(audit::router()),
+                    .merge(audit::router())
+                    .merge(users::router()),
             ),
         )
 }
