@@ -691,3 +691,42 @@ async fn an_admin_manages_users_and_tokens_through_the_api() {
     assert_eq!(revoke.before.as_ref().unwrap()["label"], "shop");
     app.shutdown().await;
 }
+
+/// Two admins disabling each other at the same moment (two requests, two replicas) leave one
+/// admin enabled: the check and the change are one step for the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_admins_disabled_at_once_leave_one_enabled() {
+    use siyu::store::users::UserChange;
+    let db = TestDb::new().await;
+    let app = common::start(db.settings()).await;
+    let store = app.store();
+    for name in ["ann", "bob"] {
+        assert!(
+            store
+                .insert_user(name, "admin", "$argon2id$x", 0)
+                .await
+                .unwrap()
+        );
+    }
+    for round in 0..20 {
+        for name in ["ann", "bob"] {
+            store
+                .change_user(name, None, Some(false), round)
+                .await
+                .unwrap();
+        }
+        let (ann, bob) = tokio::join!(
+            store.change_user("ann", None, Some(true), round),
+            store.change_user("bob", None, Some(true), round),
+        );
+        let refused = [ann.unwrap(), bob.unwrap()]
+            .iter()
+            .filter(|c| **c == UserChange::LastAdmin)
+            .count();
+        assert_eq!(
+            refused, 1,
+            "round {round}: exactly one of the two is refused"
+        );
+    }
+    app.shutdown().await;
+}
