@@ -497,8 +497,9 @@ fn read_password(prompt: &str) -> Result<String, String> {
 }
 
 async fn manage_users(settings: Settings, command: UsersCommand) -> Result<(), String> {
-    use crate::app::users::{self, Role};
+    use crate::app::users::{self, Change, Principal, Role};
     let services = cli_services(settings).await?;
+    let cli = &Principal::cli();
     let s = &services;
     let e = |e: crate::app::AppError| e.to_string();
     // Every change is audited as made from the command line (its operator is whoever may run
@@ -529,7 +530,9 @@ async fn manage_users(settings: Settings, command: UsersCommand) -> Result<(), S
             let role = Role::parse(&role)
                 .ok_or_else(|| format!("--role {role:?}: admin, operator or viewer"))?;
             let password = read_password(&format!("password for {name}: "))?;
-            let u = users::add(s, &name, role, &password).await.map_err(e)?;
+            let u = users::add(s, cli, &name, role, &password)
+                .await
+                .map_err(e)?;
             audit(
                 format!("users add {}", u.name),
                 serde_json::to_value(&u).ok(),
@@ -544,23 +547,36 @@ async fn manage_users(settings: Settings, command: UsersCommand) -> Result<(), S
             }
         }
         UsersCommand::Disable { name } => {
-            users::set_disabled(s, &name, true).await.map_err(e)?;
+            let disable = Change {
+                disabled: Some(true),
+                ..Change::default()
+            };
+            users::change(s, cli, &name, disable).await.map_err(e)?;
             audit(format!("users disable {name}"), None).await?;
             println!("disabled {name}");
         }
         UsersCommand::Enable { name } => {
-            users::set_disabled(s, &name, false).await.map_err(e)?;
+            let enable = Change {
+                disabled: Some(false),
+                ..Change::default()
+            };
+            users::change(s, cli, &name, enable).await.map_err(e)?;
             audit(format!("users enable {name}"), None).await?;
             println!("enabled {name}");
         }
         UsersCommand::Passwd { name } => {
             let password = read_password(&format!("new password for {name}: "))?;
-            users::set_password(s, &name, &password).await.map_err(e)?;
+            users::set_password(s, cli, &name, &password)
+                .await
+                .map_err(e)?;
             audit(format!("users passwd {name}"), None).await?;
             println!("password of {name} changed");
         }
         UsersCommand::Token { name, label } => {
-            let (id, secret) = users::create_token(s, &name, &label).await.map_err(e)?;
+            let made = users::create_token(s, cli, &name, &label)
+                .await
+                .map_err(e)?;
+            let (id, secret) = (made.id, made.token);
             audit(
                 format!("users token {name} ({label})"),
                 Some(serde_json::json!({ "token": id })),
@@ -571,12 +587,16 @@ async fn manage_users(settings: Settings, command: UsersCommand) -> Result<(), S
         }
         UsersCommand::Tokens => {
             for t in users::tokens(s).await.map_err(e)? {
-                let state = if t.revoked { "  revoked" } else { "" };
-                println!("{}  {}  {}{state}", t.id, t.user, t.name);
+                let state = if t.revoked_at.is_some() {
+                    "  revoked"
+                } else {
+                    ""
+                };
+                println!("{}  {}  {}{state}", t.id, t.user, t.label);
             }
         }
         UsersCommand::Revoke { id } => {
-            users::revoke_token(s, id).await.map_err(e)?;
+            users::revoke_token(s, cli, id).await.map_err(e)?;
             audit(format!("users revoke {id}"), None).await?;
             println!("revoked token {id}");
         }

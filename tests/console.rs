@@ -114,7 +114,7 @@ impl Console {
 const PASSWORD: &str = "a long enough secret";
 
 async fn with_user(app: &siyu::App, name: &str, role: Role) {
-    users::add(app.services(), name, role, PASSWORD)
+    users::add(app.services(), &users::Principal::cli(), name, role, PASSWORD)
         .await
         .unwrap();
 }

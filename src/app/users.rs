@@ -8,11 +8,20 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use super::{AppError, Services};
-use crate::store::users::{ApiToken, User};
+use crate::store::users::{ApiToken, User, UserChange};
 
 /// What a user may do; each role may do what the ones below it may.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
@@ -51,6 +60,16 @@ pub struct Principal {
     pub role: Role,
 }
 
+impl Principal {
+    /// `siyu users` on this machine: whoever may run siyu here is an admin (audited as `cli`).
+    pub fn cli() -> Principal {
+        Principal {
+            name: "cli".into(),
+            role: Role::Admin,
+        }
+    }
+}
+
 /// Passwords shorter than this are refused.
 pub const MIN_PASSWORD_CHARS: usize = 10;
 
@@ -85,14 +104,20 @@ fn check_name(name: &str) -> Result<(), AppError> {
     }
 }
 
-pub async fn add(s: &Services, name: &str, role: Role, password: &str) -> Result<User, AppError> {
+pub async fn add(
+    s: &Services,
+    by: &Principal,
+    name: &str,
+    role: Role,
+    password: &str,
+) -> Result<User, AppError> {
     check_name(name)?;
     let hash = hash_password(password)?;
     let now = s.clock.now_ms();
     if !s.store.insert_user(name, role.as_str(), &hash, now).await? {
         return Err(AppError::Conflict(format!("a user {name:?} exists")));
     }
-    tracing::info!(user = name, role = role.as_str(), "user added");
+    tracing::info!(by = %by.name, user = name, role = role.as_str(), "user added");
     user(s, name).await
 }
 
@@ -108,28 +133,74 @@ pub async fn list(s: &Services) -> Result<Vec<User>, AppError> {
     Ok(s.store.users().await?)
 }
 
-pub async fn set_password(s: &Services, name: &str, password: &str) -> Result<(), AppError> {
+pub async fn set_password(
+    s: &Services,
+    by: &Principal,
+    name: &str,
+    password: &str,
+) -> Result<(), AppError> {
     let hash = hash_password(password)?;
     if !s
         .store
-        .update_user(name, Some(&hash), None, None, s.clock.now_ms())
+        .set_password_hash(name, &hash, s.clock.now_ms())
         .await?
     {
         return Err(AppError::NotFound(format!("no user {name:?}")));
     }
-    tracing::info!(user = name, "password changed");
+    tracing::info!(by = %by.name, user = name, "password changed");
     Ok(())
 }
 
-/// Disables (or enables again) a user: their sign-ins and tokens stop working.
-pub async fn set_disabled(s: &Services, name: &str, disabled: bool) -> Result<(), AppError> {
-    let now = s.clock.now_ms();
-    let mark = Some(disabled.then_some(now));
-    if !s.store.update_user(name, None, None, mark, now).await? {
-        return Err(AppError::NotFound(format!("no user {name:?}")));
+/// A change of a user's role or disabled mark; `None` leaves it as it is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Change {
+    pub role: Option<Role>,
+    pub disabled: Option<bool>,
+}
+
+/// Changes a user's role or disables (or enables) them: a disabled user's sign-ins and tokens
+/// stop working at once. An admin may not lower their own role or disable themselves, and the
+/// last enabled admin stays one: either would leave nobody to manage users (but `api.token`).
+pub async fn change(
+    s: &Services,
+    by: &Principal,
+    name: &str,
+    change: Change,
+) -> Result<User, AppError> {
+    if by.name == name {
+        if change.disabled == Some(true) {
+            return Err(AppError::Conflict(format!(
+                "disabled: {name} may not disable themselves; another admin may"
+            )));
+        }
+        if change.role.is_some_and(|r| r < by.role) {
+            return Err(AppError::Conflict(format!(
+                "role: {name} may not lower their own role; another admin may"
+            )));
+        }
     }
-    tracing::info!(user = name, disabled, "user disabled or enabled");
-    Ok(())
+    let now = s.clock.now_ms();
+    let role = change.role.map(Role::as_str);
+    match s
+        .store
+        .change_user(name, role, change.disabled, now)
+        .await?
+    {
+        UserChange::Changed(user) => {
+            tracing::info!(
+                by = %by.name,
+                user = name,
+                role = user.role,
+                disabled = user.disabled,
+                "user changed"
+            );
+            Ok(user)
+        }
+        UserChange::NotFound => Err(AppError::NotFound(format!("no user {name:?}"))),
+        UserChange::LastAdmin => Err(AppError::Conflict(format!(
+            "{name} is the last enabled admin; make another admin first"
+        ))),
+    }
 }
 
 /// Checks a password; the user when it is theirs and they are not disabled.
@@ -167,33 +238,71 @@ fn token_hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-/// A new API token for a user: answers its id and the secret, which is never shown again.
+/// A token as made: the secret is in this answer only (siyu keeps its SHA-256).
+#[derive(Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct NewToken {
+    pub id: i64,
+    /// The user it acts as.
+    pub user: String,
+    pub label: String,
+    /// The secret, for `Authorization: Bearer`; shown this once.
+    pub token: String,
+}
+
+impl std::fmt::Debug for NewToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "NewToken({} of {} ({}), [redacted])",
+            self.id, self.user, self.label
+        )
+    }
+}
+
+/// A new API token for a user: its id and the secret, which is never shown again.
 pub async fn create_token(
     s: &Services,
+    by: &Principal,
     user_name: &str,
-    token_name: &str,
-) -> Result<(i64, String), AppError> {
+    label: &str,
+) -> Result<NewToken, AppError> {
+    if label.trim().is_empty() || label.chars().count() > 64 {
+        return Err(AppError::Invalid("label: 1 to 64 characters".into()));
+    }
     let u = user(s, user_name).await?;
     let mut bytes = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut bytes);
     let secret = format!("siyu_{}", hex::encode(bytes));
     let id = s
         .store
-        .insert_api_token(u.id, token_name, &token_hash(&secret), s.clock.now_ms())
+        .insert_api_token(u.id, label, &token_hash(&secret), s.clock.now_ms())
         .await?;
-    tracing::info!(user = user_name, token = id, "API token created");
-    Ok((id, secret))
+    tracing::info!(by = %by.name, user = user_name, token = id, label, "API token created");
+    Ok(NewToken {
+        id,
+        user: u.name,
+        label: label.to_string(),
+        token: secret,
+    })
 }
 
 pub async fn tokens(s: &Services) -> Result<Vec<ApiToken>, AppError> {
     Ok(s.store.api_tokens().await?)
 }
 
-pub async fn revoke_token(s: &Services, id: i64) -> Result<(), AppError> {
+pub async fn token(s: &Services, id: i64) -> Result<ApiToken, AppError> {
+    s.store
+        .api_token(id)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("no token {id}")))
+}
+
+/// Revokes a token: the next request with it is refused (tokens are checked on every request).
+pub async fn revoke_token(s: &Services, by: &Principal, id: i64) -> Result<(), AppError> {
     if !s.store.revoke_api_token(id, s.clock.now_ms()).await? {
         return Err(AppError::NotFound(format!("no live token {id}")));
     }
-    tracing::info!(token = id, "API token revoked");
+    tracing::info!(by = %by.name, token = id, "API token revoked");
     Ok(())
 }
 

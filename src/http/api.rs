@@ -168,11 +168,17 @@ async fn authorize(principal: Principal, mut request: Request, next: Next) -> Re
 }
 
 /// The role a request needs: reads are for viewers (a campaign or tier-rules preview changes
-/// nothing too), tier rules are for admins, every other change for operators.
+/// nothing too), tier rules are for admins, every other change for operators. Users, tokens and
+/// the audit log are for admins, reads too (who may do what is itself a secret worth keeping).
 pub(super) fn required_role(method: &axum::http::Method, path: &str) -> Role {
     use axum::http::Method;
     let path = path.trim_end_matches('/');
-    if path.ends_with("/audit") {
+    let first = path
+        .strip_prefix("/api/v1")
+        .unwrap_or(path)
+        .split('/')
+        .find(|s| !s.is_empty());
+    if path.ends_with("/audit") || matches!(first, Some("users" | "tokens")) {
         Role::Admin
     } else if *method == Method::GET
         || *method == Method::HEAD

@@ -37,16 +37,77 @@ fn is_change(method: &Method, path: &str) -> bool {
 }
 
 /// The resource a change acts on, to read before and after: the path itself, or its parent for
-/// an action (`/campaigns/{id}/cancel`, `/customers/{id}/pin`, `/jobs/{id}/retry`). None for a collection (a create,
-/// whose answer is what it made).
+/// an action (`/campaigns/{id}/cancel`, `/customers/{id}/pin`, `/jobs/{id}/retry`,
+/// `/users/{name}/password`). None for a collection (a create, whose answer is what it made: a
+/// user's new token too).
 fn resource_of(path: &str) -> Option<String> {
     let path = path.trim_end_matches('/');
-    let path = ["/cancel", "/remind", "/pin", "/refs", "/retry"]
+    if path
+        .strip_prefix("/api/v1/users/")
+        .is_some_and(|user| user.ends_with("/tokens"))
+    {
+        return None;
+    }
+    let path = ["/cancel", "/remind", "/pin", "/refs", "/password", "/retry"]
         .iter()
         .find_map(|suffix| path.strip_suffix(suffix))
         .unwrap_or(path);
     let segments = path.split('/').filter(|s| !s.is_empty()).count();
     (segments >= 4 || path == "/api/v1/tiers").then(|| path.to_string())
+}
+
+/// Whether a JSON field holds a secret that no record may keep: a password asked for (`POST
+/// /users`, `PUT /users/{name}/password`, or a misspelt field the handler refused), a token's
+/// secret answered (`POST /users/{name}/tokens`).
+fn is_secret(field: &str) -> bool {
+    let field = field.to_ascii_lowercase();
+    field == "token" || SECRET_WORDS.iter().any(|s| field.contains(s))
+}
+
+const SECRET_WORDS: [&str; 3] = ["password", "passwd", "secret"];
+
+fn names_a_secret(text: &str) -> bool {
+    let text = text.to_ascii_lowercase();
+    text.contains("token") || SECRET_WORDS.iter().any(|s| text.contains(s))
+}
+
+/// Replaces the value of every secret field (at any depth) with `"***"`; true when it did.
+fn hide_secrets(value: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::Object(fields) => {
+            let mut hid = false;
+            for (field, v) in fields.iter_mut() {
+                if is_secret(field) {
+                    *v = Value::String("***".into());
+                    hid = true;
+                } else {
+                    hid |= hide_secrets(v);
+                }
+            }
+            hid
+        }
+        Value::Array(items) => items.iter_mut().fold(false, |hid, v| hide_secrets(v) | hid),
+        _ => false,
+    }
+}
+
+/// A body as a record may keep it: its secrets hidden. A body that is not JSON (malformed, or
+/// cut at [`MAX_KEPT`]) cannot be searched for fields, so it is dropped if it names a secret.
+fn redacted(text: String) -> String {
+    match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(mut value) => {
+            if hide_secrets(&mut value) {
+                value.to_string()
+            } else {
+                text
+            }
+        }
+        Err(_) if names_a_secret(&text) => {
+            "\"not JSON, and not kept: it may hold a secret\"".into()
+        }
+        Err(_) => text,
+    }
 }
 
 /// The resource as a GET through the API answers it now (None when it is not there).
@@ -116,7 +177,7 @@ pub(super) async fn record_changes(
                     String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_KEPT)]).into_owned();
                 (
                     Request::from_parts(parts, Body::from(bytes)),
-                    Some(text).filter(|t| !t.is_empty()),
+                    Some(redacted(text)).filter(|t| !t.is_empty()),
                 )
             }
             Err(e) => {
@@ -141,6 +202,7 @@ pub(super) async fn record_changes(
             Some(r) => read(&state, r, &principal).await,
             None => Some(String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_KEPT)]).into_owned()),
         }
+        .map(redacted)
     };
     let what = format!("{method} {path}");
     if let Err(e) = state
@@ -229,4 +291,49 @@ async fn list_audit(
         .await
         .map_err(|e| ApiError::from(crate::app::AppError::from(e)))?;
     Ok(Json(AuditList { records }).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_hidden_from_kept_bodies() {
+        let kept = redacted(r#"{"name":"li","role":"viewer","password":"hunter2 hunter2"}"#.into());
+        assert!(!kept.contains("hunter2"), "{kept}");
+        assert!(kept.contains(r#""password":"***""#) && kept.contains(r#""name":"li""#));
+        let kept = redacted(r#"{"id":3,"user":"li","label":"shop","token":"siyu_abc"}"#.into());
+        assert!(
+            !kept.contains("siyu_abc") && kept.contains(r#""label":"shop""#),
+            "{kept}"
+        );
+        let kept = redacted(r#"{"Passwd":"hunter2 hunter2"}"#.into());
+        assert!(!kept.contains("hunter2"), "a misspelt field: {kept}");
+        let kept = redacted(r#"{"password":"hunter2 hunter2""#.into());
+        assert!(!kept.contains("hunter2"), "malformed JSON: {kept}");
+        let plain = r#"{"code":"douyin","staff":["zhangsan"]}"#;
+        assert_eq!(
+            redacted(plain.into()),
+            plain,
+            "nothing to hide: kept as sent"
+        );
+    }
+
+    #[test]
+    fn a_users_password_and_tokens_map_to_the_user_or_to_nothing() {
+        assert_eq!(
+            resource_of("/api/v1/users/li/password").as_deref(),
+            Some("/api/v1/users/li")
+        );
+        assert_eq!(
+            resource_of("/api/v1/users/li").as_deref(),
+            Some("/api/v1/users/li")
+        );
+        assert_eq!(resource_of("/api/v1/users/li/tokens"), None);
+        assert_eq!(resource_of("/api/v1/users"), None);
+        assert_eq!(
+            resource_of("/api/v1/tokens/7").as_deref(),
+            Some("/api/v1/tokens/7")
+        );
+    }
 }

@@ -18,6 +18,7 @@ mod jobs;
 mod media;
 mod ops;
 mod stats;
+mod users;
 
 use std::sync::Arc;
 
@@ -63,7 +64,8 @@ fn routes(state: AppState) -> OpenApiRouter<AppState> {
                     .merge(campaigns::router())
                     .merge(jobs::router())
                     .merge(audit::router())
-                    .merge(stats::router()),
+                    .merge(stats::router())
+                    .merge(users::router()),
             ),
         )
 }
