@@ -114,9 +114,15 @@ impl Console {
 const PASSWORD: &str = "a long enough secret";
 
 async fn with_user(app: &siyu::App, name: &str, role: Role) {
-    users::add(app.services(), &users::Principal::cli(), name, role, PASSWORD)
-        .await
-        .unwrap();
+    users::add(
+        app.services(),
+        &users::Principal::cli(),
+        name,
+        role,
+        PASSWORD,
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

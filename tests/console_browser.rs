@@ -28,9 +28,15 @@ impl Console {
         let browser = Browser::start().await?;
         let db = TestDb::new().await;
         let app = common::start(db.settings()).await;
-        users::add(app.services(), NAME, Role::Admin, PASSWORD)
-            .await
-            .expect("add the admin");
+        users::add(
+            app.services(),
+            &users::Principal::cli(),
+            NAME,
+            Role::Admin,
+            PASSWORD,
+        )
+        .await
+        .expect("add the admin");
         Some(Console {
             browser,
             app,
@@ -117,7 +123,6 @@ async fn the_browser_fills_forms() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "waits for the console login"]
 async fn sign_in_and_out() {
     let Some(mut c) = Console::start().await else {
         return;
@@ -155,7 +160,6 @@ async fn sign_in_and_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "waits for the console login"]
 async fn a_wrong_password_is_refused() {
     let Some(mut c) = Console::start().await else {
         return;
@@ -181,7 +185,6 @@ async fn a_wrong_password_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "waits for the console login"]
 async fn a_page_without_a_session_goes_to_login() {
     let Some(mut c) = Console::start().await else {
         return;

@@ -147,6 +147,8 @@ pub async fn set_password(
     {
         return Err(AppError::NotFound(format!("no user {name:?}")));
     }
+    // Whoever knew the old password is signed out of every browser.
+    super::sessions::end_all_of(s, name).await?;
     tracing::info!(by = %by.name, user = name, "password changed");
     Ok(())
 }

@@ -19,6 +19,7 @@ type Row = (
     String,
     Option<i64>,
     i64,
+    i64,
     String,
     i64,
     i64,
@@ -53,7 +54,7 @@ impl Store {
     pub async fn session(&self, id_hash: &str) -> Result<Option<SessionRow>> {
         let row: Option<Row> = with_pool!(self, |pool| {
             sqlx::query_as(
-                "SELECT u.id, u.name, u.role, u.disabled_at, u.created_at,
+                "SELECT u.id, u.name, u.role, u.disabled_at, u.created_at, u.updated_at,
                         s.csrf, s.created_at, s.last_seen_at, s.ended_at
                  FROM console_sessions s JOIN users u ON u.id = s.user_id
                  WHERE s.id_hash = $1",
@@ -69,11 +70,12 @@ impl Store {
                 role: r.2,
                 disabled: r.3.is_some(),
                 created_at: r.4,
+                updated_at: r.5,
             },
-            csrf: r.5,
-            created_at: r.6,
-            last_seen_at: r.7,
-            ended_at: r.8,
+            csrf: r.6,
+            created_at: r.7,
+            last_seen_at: r.8,
+            ended_at: r.9,
         }))
     }
 
