@@ -37,6 +37,72 @@ pub enum DemoError {
     Step { step: &'static str, reason: String },
 }
 
+/// The console user the demo makes (an admin; its password is printed).
+const CONSOLE_USER: &str = "demo";
+
+/// Signs in to the console as a browser would (the form, its CSRF token and cookie, the session
+/// cookie) and reads the dashboard: how many customers it shows.
+async fn check_console(addr: SocketAddr, password: &str) -> Result<i64, String> {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())?;
+    let base = format!("http://{addr}/console");
+    let cookie = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get_all(reqwest::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| v.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.split(';').next())
+            .map(str::to_string)
+    };
+    let form = http
+        .get(format!("{base}/login"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let login_cookie = cookie(&form, "siyu_login").ok_or("the sign-in form set no cookie")?;
+    let page = form.text().await.map_err(|e| e.to_string())?;
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .ok_or("the sign-in form has no CSRF field")?
+        .to_string();
+    let signed = http
+        .post(format!("{base}/login"))
+        .header(
+            reqwest::header::COOKIE,
+            format!("siyu_login={login_cookie}"),
+        )
+        .form(&[
+            ("user", CONSOLE_USER),
+            ("password", password),
+            ("csrf", &csrf),
+        ])
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let session = cookie(&signed, "siyu_session")
+        .ok_or_else(|| format!("the sign-in answered {} and no session", signed.status()))?;
+    let dashboard = http
+        .get(format!("{base}/"))
+        .header(reqwest::header::COOKIE, format!("siyu_session={session}"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .text()
+        .await
+        .map_err(|e| e.to_string())?;
+    dashboard
+        .split("<b id=\"customers-total\">")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| "the dashboard shows no customer count".to_string())
+}
+
 /// The tier groups the operator sets: tier, the group's chat id at the fake, its name.
 const TIER_GROUPS: [(&str, &str, &str); 2] = [
     ("partner", "wrDemoPartnerGroup", "合作伙伴交流群"),
@@ -823,12 +889,27 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         ))
     })?;
     fake.set_callback_url(&format!("http://{}/wecom/callback", app.addr()));
+    // The console's first admin, as `siyu users add` makes one; a fresh password each run.
+    let console_password = crate::app::sessions::random_secret()[..16].to_string();
+    crate::app::users::add(
+        app.services(),
+        &crate::app::users::Principal::cli(),
+        CONSOLE_USER,
+        crate::app::users::Role::Admin,
+        &console_password,
+    )
+    .await
+    .map_err(|e| DemoError::Setup(format!("the console's user: {e}")))?;
 
     println!("siyu demo");
     println!(
         "  siyu        http://{}   (SQLite at {}/siyu.db)",
         app.addr(),
         dir.display()
+    );
+    println!(
+        "  console     http://{}/console/   (user {CONSOLE_USER}, password {console_password})",
+        app.addr()
     );
     println!("  fake WeCom  http://{fake_addr}");
     println!(
@@ -1348,6 +1429,19 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
             }
         );
     }
+    println!();
+    let shown = check_console(app.addr(), &console_password)
+        .await
+        .map_err(|reason| DemoError::Step {
+            step: "sign in to the console",
+            reason,
+        })?;
+    println!("Console (a browser on this machine):");
+    println!(
+        "  http://{}/console/   user {CONSOLE_USER}   password {console_password}",
+        app.addr()
+    );
+    println!("  (checked: the sign-in works and the dashboard shows {shown} customers)");
     println!();
     println!("Look around:");
     println!(

@@ -55,6 +55,23 @@ async fn the_demo_plays_its_scenario_and_exits_cleanly() {
     ] {
         assert!(stdout.contains(step), "missing {step:?} in\n{stdout}");
     }
+    // The console's sign-in is printed, and the demo checked it against its own data.
+    let console = stdout
+        .lines()
+        .find(|l| l.contains("/console/   user demo   password "))
+        .unwrap_or_else(|| panic!("no console sign-in in\n{stdout}"));
+    let password = console.rsplit(' ').next().unwrap();
+    assert_eq!(password.len(), 16, "{console}");
+    let shown: i64 = stdout
+        .split("(checked: the sign-in works and the dashboard shows ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no console check in\n{stdout}"));
+    assert!(
+        shown > 0,
+        "the dashboard shows the demo's customers: {shown}"
+    );
     assert!(!stderr.contains("ERROR"), "{stderr}");
     assert!(
         !stderr.contains(" INFO "),
