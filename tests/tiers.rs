@@ -579,6 +579,13 @@ async fn value_segments_on_a_known_population() {
         detail["segment"],
         json!({"segment": "重要价值", "rfm": "R5F5M5"})
     );
+    // The change is kept, once (the second evaluation changed nothing), with its scores.
+    let history = detail["segment_history"].as_array().unwrap();
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(
+        (&history[0]["from"], &history[0]["to"], &history[0]["rfm"]),
+        (&json!(null), &json!("重要价值"), &json!("R5F5M5"))
+    );
     let summary = w.get("/tiers/summary").await;
     assert!(
         summary["segments"]

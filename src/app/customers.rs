@@ -10,8 +10,12 @@ use crate::ids::{ExternalUserId, TagId, UserId};
 use crate::store::contacts::{CustomerFilter, FollowStatus};
 use crate::store::tiers as store_tiers;
 
-/// Profile, tier, pin, value segment, the metrics the rules look at, relations, tier history,
-/// relation events, and tier groups (groups, pending invitation, removal requests).
+/// The newest activity records a customer's view shows.
+const RECENT_ACTIVITY: i64 = 20;
+
+/// Profile, tier, pin, value segment, the metrics the rules look at, relations (with the names
+/// of siyu's tags), tier and segment history, the newest activity, relation events, and tier
+/// groups (groups, pending invitation, removal requests).
 pub async fn view(services: &Services, id: &ExternalUserId) -> Result<serde_json::Value, AppError> {
     let store = &services.store;
     let Some(customer) = store.customer(id).await? else {
@@ -27,9 +31,25 @@ pub async fn view(services: &Services, id: &ExternalUserId) -> Result<serde_json
         .map(|(segment, rfm)| json!({ "segment": segment, "rfm": rfm }));
     let metrics = tiers::metrics_of(services, id).await?;
     let groups = groups::of_customer(services, id).await?;
+    let segment_history = store.segment_history(id).await?;
+    let activity = store.recent_activity(id, RECENT_ACTIVITY).await?;
+    // The names of siyu's own tags among the relations' tag ids (the others are the corp's).
+    let tag_names: serde_json::Map<String, serde_json::Value> = store
+        .siyu_tags()
+        .await?
+        .into_iter()
+        .filter_map(|t| Some((t.tag_id?.to_string(), json!(t.name))))
+        .filter(|(tag_id, _)| {
+            follows
+                .iter()
+                .any(|f| f.tag_ids.iter().any(|t| t.as_str() == tag_id.as_str()))
+        })
+        .collect();
     Ok(
         json!({ "customer": customer, "pin": pin, "segment": segment, "metrics": metrics,
-               "follows": follows, "tier_history": history, "events": events, "groups": groups }),
+               "follows": follows, "tag_names": tag_names, "tier_history": history,
+               "segment_history": segment_history, "activity": activity, "events": events,
+               "groups": groups }),
     )
 }
 

@@ -131,9 +131,16 @@ pub async fn evaluate(services: &Services, apply: bool) -> Result<Vec<SegmentCha
 /// a segment change (the tags feature syncs each relation's tags) with the customers' connected
 /// relations.
 async fn apply_changes(services: &Services, changes: &[SegmentChange]) -> Result<(), AppError> {
-    let rows: Vec<(ExternalUserId, String, String)> = changes
+    let rows: Vec<store_tiers::SegmentMove> = changes
         .iter()
-        .map(|c| (c.external_userid.clone(), c.to.clone(), c.rfm.clone()))
+        .map(|c| {
+            (
+                c.external_userid.clone(),
+                c.from.clone(),
+                c.to.clone(),
+                c.rfm.clone(),
+            )
+        })
         .collect();
     let ids: Vec<ExternalUserId> = changes.iter().map(|c| c.external_userid.clone()).collect();
     let relations: Vec<(UserId, ExternalUserId)> = services
@@ -145,7 +152,7 @@ async fn apply_changes(services: &Services, changes: &[SegmentChange]) -> Result
         .collect();
     let now = services.clock.now_ms();
     let mut tx = services.store.begin().await?;
-    store_tiers::set_segments(&mut tx, &rows).await?;
+    store_tiers::set_segments(&mut tx, &rows, now).await?;
     services
         .hooks()
         .segment_changed(services, &mut tx, &relations, now)

@@ -58,6 +58,11 @@ const SQLITE: &[Migration] = &[
         name: "console",
         sql: include_str!("../../migrations/sqlite/0010_console.sql"),
     },
+    Migration {
+        version: 11,
+        name: "segment_history",
+        sql: include_str!("../../migrations/sqlite/0011_segment_history.sql"),
+    },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -111,6 +116,11 @@ const POSTGRES: &[Migration] = &[
         version: 10,
         name: "console",
         sql: include_str!("../../migrations/postgres/0010_console.sql"),
+    },
+    Migration {
+        version: 11,
+        name: "segment_history",
+        sql: include_str!("../../migrations/postgres/0011_segment_history.sql"),
     },
 ];
 

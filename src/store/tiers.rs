@@ -174,9 +174,12 @@ pub async fn activity_by_ids(tx: &mut Tx, ids: &[String]) -> Result<Vec<NewActiv
     Ok(out)
 }
 
-/// Records customers' new value segments (`(external_userid, segment, scores)`).
-pub async fn set_segments(tx: &mut Tx, changes: &[(ExternalUserId, String, String)]) -> Result<()> {
-    for (id, segment, rfm) in changes {
+/// A customer's value segment change: from (None: first scored), to, and the scores.
+pub type SegmentMove = (ExternalUserId, Option<String>, String, String);
+
+/// Records customers' new value segments, and each change in the segment history.
+pub async fn set_segments(tx: &mut Tx, changes: &[SegmentMove], now: i64) -> Result<()> {
+    for (id, from, segment, rfm) in changes {
         with_tx!(tx, |conn| {
             sqlx::query("UPDATE customers SET segment = $1, rfm = $2 WHERE external_userid = $3")
                 .bind(segment)
@@ -184,6 +187,17 @@ pub async fn set_segments(tx: &mut Tx, changes: &[(ExternalUserId, String, Strin
                 .bind(id)
                 .execute(&mut *conn)
                 .await?;
+            sqlx::query(
+                "INSERT INTO segment_history (external_userid, from_segment, to_segment, rfm, at)
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(id)
+            .bind(from)
+            .bind(segment)
+            .bind(rfm)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
         });
     }
     Ok(())
@@ -637,6 +651,50 @@ impl Store {
                 .await?
         });
         Ok(found.is_some())
+    }
+
+    /// A customer's value segment changes, oldest first: `{from, to, rfm, at}`.
+    pub async fn segment_history(
+        &self,
+        external_userid: &ExternalUserId,
+    ) -> Result<Vec<serde_json::Value>> {
+        let rows: Vec<(Option<String>, String, String, i64)> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT from_segment, to_segment, rfm, at FROM segment_history
+                 WHERE external_userid = $1 ORDER BY id",
+            )
+            .bind(external_userid)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(from, to, rfm, at)| serde_json::json!({ "from": from, "to": to, "rfm": rfm, "at": at }))
+            .collect())
+    }
+
+    /// A customer's newest activity records (at most `limit`), newest first.
+    pub async fn recent_activity(
+        &self,
+        external_userid: &ExternalUserId,
+        limit: i64,
+    ) -> Result<Vec<serde_json::Value>> {
+        let rows: Vec<(String, String, i64, i64, i64)> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT id, kind, amount_fen, count, at FROM activity
+                 WHERE who = $1 ORDER BY at DESC, id LIMIT $2",
+            )
+            .bind(external_userid)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(id, kind, fen, count, at)| {
+                serde_json::json!({ "id": id, "kind": kind, "amount_fen": fen, "count": count, "at": at })
+            })
+            .collect())
     }
 
     /// A customer's value segment and scores.
