@@ -10,7 +10,7 @@ use axum::{Extension, Form, Router};
 use serde_json::{Value, json};
 
 use super::{
-    AppState, Flash, Visitor, api, back, encode, local_time, refused_page, render, segment,
+    AppState, Flash, Visitor, act, api, back, encode, local_time, refused_page, render, segment,
 };
 use crate::app::sessions::Session;
 
@@ -105,10 +105,15 @@ async fn add_user(
     let name = field(&form, "name");
     let body = json!({ "name": name, "role": field(&form, "role"),
                        "password": form.get("password").cloned().unwrap_or_default() });
-    let outcome = api(&state, &session, Method::POST, "/users", Some(body))
-        .await
-        .map(|_| format!("已添加用户 {name}"));
-    back("/console/users", outcome)
+    act(
+        &state,
+        &session,
+        (Method::POST, "/users"),
+        Some(body),
+        "/console/users",
+        format!("已添加用户 {name}"),
+    )
+    .await
 }
 
 /// A role or the disabled mark, whichever the form sent.
@@ -125,16 +130,15 @@ async fn change_user(
     if let Some(disabled) = form.get("disabled") {
         body.insert("disabled".into(), json!(disabled == "true"));
     }
-    let outcome = api(
+    act(
         &state,
         &session,
-        Method::PATCH,
-        &format!("/users/{}", segment(&name)),
+        (Method::PATCH, &format!("/users/{}", segment(&name))),
         Some(Value::Object(body)),
+        "/console/users",
+        format!("已修改用户 {name}"),
     )
     .await
-    .map(|_| format!("已修改用户 {name}"));
-    back("/console/users", outcome)
 }
 
 async fn set_password(
@@ -144,16 +148,15 @@ async fn set_password(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let body = json!({ "password": form.get("password").cloned().unwrap_or_default() });
-    let outcome = api(
+    act(
         &state,
         &session,
-        Method::PUT,
-        &format!("/users/{}/password", segment(&name)),
+        (Method::PUT, &format!("/users/{}/password", segment(&name))),
         Some(body),
+        "/console/users",
+        format!("已为 {name} 设置新密码"),
     )
     .await
-    .map(|_| format!("已为 {name} 设置新密码"));
-    back("/console/users", outcome)
 }
 
 async fn new_token(
@@ -176,14 +179,13 @@ async fn revoke_token(
     Extension(Visitor(session)): Extension<Visitor>,
     Path(id): Path<i64>,
 ) -> Response {
-    let outcome = api(
+    act(
         &state,
         &session,
-        Method::DELETE,
-        &format!("/tokens/{id}"),
+        (Method::DELETE, &format!("/tokens/{id}")),
         None,
+        "/console/users",
+        format!("令牌 {id} 已吊销"),
     )
     .await
-    .map(|_| format!("令牌 {id} 已吊销"));
-    back("/console/users", outcome)
 }

@@ -11,7 +11,7 @@ use axum::{Extension, Form, Router};
 use serde_json::{Value, json};
 
 use super::channels::list_of;
-use super::{AppState, Flash, Refused, Visitor, api, back, local_time, refused_page, render};
+use super::{AppState, Flash, Refused, Visitor, act, api, back, local_time, refused_page, render};
 use crate::app::sessions::Session;
 
 pub(super) fn router() -> Router<AppState> {
@@ -204,16 +204,15 @@ async fn cancel(
     Extension(Visitor(session)): Extension<Visitor>,
     Path(id): Path<i64>,
 ) -> Response {
-    let outcome = api(
+    act(
         &state,
         &session,
-        Method::POST,
-        &format!("/campaigns/{id}/cancel"),
+        (Method::POST, &format!("/campaigns/{id}/cancel")),
         None,
+        &format!("/console/campaigns/{id}"),
+        "已取消".to_string(),
     )
     .await
-    .map(|_| "已取消".to_string());
-    back(&format!("/console/campaigns/{id}"), outcome)
 }
 
 async fn remind(
@@ -221,14 +220,13 @@ async fn remind(
     Extension(Visitor(session)): Extension<Visitor>,
     Path(id): Path<i64>,
 ) -> Response {
-    let outcome = api(
+    act(
         &state,
         &session,
-        Method::POST,
-        &format!("/campaigns/{id}/remind"),
+        (Method::POST, &format!("/campaigns/{id}/remind")),
         None,
+        &format!("/console/campaigns/{id}"),
+        "已提醒成员".to_string(),
     )
     .await
-    .map(|_| "已提醒成员".to_string());
-    back(&format!("/console/campaigns/{id}"), outcome)
 }

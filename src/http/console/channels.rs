@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Form, Router};
 use serde_json::{Value, json};
 
-use super::{AppState, Flash, Visitor, api, back, refused_page, render, segment};
+use super::{AppState, Flash, Visitor, act, api, refused_page, render, segment};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -84,16 +84,15 @@ async fn create(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let code = form.get("code").map_or("", |c| c.trim());
-    let outcome = api(
+    act(
         &state,
         &session,
-        Method::POST,
-        "/channels",
+        (Method::POST, "/channels"),
         Some(channel_body(code, &form)),
+        "/console/channels",
+        format!("渠道 {code} 已创建"),
     )
     .await
-    .map(|_| format!("渠道 {code} 已创建"));
-    back("/console/channels", outcome)
 }
 
 async fn update(
@@ -103,16 +102,15 @@ async fn update(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let path = format!("/channels/{}", segment(&code));
-    let outcome = api(
+    act(
         &state,
         &session,
-        Method::PUT,
-        &path,
+        (Method::PUT, &path),
         Some(channel_body(&code, &form)),
+        &format!("/console{path}"),
+        format!("渠道 {code} 已保存"),
     )
     .await
-    .map(|_| format!("渠道 {code} 已保存"));
-    back(&format!("/console{path}"), outcome)
 }
 
 async fn delete(
@@ -121,10 +119,15 @@ async fn delete(
     Path(code): Path<String>,
 ) -> Response {
     let path = format!("/channels/{}", segment(&code));
-    let outcome = api(&state, &session, Method::DELETE, &path, None)
-        .await
-        .map(|_| format!("渠道 {code} 已删除"));
-    back("/console/channels", outcome)
+    act(
+        &state,
+        &session,
+        (Method::DELETE, &path),
+        None,
+        "/console/channels",
+        format!("渠道 {code} 已删除"),
+    )
+    .await
 }
 
 #[derive(Debug, serde::Deserialize)]

@@ -11,7 +11,8 @@ use axum::{Extension, Form, Router};
 use serde_json::json;
 
 use super::{
-    AppState, Flash, Visitor, api, back, encode, local_time, refused_page, render, segment,
+    AppState, Flash, Visitor, act, api, back, encode, given, local_time, refused_page, render,
+    segment,
 };
 
 pub(super) fn router() -> Router<AppState> {
@@ -30,20 +31,8 @@ async fn search(
     Extension(Visitor(session)): Extension<Visitor>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let flash = Flash {
-        ok: query.get("ok").cloned(),
-        error: query.get("error").cloned(),
-    };
-    let filters: Vec<(&str, &str)> = FILTERS
-        .iter()
-        .filter_map(|k| {
-            query
-                .get(*k)
-                .map(|v| v.trim())
-                .filter(|v| !v.is_empty())
-                .map(|v| (*k, v))
-        })
-        .collect();
+    let flash = Flash::of(&query);
+    let filters = given(&query, FILTERS);
     let path = format!("/customers?{}", encode(&filters));
     let found = match api(&state, &session, Method::GET, &path, None).await {
         Ok(v) => v,
@@ -128,10 +117,15 @@ async fn pin(
         "by": session.principal.name,
     });
     let path = format!("/customers/{}/pin", segment(&id));
-    let outcome = api(&state, &session, Method::PUT, &path, Some(body))
-        .await
-        .map(|_| "已固定等级".to_string());
-    back(&format!("/console/customers/{}", segment(&id)), outcome)
+    act(
+        &state,
+        &session,
+        (Method::PUT, &path),
+        Some(body),
+        &format!("/console/customers/{}", segment(&id)),
+        "已固定等级".to_string(),
+    )
+    .await
 }
 
 async fn unpin(
@@ -140,8 +134,13 @@ async fn unpin(
     Path(id): Path<String>,
 ) -> Response {
     let path = format!("/customers/{}/pin", segment(&id));
-    let outcome = api(&state, &session, Method::DELETE, &path, None)
-        .await
-        .map(|_| "已取消固定".to_string());
-    back(&format!("/console/customers/{}", segment(&id)), outcome)
+    act(
+        &state,
+        &session,
+        (Method::DELETE, &path),
+        None,
+        &format!("/console/customers/{}", segment(&id)),
+        "已取消固定".to_string(),
+    )
+    .await
 }

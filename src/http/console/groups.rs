@@ -11,7 +11,7 @@ use axum::{Extension, Form, Router};
 use serde_json::json;
 
 use super::channels::list_of;
-use super::{AppState, Flash, Visitor, api, back, encode, refused_page, render, segment};
+use super::{AppState, Flash, Visitor, act, api, encode, given, refused_page, render, segment};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -60,10 +60,15 @@ async fn configure(
         "auto_create_room": form.contains_key("auto_create_room"),
     });
     let path = format!("/tier-groups/{}", segment(&tier));
-    let outcome = api(&state, &session, Method::PUT, &path, Some(body))
-        .await
-        .map(|_| format!("{tier} 的社群已保存"));
-    back("/console/groups", outcome)
+    act(
+        &state,
+        &session,
+        (Method::PUT, &path),
+        Some(body),
+        "/console/groups",
+        format!("{tier} 的社群已保存"),
+    )
+    .await
 }
 
 async fn delete(
@@ -72,10 +77,15 @@ async fn delete(
     Path(tier): Path<String>,
 ) -> Response {
     let path = format!("/tier-groups/{}", segment(&tier));
-    let outcome = api(&state, &session, Method::DELETE, &path, None)
-        .await
-        .map(|_| format!("{tier} 不再有社群"));
-    back("/console/groups", outcome)
+    act(
+        &state,
+        &session,
+        (Method::DELETE, &path),
+        None,
+        "/console/groups",
+        format!("{tier} 不再有社群"),
+    )
+    .await
 }
 
 async fn members(
@@ -84,19 +94,8 @@ async fn members(
     Path(tier): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let flash = Flash {
-        ok: query.get("ok").cloned(),
-        error: query.get("error").cloned(),
-    };
-    let filters: Vec<(&str, &str)> = ["status", "after"]
-        .iter()
-        .filter_map(|k| {
-            query
-                .get(*k)
-                .filter(|v| !v.is_empty())
-                .map(|v| (*k, v.as_str()))
-        })
-        .collect();
+    let flash = Flash::of(&query);
+    let filters = given(&query, &["status", "after"]);
     let path = format!(
         "/tier-groups/{}/members?{}",
         segment(&tier),

@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use serde_json::json;
 
-use super::{AppState, Flash, Visitor, api, back, encode, refused_page, render};
+use super::{AppState, Flash, Visitor, act, api, encode, given, refused_page, render};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -23,20 +23,8 @@ async fn page(
     Extension(Visitor(session)): Extension<Visitor>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let flash = Flash {
-        ok: query.get("ok").cloned(),
-        error: query.get("error").cloned(),
-    };
-    let filters: Vec<(&str, &str)> = ["state", "kind", "before"]
-        .iter()
-        .filter_map(|k| {
-            query
-                .get(*k)
-                .map(|v| v.trim())
-                .filter(|v| !v.is_empty())
-                .map(|v| (*k, v))
-        })
-        .collect();
+    let flash = Flash::of(&query);
+    let filters = given(&query, &["state", "kind", "before"]);
     let jobs = match api(
         &state,
         &session,
@@ -95,14 +83,13 @@ async fn retry(
     Extension(Visitor(session)): Extension<Visitor>,
     Path(id): Path<i64>,
 ) -> Response {
-    let outcome = api(
+    act(
         &state,
         &session,
-        Method::POST,
-        &format!("/jobs/{id}/retry"),
+        (Method::POST, &format!("/jobs/{id}/retry")),
         None,
+        "/console/jobs?state=failed",
+        format!("任务 {id} 已重新排队"),
     )
     .await
-    .map(|_| format!("任务 {id} 已重新排队"));
-    back("/console/jobs?state=failed", outcome)
 }

@@ -208,6 +208,46 @@ pub(super) struct Flash {
     pub error: Option<String>,
 }
 
+impl Flash {
+    /// The messages among a page's query parameters.
+    pub(super) fn of(query: &HashMap<String, String>) -> Flash {
+        Flash {
+            ok: query.get("ok").cloned(),
+            error: query.get("error").cloned(),
+        }
+    }
+}
+
+/// The query parameters among `keys` that have a value (trimmed), in `keys`' order: the
+/// filters a page passes on to the API.
+pub(super) fn given<'a>(
+    query: &'a HashMap<String, String>,
+    keys: &[&'static str],
+) -> Vec<(&'static str, &'a str)> {
+    keys.iter()
+        .filter_map(|k| {
+            query
+                .get(*k)
+                .map(|v| v.trim())
+                .filter(|v| !v.is_empty())
+                .map(|v| (*k, v))
+        })
+        .collect()
+}
+
+/// A form's action: the API call, then back to `page` saying `done`, or the API's reason.
+pub(super) async fn act(
+    state: &AppState,
+    session: &Session,
+    (method, path): (Method, &str),
+    body: Option<Value>,
+    page: &str,
+    done: String,
+) -> Response {
+    let outcome = api(state, session, method, path, body).await.map(|_| done);
+    back(page, outcome)
+}
+
 /// `path?ok=message` or `path?error=message`: where a form goes after it was handled.
 pub(super) fn back(path: &str, outcome: Result<String, Refused>) -> Response {
     let query = match &outcome {
