@@ -429,10 +429,18 @@ async fn every_page_renders_with_data_for_each_role() {
         "/console/campaigns",
         campaign.as_str(),
     ];
-    for (user, extra) in [("ada", vec!["/console/audit"]), ("watcher", vec![])] {
+    let jobs = [
+        "/console/jobs",
+        "/console/jobs?state=done",
+        "/console/jobs?event_status=done",
+    ];
+    for (user, extra) in [
+        ("ada", vec!["/console/audit", "/console/users"]),
+        ("watcher", vec![]),
+    ] {
         let mut c = Console::new(&w.app);
         c.sign_in(user, PASSWORD).await;
-        for path in pages.iter().copied().chain(extra) {
+        for path in pages.iter().chain(&jobs).copied().chain(extra) {
             let page = c.get(path).await;
             assert_eq!(page.status, StatusCode::OK, "{user} {path}:\n{}", page.body);
             assert!(
@@ -446,11 +454,29 @@ async fn every_page_renders_with_data_for_each_role() {
             );
         }
     }
-    // The audit log is for admins: a viewer is told so, on a page.
+    // The dashboard's charts are drawn inline, from the data.
+    let mut c = Console::new(&w.app);
+    c.sign_in("ada", PASSWORD).await;
+    let page = c.get("/console/").await;
+    assert_eq!(page.body.matches("<svg").count(), 4, "{}", page.body);
+    assert!(
+        page.body.contains("<title>客户等级</title>"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains(r#"<b id="customers-total">1</b>"#),
+        "{}",
+        page.body
+    );
+
+    // The audit log and the users are for admins: a viewer is told so, on a page.
     let mut c = Console::new(&w.app);
     c.sign_in("watcher", PASSWORD).await;
-    let page = c.get("/console/audit").await;
-    assert_eq!(page.status, StatusCode::FORBIDDEN);
-    assert!(page.body.contains("this needs an admin"), "{}", page.body);
+    for path in ["/console/audit", "/console/users"] {
+        let page = c.get(path).await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "{path}");
+        assert!(page.body.contains("this needs an admin"), "{}", page.body);
+    }
     w.app.shutdown().await;
 }

@@ -88,12 +88,20 @@ fn nonzero_days(row: &Value) -> Vec<(usize, i64)> {
 async fn adds_per_channel_and_day_promotions_per_week_and_welcomes_are_counted() {
     let w = world().await;
     let services = w.app.services();
-    users::add(services, "watcher", Role::Viewer, "long enough secret")
+    let cli = users::Principal::cli();
+    users::add(
+        services,
+        &cli,
+        "watcher",
+        Role::Viewer,
+        "long enough secret",
+    )
+    .await
+    .unwrap();
+    let viewer = users::create_token(services, &cli, "watcher", "dashboard")
         .await
-        .unwrap();
-    let (_, viewer) = users::create_token(services, "watcher", "dashboard")
-        .await
-        .unwrap();
+        .unwrap()
+        .token;
 
     // Nothing yet: every tier at zero, a zero-filled window, no latency to speak of.
     let (status, empty) = get_as(&w, &viewer, "?days=7&weeks=4").await;

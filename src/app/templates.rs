@@ -73,6 +73,8 @@ const BUILT_IN: &[(&str, &str)] = &[
     console!("campaigns.html"),
     console!("campaign.html"),
     console!("audit.html"),
+    console!("jobs.html"),
+    console!("users.html"),
 ];
 
 pub struct Templates {

@@ -190,7 +190,6 @@ pub(crate) fn paired_columns(
 struct Frame {
     left: f64,
     width: f64,
-    top: f64,
     bottom: f64,
     /// The scale's top value (a round number ≥ the largest value, ≥ 1) and its tick step.
     max: i64,
@@ -204,7 +203,6 @@ impl Frame {
         Frame {
             left,
             width: WIDTH - left - 16.0,
-            top,
             bottom: top + PLOT_HEIGHT,
             max,
             step,

@@ -13,6 +13,7 @@ mod campaigns;
 mod channels;
 mod customers;
 mod groups;
+mod jobs;
 mod overview;
 mod session;
 mod tiers;
@@ -49,6 +50,7 @@ pub(super) fn router(state: AppState) -> Router<AppState> {
         .merge(groups::router())
         .merge(campaigns::router())
         .merge(admin::router())
+        .merge(jobs::router())
         .route_layer(axum::middleware::from_fn_with_state(state, signed_in));
     Router::new()
         .route("/console", get(|| async { Redirect::to("/console/") }))
