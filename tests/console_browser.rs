@@ -30,7 +30,7 @@ const WELCOME: &str = "/cgi-bin/externalcontact/send_welcome_msg";
 /// pages showing QR codes, tags and welcomes need).
 enum Server {
     Alone { app: App, _db: TestDb },
-    World(Box<World>),
+    World(World),
 }
 
 /// A browser and a server with one admin, [`NAME`]; `None` when there is no browser here.
@@ -54,7 +54,7 @@ impl Console {
     async fn on_world() -> Option<Console> {
         let browser = Browser::start().await?;
         let w = world().await;
-        Some(Console::with(browser, Server::World(Box::new(w))).await)
+        Some(Console::with(browser, Server::World(w)).await)
     }
 
     async fn with(browser: Browser, server: Server) -> Console {
@@ -194,6 +194,9 @@ impl Console {
             .wait_for_text("#preview-summary", &format!("，{ups} 位升级，"))
             .await;
         assert!(summary.contains("，0 位降级"), "{summary}");
+        // Each promotion says the rule that decided it.
+        let why = "(≥ 1000.00)";
+        self.browser.wait_for_text("#preview-body table", why).await;
         self.browser.screenshot("live-dry-run").await;
         self.assert_unchanged(&rules_before, &summary_before).await;
 
@@ -202,6 +205,7 @@ impl Console {
         self.browser.wait_for_path("/console/tiers/preview").await;
         assert_eq!(self.browser.text("#preview-up").await, ups.to_string());
         assert_eq!(self.browser.text("#preview-down").await, "0");
+        assert!(self.browser.text("#preview-body table").await.contains(why));
         let kept = self
             .browser
             .execute("return document.getElementById('rules').value", vec![])
