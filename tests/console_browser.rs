@@ -801,3 +801,45 @@ fn percent(text: &str) -> String {
         })
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pages_fit_a_phone() {
+    let Some(mut c) = Console::on_world().await else {
+        return;
+    };
+    c.world().channels().await;
+    let added = c.world().add("douyin", "小红").await;
+    assert!(
+        c.world()
+            .settled("zhangsan", &added.external_userid, 2)
+            .await
+    );
+    c.browser.set_window(390, 844).await;
+    c.sign_in(NAME).await;
+    let customer = format!("/console/customers/{}", added.external_userid);
+    for (path, name) in [
+        ("/console/", "overview"),
+        ("/console/customers", "customers"),
+        (customer.as_str(), "customer"),
+        ("/console/channels", "channels"),
+        ("/console/tiers", "tiers"),
+        ("/console/campaigns", "campaigns"),
+        ("/console/jobs", "jobs"),
+    ] {
+        c.browser.goto(&c.url(path)).await;
+        c.browser.find("#whoami").await;
+        // Wide tables scroll inside their own box; the page itself never scrolls sideways.
+        let overflow = c
+            .browser
+            .execute(
+                "return document.documentElement.scrollWidth - window.innerWidth",
+                vec![],
+            )
+            .await;
+        c.browser.screenshot(&format!("phone-{name}")).await;
+        assert!(
+            overflow.as_i64().unwrap_or(i64::MAX) <= 0,
+            "{path} is {overflow} px wider than a phone"
+        );
+    }
+}

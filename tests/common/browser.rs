@@ -340,6 +340,14 @@ impl Browser {
         }
     }
 
+    /// Sets the window's size in CSS pixels (a phone: 390 × 844).
+    pub async fn set_window(&self, width: u32, height: u32) {
+        self.session
+            .post("/window/rect", json!({"width": width, "height": height}))
+            .await
+            .unwrap_or_else(|e| panic!("set the window to {width}x{height}: {e}"));
+    }
+
     /// Runs `script` (a function body: `return ...` answers a value) with `args`.
     pub async fn execute(&self, script: &str, args: Vec<Value>) -> Value {
         self.session
