@@ -469,6 +469,12 @@ async fn every_page_renders_with_data_for_each_role() {
         "{}",
         page.body
     );
+    let p50 = page.body.split(r#"<b id="welcome-p50">"#).nth(1).unwrap();
+    let p50 = &p50[..p50.find('<').unwrap()];
+    assert!(
+        p50.ends_with("毫秒") || p50.ends_with(" 秒"),
+        "the welcome's latency: {p50}"
+    );
 
     // The audit log and the users are for admins: a viewer is told so, on a page.
     let mut c = Console::new(&w.app);

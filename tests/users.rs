@@ -484,6 +484,12 @@ async fn an_admin_manages_users_and_tokens_through_the_api() {
     let (status, why) = add("li lei", "operator", FIRST).await;
     assert_eq!(status, 400);
     assert!(why["error"].as_str().unwrap().contains("name"), "{why}");
+    // The audit log's names for the bootstrap token and the command line are not for users.
+    for reserved in ["api.token", "CLI"] {
+        let (status, why) = add(reserved, "operator", FIRST).await;
+        assert_eq!(status, 400, "{reserved}");
+        assert!(why["error"].as_str().unwrap().contains("reserved"), "{why}");
+    }
     let (status, why) = add("li", "king", FIRST).await;
     assert_eq!(status, 400);
     let error = why["error"].as_str().unwrap();

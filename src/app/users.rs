@@ -95,14 +95,28 @@ fn check_name(name: &str) -> Result<(), AppError> {
         && name
             .chars()
             .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '@'));
-    if ok {
-        Ok(())
-    } else {
-        Err(AppError::Invalid(format!(
+    if !ok {
+        return Err(AppError::Invalid(format!(
             "name {name:?}: 1 to 64 letters, digits, _ - . @"
-        )))
+        )));
     }
+    // The audit log names the bootstrap token and the command line so; a user of either name
+    // could not be told apart from them.
+    if RESERVED_NAMES.contains(&name.to_lowercase().as_str()) {
+        return Err(AppError::Invalid(format!(
+            "name {name:?}: reserved (the audit log uses it for {})",
+            if name.eq_ignore_ascii_case("cli") {
+                "siyu users"
+            } else {
+                "the config's api.token"
+            }
+        )));
+    }
+    Ok(())
 }
+
+/// Names the audit log gives callers that are not users.
+const RESERVED_NAMES: [&str; 2] = ["api.token", "cli"];
 
 pub async fn add(
     s: &Services,
