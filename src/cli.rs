@@ -30,6 +30,11 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// A consistent copy of the SQLite database in FILE, while siyu runs (PostgreSQL: pg_dump).
+    Backup {
+        /// Where the copy goes; it must not exist yet.
+        file: std::path::PathBuf,
+    },
     /// Inspect and replay inbox events.
     Events {
         #[command(subcommand)]
@@ -260,6 +265,30 @@ async fn run(cli: Cli) -> Result<(), String> {
             println!(
                 "applied {ran} migration(s) to {}",
                 redact_url(settings.database.url.expose())
+            );
+            Ok(())
+        }
+        Command::Backup { file } => {
+            if file.exists() {
+                return Err(format!(
+                    "{}: exists; siyu backup writes a new file only",
+                    file.display()
+                ));
+            }
+            let settings = load()?;
+            let store = open_store(&settings).await?;
+            let started = std::time::Instant::now();
+            store
+                .backup_sqlite(&file)
+                .await
+                .map_err(|e| format!("backup to {}: {e}", file.display()))?;
+            let bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+            println!(
+                "copied {} to {} ({:.1} MiB in {:.1} s)",
+                redact_url(settings.database.url.expose()),
+                file.display(),
+                bytes as f64 / (1024.0 * 1024.0),
+                started.elapsed().as_secs_f64()
             );
             Ok(())
         }

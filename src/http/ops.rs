@@ -1,4 +1,4 @@
-//! `/healthz`, `/metrics` and the request log.
+//! `/healthz`, `/readyz`, `/metrics` and the request log.
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
@@ -13,6 +13,7 @@ use super::AppState;
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(healthz))
+        .routes(routes!(readyz))
         .routes(routes!(metrics))
 }
 
@@ -32,6 +33,35 @@ async fn healthz(State(state): State<AppState>) -> Response {
         Ok(()) => (StatusCode::OK, "ok").into_response(),
         Err(e) => {
             tracing::error!(error = %e, "health check: database unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
+        }
+    }
+}
+
+/// 200 when siyu can serve: the database answers and has every migration this binary knows.
+/// 503 otherwise (a load balancer sends nothing here until then), saying which. `/healthz` is
+/// the liveness check: it stays 200 while migrations are pending. No parameters.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "ops",
+    security(()),
+    responses(
+        (status = 200, description = "ready", content_type = "text/plain; charset=utf-8", body = String, example = "ready"),
+        (status = 503, description = "the database does not answer, or migrations are pending", content_type = "text/plain; charset=utf-8", body = String, example = "migrations pending: 11"),
+    )
+)]
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.store.pending_migrations().await {
+        Ok(pending) if pending.is_empty() => (StatusCode::OK, "ready").into_response(),
+        Ok(pending) => {
+            let versions: Vec<String> = pending.iter().map(i64::to_string).collect();
+            let why = format!("migrations pending: {}", versions.join(", "));
+            tracing::warn!(%why, "not ready");
+            (StatusCode::SERVICE_UNAVAILABLE, why).into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "ready check: database unreachable");
             (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
         }
     }

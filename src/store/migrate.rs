@@ -183,3 +183,40 @@ pub(super) async fn run_postgres(pool: &PgPool) -> Result<usize> {
         .await?;
     result
 }
+
+/// The versions of `list` that `applied` lacks.
+fn missing(list: &[Migration], applied: &[i64]) -> Vec<i64> {
+    list.iter()
+        .map(|m| m.version)
+        .filter(|v| !applied.contains(v))
+        .collect()
+}
+
+/// The migrations this binary has that the database has not applied (all of them when it was
+/// never migrated).
+pub(super) async fn pending_sqlite(pool: &SqlitePool) -> Result<Vec<i64>> {
+    let applied: Vec<i64> = match sqlx::query_scalar("SELECT version FROM siyu_migrations")
+        .fetch_all(pool)
+        .await
+    {
+        Ok(v) => v,
+        Err(sqlx::Error::Database(e)) if e.message().contains("no such table") => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(missing(SQLITE, &applied))
+}
+
+pub(super) async fn pending_postgres(pool: &PgPool) -> Result<Vec<i64>> {
+    let exists: Option<String> =
+        sqlx::query_scalar("SELECT CAST(to_regclass('siyu_migrations') AS TEXT)")
+            .fetch_one(pool)
+            .await?;
+    let applied: Vec<i64> = if exists.is_some() {
+        sqlx::query_scalar("SELECT version FROM siyu_migrations")
+            .fetch_all(pool)
+            .await?
+    } else {
+        Vec::new()
+    };
+    Ok(missing(POSTGRES, &applied))
+}

@@ -100,6 +100,9 @@ pub enum StoreError {
     },
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    /// Asked of a backend that does not do it.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -216,6 +219,32 @@ impl Store {
             Pool::Sqlite(pool) => migrate::run_sqlite(pool).await,
             Pool::Postgres(pool) => migrate::run_postgres(pool).await,
         }
+    }
+
+    /// The migrations this binary has that the database has not applied (for `/readyz`).
+    pub async fn pending_migrations(&self) -> Result<Vec<i64>> {
+        match &self.pool {
+            Pool::Sqlite(pool) => migrate::pending_sqlite(pool).await,
+            Pool::Postgres(pool) => migrate::pending_postgres(pool).await,
+        }
+    }
+
+    /// A consistent copy of a SQLite database in `file` (which must not exist), taken while
+    /// siyu runs: `VACUUM INTO` reads one snapshot, so writers go on and the copy is whole.
+    pub async fn backup_sqlite(&self, file: &std::path::Path) -> Result<()> {
+        let Pool::Sqlite(pool) = &self.pool else {
+            return Err(StoreError::Unsupported(
+                "siyu backup copies a SQLite database; back PostgreSQL up with pg_dump".into(),
+            ));
+        };
+        let path = file.to_str().ok_or_else(|| {
+            StoreError::Unsupported(format!("{}: not a UTF-8 path", file.display()))
+        })?;
+        sqlx::query("VACUUM INTO $1")
+            .bind(path)
+            .execute(pool)
+            .await?;
+        Ok(())
     }
 
     /// Waits for this process's turn to write (SQLite only; see `write_gate`).
