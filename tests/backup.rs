@@ -120,7 +120,7 @@ async fn a_backup_is_a_whole_copy_taken_while_siyu_writes() {
 
     // The copy opens as a database of its own with everything up to its snapshot.
     let mut settings = db.settings();
-    settings.database.url = siyu::config::Secret::new(&format!("sqlite://{copy_arg}"));
+    settings.database.url = siyu::config::Secret::new(format!("sqlite://{copy_arg}"));
     let store = Store::connect(&settings.database).await.unwrap();
     assert!(store.pending_migrations().await.unwrap().is_empty());
     let names: Vec<String> = store
