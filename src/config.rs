@@ -95,6 +95,7 @@ pub struct Settings {
     pub groups: GroupSettings,
     pub media: MediaSettings,
     pub console: ConsoleSettings,
+    pub retention: RetentionSettings,
     /// Tiers, lowest rank first; the first is the entry tier of every new customer.
     pub tiers: Vec<TierSettings>,
     /// Channels declared in the file (created or updated at start, like the API does).
@@ -333,6 +334,7 @@ impl Default for Settings {
             groups: GroupSettings::default(),
             media: MediaSettings::default(),
             console: ConsoleSettings::default(),
+            retention: RetentionSettings::default(),
             // Partner: 90-day spend ≥ 2,000 or referrals ≥ 3; senior partner: spend ≥ 10,000
             // and referrals ≥ 10; keeping a tier takes half.
             tiers: vec![
@@ -465,6 +467,34 @@ pub struct MediaSettings {
 impl Default for MediaSettings {
     fn default() -> Self {
         Self { margin_hours: 12 }
+    }
+}
+
+/// How long what siyu has finished with is kept (activity, tier and segment history, the audit
+/// log and every campaign's results are kept for good).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RetentionSettings {
+    /// Inbox events handled (`done`) are deleted this many days after they were handled. WeCom
+    /// redelivers within seconds, so a redelivery always finds its event.
+    pub inbox_days: u64,
+    /// Jobs done are deleted this many days after they finished (failed ones are kept for a
+    /// retry).
+    pub jobs_days: u64,
+    /// Console sessions are deleted this many days after they ended or went idle.
+    pub sessions_days: u64,
+    /// Rows deleted per statement: short writes that let the callback's commits through.
+    pub batch: u32,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            inbox_days: 30,
+            jobs_days: 30,
+            sessions_days: 30,
+            batch: 1000,
+        }
     }
 }
 

@@ -23,6 +23,7 @@ pub mod mass;
 pub mod media;
 pub mod notes;
 pub mod queue;
+pub mod retention;
 pub mod segments;
 pub mod sessions;
 pub mod staff;
@@ -203,6 +204,7 @@ pub fn register_features(services: &Services, r: &mut Registrar) {
     tiers::register(services, r);
     groups::register(services, r);
     campaigns::register(services, r);
+    retention::register(services, r);
     staff::register(r);
 }
 

@@ -68,6 +68,7 @@ pub mod jobs;
 pub mod media;
 mod migrate;
 mod postgres;
+pub mod retention;
 pub mod schedules;
 pub mod sessions;
 mod sqlite;
