@@ -59,6 +59,10 @@ pub struct TiersArgs {
     /// Activity records generated (orders, refunds, referrals over 120 days).
     #[arg(long, default_value_t = 10_000_000)]
     pub activity: u64,
+    /// The whole measurement at 10 k, 100 k and 1 M customers (activity 10 × each), each on a
+    /// fresh database, then a table of the three; `--customers` and `--activity` do not apply.
+    #[arg(long, conflicts_with_all = ["customers", "activity"])]
+    pub scale: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -725,10 +729,110 @@ fn print_stages(
     }
 }
 
-/// `siyu bench tiers`: a temporary SQLite database with `customers` customers and `activity`
-/// records; times the full evaluation (one set-based pass, changes applied) against one plain
-/// scan of the activity table, in the same run.
+/// `siyu bench tiers`: on a temporary SQLite database with `customers` customers and `activity`
+/// records, one plain scan of the activity table, then in the same run: the decide pass alone
+/// (dry run), the first full evaluation (changes applied), and a nightly one (the clock a day on,
+/// about 1 % of customers with new activity), each as a ratio to the scan. With `--scale`, the
+/// whole measurement at 10 k, 100 k and 1 M customers, each on a fresh database.
 pub async fn tiers(args: TiersArgs) -> Result<(), BenchError> {
+    if !args.scale {
+        let m = measure_tiers(args.customers, args.activity, "").await?;
+        println!("peak_rss_mib={:.1}", m.peak_rss_mib);
+        m.print_ratios("");
+        return Ok(());
+    }
+    let mut curve = Vec::new();
+    for customers in SCALE_CUSTOMERS {
+        let prefix = format!("customers={customers} ");
+        // Each scale's own peak: without the reset, VmHWM would carry the largest so far.
+        reset_peak_rss();
+        let m = measure_tiers(customers, customers * 10, &prefix).await?;
+        println!("{prefix}peak_rss_mib={:.1}", m.peak_rss_mib);
+        m.print_ratios(&prefix);
+        curve.push(m);
+    }
+    println!();
+    println!(
+        "{:>9} {:>10} {:>8} {:>9} {:>8} {:>9} {:>8} {:>9} {:>9} {:>8} {:>9} {:>8}",
+        "customers",
+        "activity",
+        "scan s",
+        "dry run s",
+        "ratio",
+        "evaluate",
+        "ratio",
+        "changes",
+        "nightly s",
+        "ratio",
+        "changes",
+        "rss MiB"
+    );
+    for m in &curve {
+        println!(
+            "{:>9} {:>10} {:>8.2} {:>9.2} {:>8.2} {:>9.2} {:>8.2} {:>9} {:>9.2} {:>8.2} {:>9} {:>8.1}",
+            m.customers,
+            m.activity,
+            m.scan.as_secs_f64(),
+            m.dry_run.as_secs_f64(),
+            m.ratio(m.dry_run),
+            m.evaluate.as_secs_f64(),
+            m.ratio(m.evaluate),
+            m.evaluate_changes,
+            m.nightly.as_secs_f64(),
+            m.ratio(m.nightly),
+            m.nightly_changes,
+            m.peak_rss_mib
+        );
+    }
+    Ok(())
+}
+
+/// The customer counts of `--scale` (activity 10 × each).
+const SCALE_CUSTOMERS: [u64; 3] = [10_000, 100_000, 1_000_000];
+
+/// Share of the customers given new activity before the nightly run.
+const NIGHTLY_FRACTION: f64 = 0.01;
+
+/// One measurement of `siyu bench tiers`.
+struct TiersMeasured {
+    customers: u64,
+    activity: u64,
+    scan: Duration,
+    dry_run: Duration,
+    evaluate: Duration,
+    evaluate_changes: u64,
+    nightly: Duration,
+    nightly_changes: u64,
+    peak_rss_mib: f64,
+}
+
+impl TiersMeasured {
+    fn ratio(&self, d: Duration) -> f64 {
+        d.as_secs_f64() / self.scan.as_secs_f64()
+    }
+
+    fn print_ratios(&self, prefix: &str) {
+        println!(
+            "{prefix}dry_run_vs_scan_ratio={:.2}",
+            self.ratio(self.dry_run)
+        );
+        println!(
+            "{prefix}evaluate_vs_scan_ratio={:.2}",
+            self.ratio(self.evaluate)
+        );
+        println!(
+            "{prefix}nightly_vs_scan_ratio={:.2}",
+            self.ratio(self.nightly)
+        );
+    }
+}
+
+async fn measure_tiers(
+    customers: u64,
+    activity: u64,
+    prefix: &str,
+) -> Result<TiersMeasured, BenchError> {
+    use crate::app::tiers::evaluate_with;
     use crate::app::{Services, templates::Templates};
     use std::sync::Arc;
 
@@ -743,62 +847,96 @@ pub async fn tiers(args: TiersArgs) -> Result<(), BenchError> {
     let clock = crate::clock::Clock::default();
     let now = clock.now_ms();
     println!(
-        "siyu bench tiers: generating {} customers and {} activity records in {}",
-        args.customers,
-        args.activity,
+        "{prefix}siyu bench tiers: generating {customers} customers and {activity} activity records in {}",
         dir.display()
     );
     let started = Instant::now();
     store
-        .generate_tier_bench_data(args.customers, args.activity, now)
+        .generate_tier_bench_data(customers, activity, now)
         .await
         .map_err(|e| setup(&e))?;
-    println!("generated in {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "{prefix}generated in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 
     let services = Services::new(
         store.clone(),
         crate::wecom::client::WecomClient::new(&settings.wecom, None, clock.clone())
             .map_err(|e| setup(&e))?,
-        clock,
+        clock.clone(),
         Arc::new(settings),
         Arc::new(Templates::load("").map_err(|e| setup(&e))?),
     );
     let scan_started = Instant::now();
     let scanned = store.scan_activity().await.map_err(|e| setup(&e))?;
     let scan = scan_started.elapsed();
-    use crate::app::tiers::evaluate_with;
-    let pass_started = Instant::now();
+    println!(
+        "{prefix}plain scan of {scanned} activity rows: {:.2} s",
+        scan.as_secs_f64()
+    );
+
+    let started = Instant::now();
     let would = evaluate_with(&services, None, false, |_| {})
         .await
         .map_err(|e| setup(&e))?;
-    let pass = pass_started.elapsed();
+    let dry_run = started.elapsed();
     println!(
-        "evaluation pass alone (dry run): {:.2} s, {} changes decided",
-        pass.as_secs_f64(),
+        "{prefix}dry run (decide only): {:.2} s, {} customers would change tier",
+        dry_run.as_secs_f64(),
         would.changes
     );
-    let eval_started = Instant::now();
-    let done = evaluate_with(&services, None, true, |_| {})
+
+    let started = Instant::now();
+    let first = evaluate_with(&services, None, true, |_| {})
         .await
         .map_err(|e| setup(&e))?;
-    let eval = eval_started.elapsed();
+    let evaluate = started.elapsed();
+    println!(
+        "{prefix}full evaluation of {customers} customers: {:.2} s ({:.0} customers/s), {} customers changed tier",
+        evaluate.as_secs_f64(),
+        customers as f64 / evaluate.as_secs_f64(),
+        first.changes
+    );
+
+    // The next night: a day on, with a little new activity, as the nightly job would find it.
+    clock.advance(86_400_000);
+    let started = Instant::now();
+    let active = store
+        .generate_tier_bench_nightly(NIGHTLY_FRACTION, clock.now_ms())
+        .await
+        .map_err(|e| setup(&e))?;
+    println!(
+        "{prefix}a day on: new activity for {active} customers, inserted in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    let started = Instant::now();
+    let night = evaluate_with(&services, None, true, |_| {})
+        .await
+        .map_err(|e| setup(&e))?;
+    let nightly = started.elapsed();
+    println!(
+        "{prefix}nightly evaluation: {:.2} s, {} customers changed tier",
+        nightly.as_secs_f64(),
+        night.changes
+    );
     store.close().await;
     let _ = std::fs::remove_dir_all(&dir);
-    println!(
-        "plain scan of {scanned} activity rows: {:.2} s",
-        scan.as_secs_f64()
-    );
-    println!(
-        "full evaluation of {} customers: {:.2} s ({:.0} customers/s), {} tier changes applied",
-        args.customers,
-        eval.as_secs_f64(),
-        args.customers as f64 / eval.as_secs_f64(),
-        done.changes
-    );
-    println!("peak_rss_mib={:.1}", peak_rss_kib() as f64 / 1024.0);
-    println!(
-        "evaluate_vs_scan_ratio={:.2}",
-        eval.as_secs_f64() / scan.as_secs_f64()
-    );
-    Ok(())
+    Ok(TiersMeasured {
+        customers,
+        activity,
+        scan,
+        dry_run,
+        evaluate,
+        evaluate_changes: first.changes,
+        nightly,
+        nightly_changes: night.changes,
+        peak_rss_mib: peak_rss_kib() as f64 / 1024.0,
+    })
+}
+
+/// Resets this process's peak RSS (VmHWM) to its current RSS, so a later read gives the peak
+/// since now; does nothing where /proc does not allow it.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }

@@ -747,3 +747,54 @@ async fn moving_a_shop_ref_to_another_customer_re_evaluates_the_one_who_lost_it(
     );
     w.app.shutdown().await;
 }
+
+/// The bench's nightly activity (`siyu bench tiers`) on this backend: about the asked share of
+/// customers gets one record, a second night's records stand beside the first's, and the ends of
+/// the range hold exactly.
+#[tokio::test]
+async fn bench_nightly_activity_reaches_about_the_asked_share() {
+    let db = common::TestDb::new().await;
+    let app = common::start(db.settings()).await;
+    let store = app.store();
+    let now = app.clock().now_ms();
+    store
+        .generate_tier_bench_data(2_000, 2_000, now)
+        .await
+        .unwrap();
+    let first = store
+        .generate_tier_bench_nightly(0.25, now + DAY_MS)
+        .await
+        .unwrap();
+    // 500 expected; the bounds are over ten standard deviations (about 19) away.
+    assert!(
+        (300..=700).contains(&first),
+        "{first} of 2000 drawn at 25 %"
+    );
+    let second = store
+        .generate_tier_bench_nightly(0.25, now + 2 * DAY_MS)
+        .await
+        .unwrap();
+    assert!(
+        (300..=700).contains(&second),
+        "{second} of 2000 drawn at 25 %"
+    );
+    assert_eq!(
+        store
+            .generate_tier_bench_nightly(0.0, now + 3 * DAY_MS)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .generate_tier_bench_nightly(1.0, now + 4 * DAY_MS)
+            .await
+            .unwrap(),
+        2_000
+    );
+    assert_eq!(
+        store.scan_activity().await.unwrap() as u64,
+        2_000 + first + second + 2_000
+    );
+    app.shutdown().await;
+}

@@ -560,6 +560,45 @@ impl Store {
         });
         Ok(())
     }
+
+    /// A night's new activity for the bench data: a random `fraction` of the customers (each
+    /// drawn on its own, so about that share) gets one record at `at`, an order or, one time in
+    /// five, a refund, of a random amount; in one statement. Returns how many were added.
+    pub async fn generate_tier_bench_nightly(&self, fraction: f64, at: i64) -> Result<u64> {
+        let _turn = self.write_turn().await;
+        // The draw is made by the database per row, against a threshold in millionths, so the
+        // rows never travel through siyu; the dialects draw differently (SQLite's random() is a
+        // 64-bit integer, PostgreSQL's a float in [0, 1)).
+        let (pick, kind, amount) = match self.pool {
+            super::Pool::Sqlite(_) => (
+                "abs(random() % 1000000) < $1",
+                "CASE WHEN abs(random() % 5) = 0 THEN 'refund' ELSE 'order' END",
+                "abs(random() % 40000)",
+            ),
+            super::Pool::Postgres(_) => (
+                "floor(random() * 1000000) < $1",
+                "CASE WHEN random() < 0.2 THEN 'refund' ELSE 'order' END",
+                "CAST(floor(random() * 40000) AS BIGINT)",
+            ),
+        };
+        let threshold = (fraction.clamp(0.0, 1.0) * 1_000_000.0).round() as i64;
+        let added = with_pool!(self, |pool| {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO activity (id, customer, who, kind, amount_fen, count, at, received_at)
+                 SELECT $2 || external_userid, external_userid, external_userid,
+                        {kind}, {amount}, 1, $3, $3
+                 FROM customers WHERE {pick}"
+            )))
+            .bind(threshold)
+            // The night's time in the id keeps a second night's records apart from the first's.
+            .bind(format!("n{at}-"))
+            .bind(at)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(added)
+    }
 }
 
 impl Store {
