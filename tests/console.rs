@@ -190,6 +190,19 @@ async fn a_session_is_a_safe_cookie_that_ends_when_idle_or_signed_out() {
     assert_eq!(out.location.as_deref(), Some("/console/login"));
     c.cookies = stolen;
     assert_eq!(c.get("/console/").await.status, StatusCode::SEE_OTHER);
+
+    // A new password signs the user out of every browser.
+    c.sign_in("ada", PASSWORD).await;
+    assert_eq!(c.get("/console/").await.status, StatusCode::OK);
+    users::set_password(
+        app.services(),
+        &users::Principal::cli(),
+        "ada",
+        "another long one",
+    )
+    .await
+    .unwrap();
+    assert_eq!(c.get("/console/").await.status, StatusCode::SEE_OTHER);
     app.shutdown().await;
 }
 

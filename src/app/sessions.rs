@@ -149,12 +149,6 @@ pub async fn sign_out(s: &Services, secret: &str) -> Result<(), AppError> {
     Ok(())
 }
 
-/// Ends every session of a user (after a new password, or when they are disabled).
-pub async fn end_all_of(s: &Services, user_name: &str) -> Result<(), AppError> {
-    s.store.end_sessions_of(user_name, s.clock.now_ms()).await?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -162,7 +162,7 @@ pub async fn set_password(
         return Err(AppError::NotFound(format!("no user {name:?}")));
     }
     // Whoever knew the old password is signed out of every browser.
-    super::sessions::end_all_of(s, name).await?;
+    s.store.end_sessions_of(name, s.clock.now_ms()).await?;
     tracing::info!(by = %by.name, user = name, "password changed");
     Ok(())
 }
