@@ -1,13 +1,11 @@
-//! `/api/v1`: the operator's JSON API, behind `Authorization: Bearer <api.token>`.
+//! `/api/v1`: the operator's JSON API, behind the token check of [`super::auth`].
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -18,7 +16,6 @@ use super::doc::{
 };
 use crate::app::activity::{self, ActivityBatch, ActivityOutcome, BatchError};
 use crate::app::channels::{self, ChannelInput, ChannelView};
-use crate::app::users::{self, Principal, Role};
 use crate::app::{AppError, customers, tiers};
 use crate::ids::ExternalUserId;
 use crate::store::contacts::Channel;
@@ -27,10 +24,7 @@ use crate::store::inbox::{EventFilter, InboxStatus};
 /// The routes and their description; `routes!` registers a handler with its `#[utoipa::path]`,
 /// so a route cannot be served without being in the document.
 /// `features` are the routes other modules of `http` serve under `/api/v1`, behind the same token.
-pub(super) fn router(
-    state: AppState,
-    features: OpenApiRouter<AppState>,
-) -> OpenApiRouter<AppState> {
+pub(super) fn router(features: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_events))
         .routes(routes!(list_channels, create_channel))
@@ -44,14 +38,11 @@ pub(super) fn router(
         .routes(routes!(get_tiers, put_tiers))
         .routes(routes!(preview_tiers))
         .merge(features)
-        // Layers run from the last added: the token is checked, then the change is recorded.
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            super::audit::record_changes,
-        ))
-        .route_layer(axum::middleware::from_fn_with_state(state, require_token))
-        // The API description is public: it holds no data.
-        .routes(routes!(openapi))
+}
+
+/// `GET /api/v1/openapi.json`: public, outside the token check (it holds no data).
+pub(super) fn document() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(openapi))
 }
 
 /// The document `GET /api/v1/openapi.json` serves (set by `http::router`).
@@ -96,100 +87,6 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response()
-    }
-}
-
-/// Who the bearer token says the caller is: `api.token` (the bootstrap admin) or a user's API
-/// token (`siyu users token`), and whether their role allows the request; the principal goes
-/// with the request to the handlers.
-async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if let Some(acting) = request.extensions().get::<Acting>().cloned() {
-        return authorize(acting.principal, request, next).await;
-    }
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_string);
-    let expected = state.api_token.expose().as_bytes();
-    let principal = match given {
-        Some(given) if !expected.is_empty() && bool::from(given.as_bytes().ct_eq(expected)) => {
-            Some(Principal {
-                name: "api.token".into(),
-                role: Role::Admin,
-            })
-        }
-        Some(given) => match users::by_token(&state.services, &given).await {
-            Ok(p) => p,
-            Err(e) => return ApiError::from(e).into_response(),
-        },
-        None => None,
-    };
-    let Some(principal) = principal else {
-        return (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            Json(ErrorBody {
-                error: "missing or wrong bearer token (config api.token, or a user's token from `siyu users token`)".into(),
-            }),
-        )
-            .into_response();
-    };
-    authorize(principal, request, next).await
-}
-
-/// A caller already known inside the process (a console session; the audit reading a resource
-/// as the caller): a request extension, which nothing from the network can set.
-#[derive(Debug, Clone)]
-pub(super) struct Acting {
-    pub principal: Principal,
-    /// Where the change came from, as the audit log records it (`api`, `console`).
-    pub via: &'static str,
-}
-
-/// Lets the request through when the principal's role allows it.
-async fn authorize(principal: Principal, mut request: Request, next: Next) -> Response {
-    let needed = required_role(request.method(), request.uri().path());
-    if principal.role < needed {
-        return ApiError::status(
-            StatusCode::FORBIDDEN,
-            format!(
-                "{} is a {}; this needs an {}",
-                principal.name,
-                principal.role.as_str(),
-                needed.as_str()
-            ),
-        )
-        .into_response();
-    }
-    request.extensions_mut().insert(principal);
-    next.run(request).await
-}
-
-/// The role a request needs: reads are for viewers (a campaign or tier-rules preview changes
-/// nothing too), tier rules are for admins, every other change for operators. Users, tokens and
-/// the audit log are for admins, reads too (who may do what is itself a secret worth keeping).
-pub(super) fn required_role(method: &axum::http::Method, path: &str) -> Role {
-    use axum::http::Method;
-    let path = path.trim_end_matches('/');
-    let first = path
-        .strip_prefix("/api/v1")
-        .unwrap_or(path)
-        .split('/')
-        .find(|s| !s.is_empty());
-    if path.ends_with("/audit") || matches!(first, Some("users" | "tokens")) {
-        Role::Admin
-    } else if *method == Method::GET
-        || *method == Method::HEAD
-        || path.ends_with("/campaigns/preview")
-        || path.ends_with("/tiers/preview")
-    {
-        Role::Viewer
-    } else if path.ends_with("/tiers") {
-        Role::Admin
-    } else {
-        Role::Operator
     }
 }
 

@@ -15,7 +15,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::api::{Acting, ApiError, INTERNAL, UNAUTHORIZED};
+use super::api::{ApiError, INTERNAL, UNAUTHORIZED};
+use super::auth::Acting;
 use super::doc::ErrorBody;
 use crate::app::users::Principal;
 use crate::store::audit::{AuditFilter, AuditRecord};

@@ -8,6 +8,7 @@
 
 mod api;
 mod audit;
+mod auth;
 mod callback;
 mod campaigns;
 mod charts;
@@ -58,7 +59,6 @@ fn routes(state: AppState) -> OpenApiRouter<AppState> {
         .nest(
             "/api/v1",
             api::router(
-                state,
                 groups::router()
                     .merge(media::router())
                     .merge(campaigns::router())
@@ -66,7 +66,18 @@ fn routes(state: AppState) -> OpenApiRouter<AppState> {
                     .merge(audit::router())
                     .merge(stats::router())
                     .merge(users::router()),
-            ),
+            )
+            // Layers run from the last added: the caller and their role are checked, then the
+            // change is recorded.
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                audit::record_changes,
+            ))
+            .route_layer(axum::middleware::from_fn_with_state(
+                state,
+                auth::require_token,
+            ))
+            .merge(api::document()),
         )
 }
 

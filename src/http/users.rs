@@ -1,5 +1,5 @@
 //! `/api/v1/users` and `/api/v1/tokens`: the users, their roles and passwords, and their API
-//! tokens (admins only, see `api::required_role`). What `siyu users` does, for the console.
+//! tokens (admins only, see `auth::required_role`). What `siyu users` does, for the console.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};

@@ -33,7 +33,7 @@ use subtle::ConstantTimeEq;
 use tower::ServiceExt;
 
 use super::AppState;
-use super::api::Acting;
+use super::auth::Acting;
 use crate::app::sessions::{self, Session};
 use crate::app::users::Role;
 
