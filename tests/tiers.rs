@@ -798,3 +798,42 @@ async fn bench_nightly_activity_reaches_about_the_asked_share() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_decided_twice_from_the_same_state_is_recorded_once() {
+    // A customer's own evaluation and the nightly one can both decide member → partner from the
+    // same read; the second to commit finds the customer moved and writes nothing.
+    let w = world().await;
+    w.channels().await;
+    let a = customer(&w, "王小明").await;
+    let change = siyu::store::tiers::TierChange {
+        external_userid: a.as_str().into(),
+        from_tier: "member".into(),
+        to_tier: "partner".into(),
+        reason: "test".into(),
+        at: w.app.clock().now_ms(),
+    };
+    let mut recorded = Vec::new();
+    for _ in 0..2 {
+        let mut tx = w.app.store().begin().await.unwrap();
+        recorded.push(
+            siyu::store::tiers::record_tier_change(&mut tx, &change, None)
+                .await
+                .unwrap(),
+        );
+        tx.commit().await.unwrap();
+    }
+    assert!(
+        recorded[0].is_some() && recorded[1].is_none(),
+        "{recorded:?}"
+    );
+    let history = w
+        .app
+        .store()
+        .tier_history(&a.as_str().into())
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(tier_of(&w, &a).await, "partner");
+    w.app.shutdown().await;
+}

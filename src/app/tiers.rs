@@ -601,7 +601,11 @@ async fn apply_changes(
             reason: d.reason.clone(),
             at: now,
         };
-        let change_id = store_tiers::record_tier_change(&mut tx, &change, *failing).await?;
+        let Some(change_id) = store_tiers::record_tier_change(&mut tx, &change, *failing).await?
+        else {
+            // Another evaluation made this change first: it set off what the change sets off.
+            continue;
+        };
         recorded.push(TierChanged {
             change_id,
             external_userid: d.external_userid.clone(),
@@ -620,7 +624,7 @@ async fn apply_changes(
         .tier_changed(services, &mut tx, &recorded)
         .await?;
     tx.commit().await?;
-    tracing::info!(changes = changes.len(), "tier changes recorded");
+    tracing::info!(changes = recorded.len(), "tier changes recorded");
     Ok(())
 }
 

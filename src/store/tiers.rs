@@ -74,20 +74,29 @@ pub async fn insert_activity(tx: &mut Tx, records: &[NewActivity], now: i64) -> 
     Ok(stored)
 }
 
+/// Records a tier change and moves the customer, when the customer is still in the tier the
+/// change is from; None (nothing written) when another evaluation moved them first.
 pub async fn record_tier_change(
     tx: &mut Tx,
     change: &TierChange,
     keep_failing_since: Option<i64>,
-) -> Result<i64> {
-    let id: i64 = with_tx!(tx, |conn| {
-        sqlx::query("UPDATE customers SET tier = $1, keep_failing_since = $2, updated_at = $3 WHERE external_userid = $4")
+) -> Result<Option<i64>> {
+    let id: Option<i64> = with_tx!(tx, |conn| {
+        // Only from the tier the decision saw: two evaluations that decided the same change
+        // from the same state (a customer's own and the nightly one) record it once.
+        let moved = sqlx::query("UPDATE customers SET tier = $1, keep_failing_since = $2, updated_at = $3 WHERE external_userid = $4 AND tier = $5")
             .bind(&change.to_tier)
             .bind(keep_failing_since)
             .bind(change.at)
             .bind(&change.external_userid)
+            .bind(&change.from_tier)
             .execute(&mut *conn)
-            .await?;
-        sqlx::query_scalar(
+            .await?
+            .rows_affected();
+        if moved == 0 {
+            None
+        } else {
+            Some(sqlx::query_scalar(
             "INSERT INTO tier_history (external_userid, from_tier, to_tier, reason, at) VALUES ($1, $2, $3, $4, $5)
              RETURNING id",
         )
@@ -97,7 +106,8 @@ pub async fn record_tier_change(
         .bind(&change.reason)
         .bind(change.at)
         .fetch_one(&mut *conn)
-        .await?
+        .await?)
+        }
     });
     Ok(id)
 }
