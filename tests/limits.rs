@@ -1,9 +1,10 @@
 //! WeCom's per-corp limits, shared by replicas on PostgreSQL: two (or three) clients on one
 //! database, each with a store of its own as a replica has, against one fake WeCom, keep one
 //! corp-wide pace per API, one 45009 pause and one count of app messages per member; an urgent
-//! call does not queue behind the other replicas' ordinary calls. PostgreSQL only (skipped with a
-//! line on stderr otherwise): on SQLite one process keeps these limits in memory, as the unit
-//! tests of `wecom::client::limit` and tests/wecom_client.rs show.
+//! call does not queue behind the other replicas' ordinary calls; two servers sync the tag library
+//! one at a time. PostgreSQL only (skipped with a line on stderr otherwise): on SQLite one process
+//! keeps these limits in memory, as the unit tests of `wecom::client::limit` and
+//! tests/wecom_client.rs show.
 
 mod common;
 
@@ -18,6 +19,7 @@ use siyu::wecom::client::{Credential, WecomClient, WecomError, code, urgent};
 
 const TAG_LIST: &str = "/cgi-bin/externalcontact/get_corp_tag_list";
 const LIST_CUSTOMERS: &str = "/cgi-bin/externalcontact/list";
+const ADD_TAG: &str = "/cgi-bin/externalcontact/add_corp_tag";
 const APP_MESSAGE: &str = "/cgi-bin/message/send";
 
 /// A PostgreSQL database of the test's own, or `None` (saying so) without one.
@@ -317,4 +319,33 @@ async fn an_urgent_call_waits_at_most_one_slot_for_the_other_replicas_ordinary_c
     let all = arrivals(&fake, TAG_LIST, before);
     assert_eq!(all.len(), 31);
     assert!(span(&all) >= interval * 28, "{:?}", span(&all));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_sync_the_tag_library_one_at_a_time() {
+    let Some(db) = postgres().await else { return };
+    let fake = common::world::fake();
+    let (addr, _server) = fake.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    // Each tag created slowly, so two syncs that could overlap would.
+    fake.set_latency(ADD_TAG, Duration::from_millis(100));
+    let settings = common::world::settings(&db, addr);
+    let first = common::start(settings.clone()).await;
+    let second = common::start(settings).await;
+
+    // Each server syncs in the background as it starts; these two run on top of those.
+    let (a, b) = tokio::join!(
+        siyu::app::tags::ensure(first.services()),
+        siyu::app::tags::ensure(second.services())
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.len(), b.len());
+    assert!(a.iter().all(|t| t.tag_id.is_some()));
+
+    let adds = fake.calls_to(ADD_TAG);
+    let refused: Vec<_> = adds.iter().filter(|c| c.errcode != Some(0)).collect();
+    assert!(
+        refused.is_empty(),
+        "a sync created what another was creating: {refused:?}"
+    );
+    assert_eq!(adds.len(), a.len(), "each tag was created once");
 }
