@@ -349,3 +349,33 @@ async fn two_servers_sync_the_tag_library_one_at_a_time() {
     );
     assert_eq!(adds.len(), a.len(), "each tag was created once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_message_ledger_is_pruned_once_past_the_hour() {
+    let w = common::world::world().await;
+    if !on_postgres(&w.db) {
+        return;
+    }
+    w.app
+        .wecom()
+        .send_text_to_members(&["zhangsan".into()], "刚发的")
+        .await
+        .unwrap();
+    // Two messages of an hour ago and more, on the ledger's clock (the database's).
+    let pool = sqlx::PgPool::connect(&w.db.url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO app_message_ledger (member, sent_at_us)
+         VALUES ('lisi', siyu_now_us() - 3600000001), ('lisi', siyu_now_us() - 7200000000)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let pruned = siyu::app::retention::prune(w.app.services()).await.unwrap();
+    assert_eq!(pruned["app_message_ledger"], 2, "{pruned:?}");
+    let left: Vec<String> = sqlx::query_scalar("SELECT member FROM app_message_ledger")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, ["zhangsan"]);
+}
