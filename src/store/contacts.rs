@@ -493,16 +493,27 @@ pub async fn upsert_follow(tx: &mut Tx, f: &Follow, now: i64) -> Result<()> {
 }
 
 pub async fn record_contact_event(tx: &mut Tx, e: &ContactEvent) -> Result<()> {
-    with_tx!(tx, |conn| {
-        sqlx::query("INSERT INTO contact_events (external_userid, userid, kind, detail, at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(&e.external_userid)
-            .bind(&e.userid)
-            .bind(e.kind.as_str())
-            .bind(&e.detail)
-            .bind(e.at)
-            .execute(&mut *conn)
-            .await?;
-    });
+    record_contact_events(tx, std::slice::from_ref(e)).await
+}
+
+/// [`record_contact_event`] for many, in multi-row statements.
+pub async fn record_contact_events(tx: &mut Tx, events: &[ContactEvent]) -> Result<()> {
+    // Chunks keep each statement well under both backends' parameter limits.
+    for chunk in events.chunks(500) {
+        with_tx!(tx, |conn| {
+            let mut q = sqlx::QueryBuilder::new(
+                "INSERT INTO contact_events (external_userid, userid, kind, detail, at) ",
+            );
+            q.push_values(chunk, |mut row, e| {
+                row.push_bind(&e.external_userid)
+                    .push_bind(&e.userid)
+                    .push_bind(e.kind.as_str())
+                    .push_bind(&e.detail)
+                    .push_bind(e.at);
+            });
+            q.build().execute(&mut *conn).await?;
+        });
+    }
     Ok(())
 }
 
