@@ -579,3 +579,28 @@ async fn record(s: &Services, r: &Relation<'_>, detail: CustomerDetail) -> Resul
     tx.commit().await.map_err(AppError::from)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::when_added;
+
+    #[test]
+    fn an_add_happened_by_its_arrival_or_by_the_end_of_its_create_time_second() {
+        // Delivered within its second: the arrival, to the millisecond.
+        assert_eq!(
+            when_added(Some(1_700_000_000), 1_700_000_000_420),
+            1_700_000_000_420
+        );
+        // Redelivered seconds later: the end of the second WeCom stamped.
+        assert_eq!(
+            when_added(Some(1_700_000_000), 1_700_000_007_300),
+            1_700_000_000_999
+        );
+        // A CreateTime ahead of our clock, or none: the arrival.
+        assert_eq!(
+            when_added(Some(1_700_000_009), 1_700_000_000_420),
+            1_700_000_000_420
+        );
+        assert_eq!(when_added(None, 1_700_000_000_420), 1_700_000_000_420);
+    }
+}
