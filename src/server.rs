@@ -93,7 +93,13 @@ impl App {
         let store = Store::connect(&settings.database).await?;
         store.migrate().await?;
         let clock = components.clock.clone();
-        let wecom = WecomClient::new(&settings.wecom, Some(store.clone()), clock.clone())?;
+        let metrics = Arc::new(Metrics::default());
+        let wecom = WecomClient::observed(
+            &settings.wecom,
+            Some(store.clone()),
+            clock.clone(),
+            Some(metrics.clone()),
+        )?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut templates = Templates::load(&settings.templates.dir)?;
         if let Ok(zone) = settings.timezone() {
@@ -147,7 +153,6 @@ impl App {
             clock.clone(),
             handoff,
         );
-        let metrics = Arc::new(Metrics::default());
         if settings.api.token.is_empty() {
             tracing::info!(
                 "api.token is empty: /api/v1 takes only users' tokens (siyu users token)"
@@ -192,6 +197,7 @@ impl App {
             clock.clone(),
             settings.jobs.clone(),
             components.jobs,
+            metrics.clone(),
         );
         let process_id = workers.process_id().to_string();
         let workers = tokio::spawn(workers.run(shutdown_rx.clone()));
@@ -200,8 +206,9 @@ impl App {
             tokio::spawn(scheduler.run(shutdown_rx.clone())),
             tokio::spawn(jobs::relay_postgres_notifications(
                 store.clone(),
-                shutdown_rx,
+                shutdown_rx.clone(),
             )),
+            tokio::spawn(metrics.clone().keep_up(shutdown_rx)),
         ];
         tracing::info!(%addr, database = ?store.kind(), "siyu is listening");
         Ok(App {
