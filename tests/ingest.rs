@@ -160,3 +160,61 @@ async fn inbox_commits_never_checkpoint_and_checkpoint_wal_does() {
     );
     assert_eq!(store.inbox_keys().await.unwrap().len(), 3000);
 }
+
+/// The dispatcher's outcomes, mixed in one call, each land on its own event.
+#[tokio::test]
+async fn outcomes_of_a_batch_are_recorded_each_on_its_event() {
+    use siyu::store::inbox::EventOutcome;
+    let db = TestDb::new().await;
+    let store = store(&db).await;
+    let events: Vec<NewInboxEvent> = (0..4)
+        .map(|n| event(&format!("k{n}"), format!("<xml>{n}</xml>")))
+        .collect();
+    let refs: Vec<&NewInboxEvent> = events.iter().collect();
+    let ids: Vec<i64> = insert_batch(&store, &refs, Some(i64::MAX))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(stored)
+        .collect();
+    let outcome = |id, status, error: Option<&str>| EventOutcome {
+        id,
+        status,
+        error: error.map(str::to_string),
+    };
+    store
+        .finish_events(
+            &[
+                outcome(ids[0], InboxStatus::Done, None),
+                outcome(ids[1], InboxStatus::Failed, Some("boom \"quoted\"")),
+                outcome(ids[2], InboxStatus::Unhandled, None),
+            ],
+            42,
+        )
+        .await
+        .unwrap();
+    let listed: HashMap<i64, (String, Option<String>)> = store
+        .list_events(&EventFilter::default(), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.id, (e.status, e.error)))
+        .collect();
+    assert_eq!(listed[&ids[0]], ("done".into(), None));
+    assert_eq!(
+        listed[&ids[1]],
+        ("failed".into(), Some("boom \"quoted\"".into()))
+    );
+    assert_eq!(listed[&ids[2]], ("unhandled".into(), None));
+    assert_eq!(
+        listed[&ids[3]],
+        ("processing".into(), None),
+        "not in the call"
+    );
+    // Nothing left leased but the one not finished.
+    let stuck = store
+        .requeue_stuck_events(None, None, i64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(stuck.leased, 1);
+}

@@ -143,6 +143,15 @@ const INSERT_BATCH_POSTGRES: &str = "INSERT INTO inbox
     ON CONFLICT (dedupe_key) DO UPDATE SET duplicates = inbox.duplicates + 1 + excluded.duplicates
     RETURNING dedupe_key, id, duplicates";
 
+/// The outcomes of handled events, as a JSON array of `[id, status, error]`.
+const FINISH_SQLITE: &str = "UPDATE inbox
+    SET status = o.value ->> 1, error = o.value ->> 2, processed_at = $1, lease_until = NULL
+    FROM jsonb_each($2) AS o WHERE inbox.id = o.value ->> 0";
+
+const FINISH_POSTGRES: &str = "UPDATE inbox
+    SET status = o.e ->> 1, error = o.e ->> 2, processed_at = $1, lease_until = NULL
+    FROM jsonb_array_elements($2::text::jsonb) AS o(e) WHERE inbox.id = (o.e ->> 0)::bigint";
+
 /// Stores a batch of events with one statement, or counts each as a duplicate of the stored
 /// one. Outcomes come back in the order of `events`. A key that occurs twice in one batch is a
 /// duplicate the second time, as it would be across batches.
@@ -304,38 +313,33 @@ impl Store {
         Ok(n)
     }
 
-    /// Records the outcomes of handled events in one transaction, one statement per distinct
-    /// outcome (usually one for the whole batch).
+    /// Records the outcomes of handled events with one statement (atomic on its own: no
+    /// transaction), the same statement for any number of events and outcomes. A statement of its
+    /// own per batch size would crowd the other statements out of each connection's cache.
     pub async fn finish_events(&self, outcomes: &[EventOutcome], now: i64) -> Result<()> {
-        let mut groups: Vec<(InboxStatus, Option<&str>, Vec<i64>)> = Vec::new();
-        for o in outcomes {
-            match groups
-                .iter_mut()
-                .find(|(st, err, _)| *st == o.status && *err == o.error.as_deref())
-            {
-                Some((_, _, ids)) => ids.push(o.id),
-                None => groups.push((o.status, o.error.as_deref(), vec![o.id])),
-            }
+        if outcomes.is_empty() {
+            return Ok(());
         }
-        let mut tx = self.begin().await?;
-        for (status, error, ids) in &groups {
-            with_tx!(tx, |conn| {
-                let mut q = sqlx::QueryBuilder::new("UPDATE inbox SET status = ");
-                q.push_bind(status.as_str())
-                    .push(", error = ")
-                    .push_bind(*error)
-                    .push(", processed_at = ")
-                    .push_bind(now)
-                    .push(", lease_until = NULL WHERE id IN (");
-                let mut list = q.separated(", ");
-                for id in ids {
-                    list.push_bind(*id);
-                }
-                q.push(")");
-                q.build().execute(&mut *conn).await?;
-            });
-        }
-        tx.commit().await
+        let outcomes: Vec<(i64, &str, Option<&str>)> = outcomes
+            .iter()
+            .map(|o| (o.id, o.status.as_str(), o.error.as_deref()))
+            .collect();
+        let outcomes = serde_json::to_string(&outcomes)
+            .map_err(|e| StoreError::Corrupt(format!("event outcomes do not serialize: {e}")))?;
+        let _turn = self.write_turn().await;
+        with_pool!(self, |pool| {
+            let sql = if matches!(self.pool, super::Pool::Sqlite(_)) {
+                FINISH_SQLITE
+            } else {
+                FINISH_POSTGRES
+            };
+            sqlx::query(sql)
+                .bind(now)
+                .bind(&outcomes)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
     }
 
     /// Newest first.
