@@ -211,5 +211,9 @@ impl Writer {
                 }
             }
         }
+        // Stopping: a checkpoint under way finishes before the store closes under it.
+        if let Some(running) = checkpoints.running {
+            let _ = running.await;
+        }
     }
 }
