@@ -190,6 +190,8 @@ pub enum BenchCommand {
     Welcome(crate::bench::WelcomeArgs),
     /// Full tier evaluation of many customers against a plain scan of their activity.
     Tiers(crate::bench::TiersArgs),
+    /// `siyu serve` left idle: its CPU use and resident memory against their budgets.
+    Idle(crate::bench::IdleArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -339,6 +341,9 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Bench {
             command: BenchCommand::Tiers(args),
         } => crate::bench::tiers(args).await.map_err(|e| e.to_string()),
+        Command::Bench {
+            command: BenchCommand::Idle(args),
+        } => crate::bench::idle(args).await.map_err(|e| e.to_string()),
         Command::FakeWecom(args) => fake_wecom(args).await,
         Command::Tiers {
             command: TiersCommand::Evaluate { dry_run },

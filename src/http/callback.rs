@@ -248,7 +248,11 @@ async fn store_callback(
             // A member asking the app about a customer gets the answer in the reply itself
             // (answered again on a redelivery: WeCom retried because it saw no answer).
             match question {
-                Some((head, content)) => staff_reply(&state, &signed, head, &content).await,
+                // Boxed: the answer's future is large, and inline it would make every callback's
+                // future (in memory while its event commits) that large too.
+                Some((head, content)) => {
+                    Box::pin(staff_reply(&state, &signed, head, &content)).await
+                }
                 None => StatusCode::OK.into_response(),
             }
         }
