@@ -636,13 +636,9 @@ async fn apply_changes(
         .iter()
         .map(|(d, _)| d.external_userid.clone())
         .collect();
-    let follows = services.store.connected_follows_of(&ids).await?;
-    let mut members: HashMap<&ExternalUserId, Vec<UserId>> = HashMap::new();
-    for f in &follows {
-        members
-            .entry(&f.external_userid)
-            .or_default()
-            .push(f.userid.clone());
+    let mut members: HashMap<ExternalUserId, Vec<UserId>> = HashMap::new();
+    for (customer, member) in services.store.connected_members_of(&ids).await? {
+        members.entry(customer).or_default().push(member);
     }
     let records: Vec<(TierChange, Option<i64>)> = changes
         .iter()

@@ -626,6 +626,33 @@ impl Store {
     }
 
     /// The connected relations of these customers.
+    /// The members following each of these customers on connected relations, by customer and
+    /// then by when the member added them: only the two ids (a tier change's fan-out needs no
+    /// more, and a million relations decode far faster so).
+    pub async fn connected_members_of(
+        &self,
+        customers: &[ExternalUserId],
+    ) -> Result<Vec<(ExternalUserId, UserId)>> {
+        let mut out = Vec::new();
+        for chunk in customers.chunks(500) {
+            let rows: Vec<(ExternalUserId, UserId)> = with_pool!(self, |pool| {
+                let mut q = sqlx::QueryBuilder::new(
+                    "SELECT external_userid, userid FROM follows WHERE status = ",
+                );
+                q.push_bind(FollowStatus::Connected.as_str());
+                q.push(" AND external_userid IN (");
+                let mut sep = q.separated(", ");
+                for c in chunk {
+                    sep.push_bind(c);
+                }
+                q.push(") ORDER BY external_userid, added_at, userid");
+                q.build_query_as().fetch_all(pool).await?
+            });
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
     pub async fn connected_follows_of(&self, customers: &[ExternalUserId]) -> Result<Vec<Follow>> {
         self.follows_of_customers(customers, Some(FollowStatus::Connected))
             .await
