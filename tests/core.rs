@@ -150,6 +150,48 @@ async fn a_welcome_whose_answer_was_lost_is_not_sent_twice_and_is_recorded_proba
     w.app.shutdown().await;
 }
 
+/// The soak found this: a welcome whose answer was lost, whose repeat WeCom then refused for a
+/// passing reason (45009), and whose next repeat met the used code, ended failed as "code used"
+/// although the first send had gone out. A refusal of a repeat does not tell whether the first
+/// went out: the next attempt still counts as one after an unknown outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_welcome_whose_repeat_after_a_lost_answer_is_refused_once_is_still_recorded_probably_sent()
+ {
+    let w = world_with_short_timeouts().await;
+    w.channels().await;
+    let path = "/cgi-bin/externalcontact/send_welcome_msg";
+    w.fake.fail_next(path, 1, Failure::Timeout);
+    w.fake.fail_next(path, 1, Failure::Errcode(45009));
+    let a = w
+        .fake
+        .driver()
+        .customer_adds_via_contact_way("douyin", NewCustomer::wechat("王小明"))
+        .await
+        .unwrap();
+    let settled = eventually(Duration::from_secs(20), || async {
+        let jobs = w.app.store().jobs_of_kind("contact.welcome").await.unwrap();
+        jobs.len() == 1 && matches!(jobs[0].state.as_str(), "done" | "failed")
+    })
+    .await;
+    let jobs = w.app.store().jobs_of_kind("contact.welcome").await.unwrap();
+    assert!(settled, "the welcome job did not finish: {jobs:?}");
+    let calls = w.fake.calls_to(path);
+    let codes: Vec<Option<i64>> = calls.iter().map(|c| c.errcode).collect();
+    assert_eq!(codes, [Some(0), Some(45009), Some(41051)], "{calls:?}");
+    assert_eq!(jobs[0].state, "done", "{jobs:?}");
+    let ledger: serde_json::Value =
+        serde_json::from_str(jobs[0].ledger.as_deref().unwrap()).unwrap();
+    assert_eq!(ledger["state"], "probably_sent", "{ledger}");
+    let welcomes = w
+        .fake
+        .welcome_messages()
+        .into_iter()
+        .filter(|m| m.external_userid == a.external_userid)
+        .count();
+    assert_eq!(welcomes, 1);
+    w.app.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_notice_retried_after_a_lost_answer_is_byte_identical_and_later_news_follows() {
     let w = world_with_short_timeouts().await;
