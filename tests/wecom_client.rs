@@ -139,6 +139,9 @@ async fn an_expired_or_refused_token_is_fetched_again_once() {
     let err = client.tag_library().await.unwrap_err();
     assert_eq!(err.errcode(), Some(code::TOKEN_EXPIRED));
     assert_eq!(w.fake.calls_to(GETTOKEN).len(), 4);
+    // The soak found a note job failed for good on this: a job tries again later, with the
+    // token it gets then.
+    assert!(err.is_transient(), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
