@@ -484,6 +484,49 @@ async fn a_customer_in_a_group_above_their_tier_before_siyu_records_them_is_aske
     w.app.shutdown().await;
 }
 
+/// The soak found this: a partner whose invitation was cancelled before it was sent (their only
+/// member deleted them) and who then added another member stayed uninvited for good: siyu took
+/// the cancelled invitation for one they had had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_whose_invitation_was_cancelled_unsent_is_invited_when_they_return() {
+    let w = groups_world_with(|s| s.groups.invite_batch_secs = 30).await;
+    set_groups(&w, "partner", &["wrPartner1"]).await;
+    let a = w.add("douyin", "王小明").await.external_userid;
+    pin(&w, &a, "partner").await;
+    assert!(status_becomes(&w, "partner", &a, "invited").await);
+    // zhangsan deletes them before the invitation goes out: it is cancelled.
+    w.fake
+        .driver()
+        .staff_deletes_customer("zhangsan", &a, false)
+        .await
+        .unwrap();
+    assert!(status_becomes(&w, "partner", &a, "outside").await);
+    // They come back, adding lisi: they are invited (from lisi), having never had one.
+    w.fake
+        .driver()
+        .customer_adds_staff(
+            "lisi",
+            Some("xiaohongshu"),
+            siyu::fake::NewCustomer::existing(&a),
+        )
+        .await
+        .unwrap();
+    assert!(
+        status_becomes(&w, "partner", &a, "invited").await,
+        "{}",
+        members(&w, "partner").await
+    );
+    let m = members(&w, "partner").await;
+    let row = m["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["external_userid"] == a.as_str())
+        .unwrap();
+    assert_eq!(row["invitation"]["userid"], "lisi", "{row}");
+    w.app.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_demotion_asks_the_owner_and_invites_to_the_lower_group_and_a_promotion_back_cancels() {
     let w = groups_world().await;
