@@ -65,7 +65,8 @@ pub struct SoakArgs {
     /// How long the queue may take to drain once the load and the faults stop.
     #[arg(long, default_value_t = 180)]
     pub drain_secs: u64,
-    /// Keep the working directory (config files, replica logs) even when every check passes.
+    /// Keep the working directory (config files, replica logs, WeCom's call log) even when every
+    /// check passes, and the scratch PostgreSQL database.
     #[arg(long)]
     pub keep: bool,
 }
@@ -159,7 +160,11 @@ pub async fn run(args: SoakArgs) -> Result<bool, SoakError> {
     let dir = work_dir()?;
     let db = Database::open(args.database_url.as_deref(), &dir).await?;
     let result = soak(&args, &db, &dir).await;
-    db.drop_scratch().await;
+    if args.keep {
+        println!("soak: the database is kept: {}", db.label);
+    } else {
+        db.drop_scratch().await;
+    }
     match &result {
         Ok(true) if !args.keep => {
             let _ = std::fs::remove_dir_all(&dir);
