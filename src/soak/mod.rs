@@ -155,7 +155,15 @@ fn random_token() -> String {
         .collect()
 }
 
-/// Runs the soak; true when every check passed. Everything it has to say is printed.
+/// How many checks passed and failed.
+#[derive(Debug, Clone, Copy)]
+struct Verdict {
+    passed: usize,
+    failed: usize,
+}
+
+/// Runs the soak; true when every check passed. Everything it has to say is printed, the
+/// verdict last.
 pub async fn run(args: SoakArgs) -> Result<bool, SoakError> {
     let dir = work_dir()?;
     let db = Database::open(args.database_url.as_deref(), &dir).await?;
@@ -166,18 +174,20 @@ pub async fn run(args: SoakArgs) -> Result<bool, SoakError> {
         db.drop_scratch().await;
     }
     match &result {
-        Ok(true) if !args.keep => {
+        Ok(v) if v.failed == 0 && !args.keep => {
             let _ = std::fs::remove_dir_all(&dir);
         }
         _ => println!(
-            "soak: config files and replica logs kept in {}",
+            "soak: config files, replica logs and WeCom's call log kept in {}",
             dir.display()
         ),
     }
-    result
+    let v = result?;
+    println!("soak: {} checks passed, {} failed", v.passed, v.failed);
+    Ok(v.failed == 0)
 }
 
-async fn soak(args: &SoakArgs, db: &Database, dir: &std::path::Path) -> Result<bool, SoakError> {
+async fn soak(args: &SoakArgs, db: &Database, dir: &std::path::Path) -> Result<Verdict, SoakError> {
     let seed = args
         .seed
         .unwrap_or_else(|| rand::thread_rng().r#gen::<u32>().into());
@@ -466,7 +476,7 @@ async fn soon_due(store: &Store, poll_kinds: &[&str]) -> bool {
     }
 }
 
-async fn soak_with(args: &SoakArgs, seed: u64, rig: &mut Rig<'_>) -> Result<bool, SoakError> {
+async fn soak_with(args: &SoakArgs, seed: u64, rig: &mut Rig<'_>) -> Result<Verdict, SoakError> {
     let (fake, balancer, replicas, dir) = (
         rig.fake.clone(),
         rig.balancer.clone(),
@@ -568,11 +578,10 @@ async fn soak_with(args: &SoakArgs, seed: u64, rig: &mut Rig<'_>) -> Result<bool
     }
     store.close().await;
     let failed = outcomes.iter().filter(|o| !o.passed()).count();
-    println!(
-        "soak: {} checks passed, {failed} failed",
-        outcomes.len() - failed
-    );
-    Ok(failed == 0)
+    Ok(Verdict {
+        passed: outcomes.len() - failed,
+        failed,
+    })
 }
 
 /// The fake's call log (one JSON object a line) and its state, beside the replicas' logs, for an
