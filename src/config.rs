@@ -219,19 +219,22 @@ pub struct WecomSettings {
     /// Retries of a read or an idempotent write after -1, HTTP 5xx or a transport error.
     pub max_retries: u32,
     pub retry_base_ms: u64,
-    /// Calls per API path per minute, paced in each process. WeCom allows 10,000 a minute per
-    /// API and corp (api.md §2.2); the default 9000 keeps a 10% margin below that cap.
+    /// Calls per API path per minute, for the corp: paced in the process, and on PostgreSQL
+    /// across every replica through the database. WeCom allows 10,000 a minute per API and corp
+    /// (api.md §2.2); the default 9000 keeps a 10% margin below that cap.
     pub calls_per_minute: u32,
-    /// Calls per API path per hour, budgeted in each process. WeCom allows 150,000 an hour per
-    /// API and corp, which a sustained 9000 a minute would pass in 17 minutes and then be blocked
-    /// for the hour; the budget (a bucket of a tenth of it, refilling over the hour) keeps any
-    /// hour below 1.1 × this, and the last tenth of the bucket for urgent calls (welcomes).
+    /// Calls per API path per hour, for the corp (shared like `calls_per_minute`). WeCom allows
+    /// 150,000 an hour per API and corp, which a sustained 9000 a minute would pass in 17 minutes
+    /// and then be blocked for the hour; the budget (a bucket of a tenth of it, refilling over the
+    /// hour) keeps any hour below 1.1 × this, and the last tenth of the bucket for urgent calls
+    /// (welcomes).
     pub calls_per_hour: u32,
     /// Calls of one API path in flight at once (lowered on 45033).
     pub concurrency: usize,
     /// A call waits at most this long for its turn before it is refused as throttled.
     pub max_limiter_wait_ms: u64,
-    /// After errcode 45009 an API pauses this long (WeCom blocks for the window it counts in).
+    /// After errcode 45009 an API pauses this long (WeCom blocks for the window it counts in), in
+    /// every replica on PostgreSQL.
     pub frequency_window_secs: u64,
 }
 

@@ -837,3 +837,164 @@ async fn a_change_decided_twice_from_the_same_state_is_recorded_once() {
     assert_eq!(tier_of(&w, &a).await, "partner");
     w.app.shutdown().await;
 }
+
+/// The one-pass read (one `GROUP BY` over the activity, merged with the customers) gives each
+/// customer exactly the sums a plain reading of its records gives, for everyone and for a list:
+/// ids whose order differs between collations, customers without records, records of a
+/// reference no customer holds, records at the window's edge and after `now`, and a pin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_one_pass_read_gives_every_customer_the_sums_of_its_own_records() {
+    use siyu::store::contacts::{Customer, upsert_customer};
+    use siyu::store::tiers::{NewActivity, Pin, insert_activity};
+
+    let db = common::TestDb::new().await;
+    let app = common::start(db.settings()).await;
+    let store = app.store();
+    let now = app.clock().now_ms();
+    // Byte order puts "WM0" < "wm-b" < "wmA1" < "wmZ" < "wm_a" < "wma" < "wm~" < "wmé"; a
+    // linguistic collation would not.
+    let mut ids: Vec<String> = ["wmA1", "wm_a", "wm-b", "wmZ", "wma", "WM0", "wm~", "wmé"]
+        .map(String::from)
+        .to_vec();
+    // More than one batch of rows (1024), inserted out of order.
+    ids.extend((0..1500).map(|i| format!("wm{:05}", i * 7 % 1501)));
+    // A small linear congruential generator: the same population every run.
+    let mut seed: u64 = 0x5eed;
+    let mut next = |n: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    let mut tx = store.begin().await.unwrap();
+    for id in &ids {
+        let c = Customer {
+            external_userid: id.as_str().into(),
+            name: id.clone(),
+            kind: 1,
+            corp_name: String::new(),
+            tier: "member".into(),
+            channel: "unattributed".into(),
+            first_added_at: now,
+        };
+        upsert_customer(&mut tx, &c, now).await.unwrap();
+    }
+    let kinds = ["order", "refund", "referral", "view"];
+    let mut records = Vec::new();
+    // Every third customer has no records; two references no customer holds have some.
+    let whos: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 != 1)
+        .map(|(_, id)| id.clone())
+        .chain(["wmA0-unknown".to_string(), "zz-unknown".to_string()])
+        .collect();
+    for (n, who) in whos.iter().enumerate() {
+        for k in 0..next(12) {
+            let days_back = next(200) as i64;
+            let at = match k {
+                0 => now - 90 * DAY_MS,     // on the edge of the 90-day window: counted
+                1 => now - 90 * DAY_MS - 1, // just outside it
+                2 => now + 1,               // after now: not counted
+                _ => now - days_back * DAY_MS - next(DAY_MS as u64) as i64,
+            };
+            records.push(NewActivity {
+                id: format!("r{n}-{k}"),
+                customer: who.clone(),
+                who: who.clone(),
+                kind: kinds[next(4) as usize].into(),
+                amount_fen: next(50_000) as i64,
+                count: 1 + next(3) as i64,
+                at,
+            });
+        }
+    }
+    insert_activity(&mut tx, &records, now).await.unwrap();
+    tx.commit().await.unwrap();
+    let pin = Pin {
+        tier: "partner".into(),
+        reason: "VIP".into(),
+        pinned_by: "ops".into(),
+        expires_at: None,
+    };
+    store
+        .set_pin(&"wm_a".into(), Some(&pin), now)
+        .await
+        .unwrap();
+
+    let terms: Vec<(String, i64)> = [
+        ("orders", 90),
+        ("referral", 60),
+        ("spend", 30),
+        ("spend", 90),
+        ("unsent", 30),
+        ("view", 7),
+    ]
+    .map(|(m, d)| (m.to_string(), d * DAY_MS))
+    .to_vec();
+    let expected = |id: &str| -> Vec<i64> {
+        terms
+            .iter()
+            .map(|(metric, window)| {
+                records
+                    .iter()
+                    .filter(|r| r.who == id && r.at >= now - window && r.at <= now)
+                    .map(|r| match (metric.as_str(), r.kind.as_str()) {
+                        ("spend", "order") => r.amount_fen,
+                        ("spend", "refund") => -r.amount_fen,
+                        ("orders", "order") => r.count,
+                        (m, k) if m == k => r.count,
+                        _ => 0,
+                    })
+                    .sum()
+            })
+            .collect()
+    };
+    let read = |customers: Option<Vec<ExternalUserId>>| {
+        let terms = terms.clone();
+        async move {
+            let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+            let read = store.for_each_customer_metrics(now, &terms, customers.as_deref(), tx);
+            let (n, rows) = tokio::join!(read, async {
+                let mut rows = Vec::new();
+                while let Some(batch) = rx.recv().await {
+                    rows.extend(batch);
+                }
+                rows
+            });
+            assert_eq!(n.unwrap() as usize, rows.len());
+            rows
+        }
+    };
+
+    let everyone = read(None).await;
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.dedup();
+    let got: Vec<&str> = everyone
+        .iter()
+        .map(|(s, _)| s.external_userid.as_str())
+        .collect();
+    assert_eq!(got, sorted, "every customer once, in byte order");
+    assert!(
+        everyone.iter().any(|(_, v)| v.iter().any(|x| *x != 0)),
+        "the population has activity"
+    );
+    for (state, values) in &everyone {
+        let id = state.external_userid.as_str();
+        assert_eq!(*values, expected(id), "{id}: sums for everyone");
+        assert_eq!(state.pin.as_ref(), (id == "wm_a").then_some(&pin), "{id}");
+    }
+    let some: Vec<ExternalUserId> = sorted
+        .iter()
+        .step_by(2)
+        .map(|id| id.as_str().into())
+        .collect();
+    let listed = read(Some(some.clone())).await;
+    assert_eq!(listed.len(), some.len());
+    for (state, values) in &listed {
+        let id = state.external_userid.as_str();
+        assert_eq!(*values, expected(id), "{id}: sums for a list");
+    }
+    app.shutdown().await;
+}

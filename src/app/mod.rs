@@ -56,7 +56,8 @@ pub struct Services {
     pub clock: Clock,
     pub settings: Arc<Settings>,
     pub templates: Arc<Templates>,
-    /// One tag-library sync at a time in this process (two would create the same tag twice).
+    /// One tag-library sync at a time in this process (two would create the same tag twice);
+    /// `tags::ensure` also takes the store's lock for it, which holds across replicas.
     pub tag_sync: Arc<tokio::sync::Mutex<()>>,
     /// What the features registered for each other's decisions (see [`Services::new`]).
     hooks: Arc<Hooks>,

@@ -28,6 +28,8 @@ pub const UNATTRIBUTED_NAME: &str = "未归因";
 pub const SYNC_JOB: &str = "tags.sync";
 /// Job: make sure siyu's tags exist in WeCom's tag library (after an admin edited it).
 pub const LIBRARY_JOB: &str = "tags.resync";
+/// The lock that keeps syncs of the tag library one at a time across replicas.
+const LIBRARY_LOCK: &str = "tags.library";
 /// Kinds of tag jobs queued by earlier versions (a snapshot of one change each); they run as a
 /// [`SYNC_JOB`] of their relation, which is what they meant.
 const LEGACY_JOBS: [&str; 3] = ["contact.tag", "tiers.retag", "tags.reapply"];
@@ -311,8 +313,24 @@ fn needed(
 
 /// Makes sure every tag siyu needs exists in WeCom, recording ids; recreates deleted ones and
 /// enqueues putting them back. Returns the tags as they now stand.
+///
+/// One sync at a time, in this process and across replicas: two would both find a tag missing
+/// and both create it. The second finds what the first made when its turn comes.
 pub async fn ensure(services: &Services) -> Result<Vec<SiyuTag>, AppError> {
-    let _one_at_a_time = services.tag_sync.lock().await;
+    let _in_this_process = services.tag_sync.lock().await;
+    let across_replicas = services.store.corp_lock(LIBRARY_LOCK).await?;
+    let synced = ensure_alone(services).await;
+    if let Some(lock) = across_replicas
+        && let Err(e) = lock.release().await
+    {
+        // The lock goes with the transaction however it ends.
+        tracing::warn!(error = %e, "could not release the tag library lock cleanly");
+    }
+    synced
+}
+
+/// [`ensure`], with the library to itself.
+async fn ensure_alone(services: &Services) -> Result<Vec<SiyuTag>, AppError> {
     let channels = services.store.channels().await?;
     let mut library = services.wecom.tag_library().await?.tag_group;
     let stored = services.store.siyu_tags().await?;

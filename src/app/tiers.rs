@@ -7,14 +7,14 @@
 //! Evaluation is one streaming, set-based pass: every customer's row carries its rule terms
 //! summed in SQL; the rules then run over those sums customer by customer.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
 use super::hooks::TierChanged;
 use super::{AppError, Registrar, Services};
 use crate::config::{Condition, RuleSet, Settings, TierSettings};
-use crate::ids::ExternalUserId;
+use crate::ids::{ExternalUserId, UserId};
 use crate::store::Tx;
 use crate::store::tiers::{self as store_tiers, TierChange, TierState};
 
@@ -64,6 +64,8 @@ struct Cond {
     window_ms: i64,
     /// Fen for spend, a count otherwise.
     min: i64,
+    /// Where `(metric, window_ms)` is among the terms evaluation reads (see [`index_terms`]).
+    term: usize,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -96,6 +98,7 @@ fn compile_cond(where_: &str, c: &Condition) -> Result<Cond, String> {
         metric: c.metric.clone(),
         window_ms: i64::from(c.window_days) * DAY_MS,
         min,
+        term: 0,
     })
 }
 
@@ -341,17 +344,12 @@ impl Metrics<'_> {
             .collect()
     }
 
-    fn value(&self, metric: &str, window_ms: i64) -> i64 {
-        self.terms
-            .iter()
-            .position(|(m, w)| m == metric && *w == window_ms)
-            .and_then(|i| self.values.get(i))
-            .copied()
-            .unwrap_or(0)
+    fn value(&self, c: &Cond) -> i64 {
+        self.values.get(c.term).copied().unwrap_or(0)
     }
 
     fn describe(&self, c: &Cond) -> String {
-        let v = self.value(&c.metric, c.window_ms);
+        let v = self.value(c);
         let days = c.window_ms / DAY_MS;
         if c.metric == "spend" {
             format!("spend {days}d {} (≥ {})", yuan(v), yuan(c.min))
@@ -360,18 +358,21 @@ impl Metrics<'_> {
         }
     }
 
-    /// Whether the rules hold, and the metric values behind the answer.
-    fn check(&self, r: &Rules) -> (bool, String) {
-        let holds = |c: &Cond| self.value(&c.metric, c.window_ms) >= c.min;
-        let all = r.all.iter().all(holds);
-        let any = r.any.is_empty() || r.any.iter().any(holds);
+    /// Whether the rules hold (for every customer, so it allocates nothing).
+    fn holds(&self, r: &Rules) -> bool {
+        let holds = |c: &Cond| self.value(c) >= c.min;
+        r.all.iter().all(holds) && (r.any.is_empty() || r.any.iter().any(holds))
+    }
+
+    /// The metric values behind the answer of [`Metrics::holds`] (for a change's reason).
+    fn why(&self, r: &Rules) -> String {
         let why: Vec<String> = r
             .all
             .iter()
             .chain(&r.any)
             .map(|c| self.describe(c))
             .collect();
-        (all && any, why.join(", "))
+        why.join(", ")
     }
 }
 
@@ -416,13 +417,12 @@ fn decide(tiers: &[Tier], state: &TierState, metrics: &Metrics, now: i64) -> Out
     let current = tiers.iter().position(|t| t.code == state.tier).unwrap_or(0);
     // The highest tier above the current one whose promote rules hold.
     for (i, tier) in tiers.iter().enumerate().rev().filter(|(i, _)| *i > current) {
-        let (holds, why) = metrics.check(&tier.promote);
-        if holds {
+        if metrics.holds(&tier.promote) {
             let d = Decision {
                 external_userid: state.external_userid.clone(),
                 from: state.tier.clone(),
                 to: tiers[i].code.clone(),
-                reason: format!("promote to {}: {why}", tier.code),
+                reason: format!("promote to {}: {}", tier.code, metrics.why(&tier.promote)),
             };
             return Outcome::Change(d, None);
         }
@@ -435,8 +435,7 @@ fn decide(tiers: &[Tier], state: &TierState, metrics: &Metrics, now: i64) -> Out
         };
     }
     let tier = &tiers[current];
-    let (keeps, why) = metrics.check(&tier.keep);
-    match (keeps, state.keep_failing_since) {
+    match (metrics.holds(&tier.keep), state.keep_failing_since) {
         (true, None) => Outcome::Same,
         (true, Some(_)) => Outcome::Failing(None),
         (false, None) => Outcome::Failing(Some(now)),
@@ -446,9 +445,10 @@ fn decide(tiers: &[Tier], state: &TierState, metrics: &Metrics, now: i64) -> Out
                 from: state.tier.clone(),
                 to: tiers[current - 1].code.clone(),
                 reason: format!(
-                    "failed keep of {} for {} days: {why}",
+                    "failed keep of {} for {} days: {}",
                     tier.code,
-                    (now - since) / DAY_MS
+                    (now - since) / DAY_MS,
+                    metrics.why(&tier.keep)
                 ),
             };
             Outcome::Change(d, None)
@@ -457,9 +457,9 @@ fn decide(tiers: &[Tier], state: &TierState, metrics: &Metrics, now: i64) -> Out
     }
 }
 
-/// Every `(metric, window)` the rules look at, once.
-fn terms_of(tiers: &[Tier]) -> Vec<(String, i64)> {
-    tiers
+/// Every `(metric, window)` the rules look at, once; each condition learns where its own is.
+fn index_terms(tiers: &mut [Tier]) -> Vec<(String, i64)> {
+    let terms: Vec<(String, i64)> = tiers
         .iter()
         .flat_map(|t| {
             t.promote
@@ -472,7 +472,23 @@ fn terms_of(tiers: &[Tier]) -> Vec<(String, i64)> {
         .map(|c| (c.metric.clone(), c.window_ms))
         .collect::<BTreeSet<_>>()
         .into_iter()
-        .collect()
+        .collect();
+    for t in tiers.iter_mut() {
+        for c in t
+            .promote
+            .all
+            .iter_mut()
+            .chain(t.promote.any.iter_mut())
+            .chain(t.keep.all.iter_mut())
+            .chain(t.keep.any.iter_mut())
+        {
+            c.term = terms
+                .iter()
+                .position(|(m, w)| *m == c.metric && *w == c.window_ms)
+                .unwrap_or(usize::MAX);
+        }
+    }
+    terms
 }
 
 /// Evaluates the given customers (or everyone) and answers the changes (for small sets, tests
@@ -508,6 +524,10 @@ pub async fn evaluate_with(
     run(services, &in_force, customers, apply, |d, _| on_change(d)).await
 }
 
+/// Changes decided are written this many at a time (or a read batch more), each lot in one
+/// transaction with what it sets off.
+const CHANGES_PER_TRANSACTION: usize = 2000;
+
 /// The evaluation pass of [`evaluate_with`] over the given `rules` (those in force, or with
 /// `apply` false, proposed ones); `on_change` sees each decision with the metric values behind it.
 async fn run(
@@ -517,10 +537,11 @@ async fn run(
     apply: bool,
     mut on_change: impl FnMut(&Decision, &Metrics),
 ) -> Result<Evaluated, AppError> {
-    let tiers = compile(rules).map_err(AppError::Invalid)?;
+    let mut tiers = compile(rules).map_err(AppError::Invalid)?;
     let now = services.clock.now_ms();
-    let terms = terms_of(&tiers);
-    let (rows_tx, mut rows) = tokio::sync::mpsc::channel(1024);
+    let terms = index_terms(&mut tiers);
+    // A few batches in flight: the read runs ahead of the decisions, but not far.
+    let (rows_tx, mut rows) = tokio::sync::mpsc::channel(4);
     let read = services
         .store
         .for_each_customer_metrics(now, &terms, customers, rows_tx);
@@ -528,28 +549,30 @@ async fn run(
         let mut report = Evaluated::default();
         let mut changes: Vec<(Decision, Option<i64>)> = Vec::new();
         let mut failing: Vec<(ExternalUserId, Option<i64>)> = Vec::new();
-        while let Some((state, values)) = rows.recv().await {
-            report.customers += 1;
-            let metrics = Metrics {
-                terms: &terms,
-                values: &values,
-            };
-            match decide(&tiers, &state, &metrics, now) {
-                Outcome::Change(d, since) => {
-                    on_change(&d, &metrics);
-                    report.changes += 1;
-                    changes.push((d, since));
+        while let Some(batch) = rows.recv().await {
+            for (state, values) in batch {
+                report.customers += 1;
+                let metrics = Metrics {
+                    terms: &terms,
+                    values: &values,
+                };
+                match decide(&tiers, &state, &metrics, now) {
+                    Outcome::Change(d, since) => {
+                        on_change(&d, &metrics);
+                        report.changes += 1;
+                        changes.push((d, since));
+                    }
+                    Outcome::Failing(since) => failing.push((state.external_userid, since)),
+                    Outcome::Same => {}
                 }
-                Outcome::Failing(since) => failing.push((state.external_userid, since)),
-                Outcome::Same => {}
             }
-            if changes.len() >= 500 {
+            if changes.len() >= CHANGES_PER_TRANSACTION {
                 if apply {
                     apply_changes(services, &changes, now).await?;
                 }
                 changes.clear();
             }
-            if failing.len() >= 1000 {
+            if failing.len() >= CHANGES_PER_TRANSACTION {
                 if apply {
                     services.store.set_keep_failing_since(&failing).await?;
                 }
@@ -591,34 +614,43 @@ async fn apply_changes(
         .map(|(d, _)| d.external_userid.clone())
         .collect();
     let follows = services.store.connected_follows_of(&ids).await?;
-    let mut tx = services.store.begin().await?;
-    let mut recorded = Vec::with_capacity(changes.len());
-    for (d, failing) in changes {
-        let change = TierChange {
-            external_userid: d.external_userid.clone(),
-            from_tier: d.from.clone(),
-            to_tier: d.to.clone(),
-            reason: d.reason.clone(),
-            at: now,
-        };
-        let Some(change_id) = store_tiers::record_tier_change(&mut tx, &change, *failing).await?
-        else {
-            // Another evaluation made this change first: it set off what the change sets off.
-            continue;
-        };
-        recorded.push(TierChanged {
-            change_id,
-            external_userid: d.external_userid.clone(),
-            from: d.from.clone(),
-            to: d.to.clone(),
-            at: now,
-            members: follows
-                .iter()
-                .filter(|f| f.external_userid == d.external_userid)
-                .map(|f| f.userid.clone())
-                .collect(),
-        });
+    let mut members: HashMap<&ExternalUserId, Vec<UserId>> = HashMap::new();
+    for f in &follows {
+        members
+            .entry(&f.external_userid)
+            .or_default()
+            .push(f.userid.clone());
     }
+    let records: Vec<(TierChange, Option<i64>)> = changes
+        .iter()
+        .map(|(d, failing)| {
+            let change = TierChange {
+                external_userid: d.external_userid.clone(),
+                from_tier: d.from.clone(),
+                to_tier: d.to.clone(),
+                reason: d.reason.clone(),
+                at: now,
+            };
+            (change, *failing)
+        })
+        .collect();
+    let mut tx = services.store.begin().await?;
+    let ids = store_tiers::record_tier_changes(&mut tx, &records).await?;
+    let recorded: Vec<TierChanged> = changes
+        .iter()
+        .zip(ids)
+        // None: another evaluation made this change first; it set off what the change sets off.
+        .filter_map(|((d, _), id)| {
+            Some(TierChanged {
+                change_id: id?,
+                external_userid: d.external_userid.clone(),
+                from: d.from.clone(),
+                to: d.to.clone(),
+                at: now,
+                members: members.get(&d.external_userid).cloned().unwrap_or_default(),
+            })
+        })
+        .collect();
     services
         .hooks()
         .tier_changed(services, &mut tx, &recorded)
@@ -633,15 +665,20 @@ pub async fn metrics_of(
     services: &Services,
     external_userid: &ExternalUserId,
 ) -> Result<Vec<MetricValue>, AppError> {
-    let tiers = compile(&services.tiers().await?).map_err(AppError::Invalid)?;
-    let terms = terms_of(&tiers);
+    let mut tiers = compile(&services.tiers().await?).map_err(AppError::Invalid)?;
+    let terms = index_terms(&mut tiers);
     let (tx, mut rx) = tokio::sync::mpsc::channel(1);
     let who = [external_userid.clone()];
     let read =
         services
             .store
             .for_each_customer_metrics(services.clock.now_ms(), &terms, Some(&who), tx);
-    let (read, values) = tokio::join!(read, async { rx.recv().await.map(|(_, v)| v) });
+    let (read, values) = tokio::join!(read, async {
+        rx.recv()
+            .await
+            .and_then(|batch| batch.into_iter().next())
+            .map(|(_, v)| v)
+    });
     read?;
     let values = values.unwrap_or_default();
     Ok(Metrics {

@@ -122,6 +122,12 @@ const POSTGRES: &[Migration] = &[
         name: "segment_history",
         sql: include_str!("../../migrations/postgres/0011_segment_history.sql"),
     },
+    // Only PostgreSQL has several processes that must share WeCom's per-corp limits.
+    Migration {
+        version: 12,
+        name: "limits",
+        sql: include_str!("../../migrations/postgres/0012_limits.sql"),
+    },
 ];
 
 const LEDGER: &str = "CREATE TABLE IF NOT EXISTS siyu_migrations (

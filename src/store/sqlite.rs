@@ -20,8 +20,36 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use super::{Result, StoreError};
 use crate::config::DatabaseSettings;
 
+/// SQLite keeps allocation statistics under one process-wide mutex unless told not to, and
+/// sqlx copies every column value of every row it reads (and frees it on the reading task's
+/// thread): with two connections reading and one task consuming, most of a full tier
+/// evaluation's read was threads waiting on that mutex (`sqlite3_value_dup` and
+/// `sqlite3_value_free` under `__lll_lock_wait` in `perf`). siyu never reads the statistics.
+/// This must run before SQLite is first used in the process, so it runs once, at the first
+/// connect; later it would be refused, which is harmless.
+fn turn_off_memory_statistics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: SQLITE_CONFIG_MEMSTATUS takes one int; every SQLite connection of the process is
+        // opened by `connect` below, after this has returned (call_once blocks the others).
+        let rc = unsafe {
+            libsqlite3_sys::sqlite3_config(
+                libsqlite3_sys::SQLITE_CONFIG_MEMSTATUS,
+                0 as std::ffi::c_int,
+            )
+        };
+        if rc != libsqlite3_sys::SQLITE_OK {
+            tracing::debug!(
+                rc,
+                "SQLite was already in use; its memory statistics stay on"
+            );
+        }
+    });
+}
+
 /// The general pool, and the inbox writer's own one-connection pool.
 pub(super) async fn connect(settings: &DatabaseSettings) -> Result<(SqlitePool, SqlitePool)> {
+    turn_off_memory_statistics();
     let options = SqliteConnectOptions::from_str(settings.url.expose())
         .map_err(|e| StoreError::Url(e.to_string()))?
         .create_if_missing(true)

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{Result, Store, Tx, with_pool, with_tx};
+use super::{Result, Store, StoreError, Tx, with_pool, with_tx};
 use crate::ids::ExternalUserId;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,35 +81,77 @@ pub async fn record_tier_change(
     change: &TierChange,
     keep_failing_since: Option<i64>,
 ) -> Result<Option<i64>> {
-    let id: Option<i64> = with_tx!(tx, |conn| {
-        // Only from the tier the decision saw: two evaluations that decided the same change
-        // from the same state (a customer's own and the nightly one) record it once.
-        let moved = sqlx::query("UPDATE customers SET tier = $1, keep_failing_since = $2, updated_at = $3 WHERE external_userid = $4 AND tier = $5")
-            .bind(&change.to_tier)
-            .bind(keep_failing_since)
-            .bind(change.at)
-            .bind(&change.external_userid)
-            .bind(&change.from_tier)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-        if moved == 0 {
-            None
-        } else {
-            Some(sqlx::query_scalar(
-            "INSERT INTO tier_history (external_userid, from_tier, to_tier, reason, at) VALUES ($1, $2, $3, $4, $5)
-             RETURNING id",
-        )
-        .bind(&change.external_userid)
-        .bind(&change.from_tier)
-        .bind(&change.to_tier)
-        .bind(&change.reason)
-        .bind(change.at)
-        .fetch_one(&mut *conn)
-        .await?)
-        }
-    });
-    Ok(id)
+    let ids = record_tier_changes(tx, &[(change.clone(), keep_failing_since)]).await?;
+    Ok(ids.into_iter().next().flatten())
+}
+
+/// [`record_tier_change`] for many changes (each customer at most once) in a few multi-row
+/// statements: answers, in order, each change's `tier_history` id, or None where another
+/// evaluation moved the customer first.
+pub async fn record_tier_changes(
+    tx: &mut Tx,
+    changes: &[(TierChange, Option<i64>)],
+) -> Result<Vec<Option<i64>>> {
+    let mut ids = Vec::with_capacity(changes.len());
+    // Chunks keep each statement well under both backends' parameter limits.
+    for chunk in changes.chunks(500) {
+        let (moved, recorded): (Vec<ExternalUserId>, Vec<(i64, ExternalUserId)>) = with_tx!(
+            tx,
+            |conn| {
+                // Only from the tier the decision saw: two evaluations that decided the same
+                // change from the same state (a customer's own and the nightly one) record it
+                // once.
+                let mut update = sqlx::QueryBuilder::new(
+                    "UPDATE customers SET tier = v.column2, keep_failing_since = v.column3, updated_at = v.column5 FROM (",
+                );
+                update.push_values(chunk, |mut row, (c, since)| {
+                    row.push_bind(&c.external_userid)
+                        .push_bind(&c.to_tier)
+                        .push_bind(*since)
+                        .push_bind(&c.from_tier)
+                        .push_bind(c.at);
+                });
+                update.push(
+                    ") AS v WHERE customers.external_userid = v.column1 AND customers.tier = v.column4
+                     RETURNING external_userid",
+                );
+                let moved: Vec<ExternalUserId> =
+                    update.build_query_scalar().fetch_all(&mut *conn).await?;
+                let mut recorded = Vec::new();
+                if !moved.is_empty() {
+                    let moved_set: std::collections::HashSet<&ExternalUserId> =
+                        moved.iter().collect();
+                    let mut insert = sqlx::QueryBuilder::new(
+                        "INSERT INTO tier_history (external_userid, from_tier, to_tier, reason, at) ",
+                    );
+                    insert.push_values(
+                        chunk
+                            .iter()
+                            .filter(|(c, _)| moved_set.contains(&c.external_userid)),
+                        |mut row, (c, _)| {
+                            row.push_bind(&c.external_userid)
+                                .push_bind(&c.from_tier)
+                                .push_bind(&c.to_tier)
+                                .push_bind(&c.reason)
+                                .push_bind(c.at);
+                        },
+                    );
+                    insert.push(" RETURNING id, external_userid");
+                    recorded = insert.build_query_as().fetch_all(&mut *conn).await?;
+                }
+                (moved, recorded)
+            }
+        );
+        debug_assert_eq!(moved.len(), recorded.len());
+        let by_customer: HashMap<ExternalUserId, i64> =
+            recorded.into_iter().map(|(id, who)| (who, id)).collect();
+        ids.extend(
+            chunk
+                .iter()
+                .map(|(c, _)| by_customer.get(&c.external_userid).copied()),
+        );
+    }
+    Ok(ids)
 }
 
 /// Maps the shop's ids to a customer, replacing earlier mappings of the same ids; answers the
@@ -213,6 +255,278 @@ pub async fn set_segments(tx: &mut Tx, changes: &[SegmentMove], now: i64) -> Res
     Ok(())
 }
 
+/// A customer's tier state from a row of [`Store::for_each_customer_metrics`]'s people query.
+macro_rules! tier_state_from_row {
+    ($p:expr) => {{
+        let p = &$p;
+        let pin_tier: Option<String> = p.try_get(3)?;
+        TierState {
+            external_userid: p.try_get(0)?,
+            tier: p.try_get(1)?,
+            keep_failing_since: p.try_get(2)?,
+            pin: match pin_tier {
+                Some(tier) => Some(Pin {
+                    tier,
+                    reason: p.try_get(4)?,
+                    pinned_by: p.try_get(5)?,
+                    expires_at: p.try_get(6)?,
+                }),
+                None => None,
+            },
+        }
+    }};
+}
+
+/// One customer's tier state and the values of the terms asked for, in their order.
+pub type MetricsRow = (TierState, Vec<i64>);
+
+/// Rows per batch sent by [`Store::for_each_customer_metrics`]: one wake-up of the consumer per
+/// batch, not per customer.
+const METRICS_BATCH: usize = 1024;
+
+/// The columns of the people part, before the terms.
+const PEOPLE_COLUMNS: usize = 7;
+
+const PEOPLE_SELECT: &str = "SELECT c.external_userid, c.tier, c.keep_failing_since, p.tier, p.reason, p.pinned_by, p.expires_at";
+const PEOPLE_FROM: &str =
+    "FROM customers c LEFT JOIN tier_pins p ON p.external_userid = c.external_userid";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone)]
+enum Bind {
+    Int(i64),
+    Text(String),
+}
+
+/// A statement's text and its parameters, numbered as the dialect numbers them.
+struct Sql {
+    dialect: Dialect,
+    text: String,
+    binds: Vec<Bind>,
+}
+
+impl Sql {
+    fn new(dialect: Dialect) -> Sql {
+        Sql {
+            dialect,
+            text: String::new(),
+            binds: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, text: &str) -> &mut Sql {
+        self.text.push_str(text);
+        self
+    }
+
+    fn bind(&mut self, value: Bind) -> &mut Sql {
+        self.binds.push(value);
+        match self.dialect {
+            Dialect::Sqlite => self.text.push('?'),
+            Dialect::Postgres => self.text.push_str(&format!("${}", self.binds.len())),
+        }
+        self
+    }
+
+    /// Ids in byte order (as Rust and SQLite compare them) on PostgreSQL too: the "C" collation.
+    fn bytewise(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " COLLATE \"C\"",
+        }
+    }
+}
+
+/// `SELECT a.who, t0, t1, ...`: every customer's term sums, in id order, from one pass over
+/// the activity in the widest window (of `only`'s customers when given). Each term is a `SUM`
+/// with a `FILTER`, and a term over the widest window leaves its time to the `WHERE`: per
+/// record this is the cheapest form SQLite evaluates (about a quarter less work than `CASE`s).
+fn push_sums(q: &mut Sql, now: i64, terms: &[(String, i64)], only: Option<&[ExternalUserId]>) {
+    let since = terms.iter().map(|(_, w)| now - w).min().unwrap_or(now);
+    q.push("SELECT a.who");
+    for (i, (metric, window)) in terms.iter().enumerate() {
+        let narrower = now - window > since;
+        match metric.as_str() {
+            "spend" => {
+                q.push(", CAST(SUM(CASE a.kind WHEN 'order' THEN a.amount_fen WHEN 'refund' THEN -a.amount_fen END)");
+                if narrower {
+                    q.push(" FILTER (WHERE a.at >= ")
+                        .bind(Bind::Int(now - window))
+                        .push(")");
+                }
+            }
+            kind => {
+                q.push(", CAST(SUM(a.count) FILTER (WHERE a.kind = ");
+                match kind {
+                    "orders" => q.push("'order'"),
+                    _ => q.bind(Bind::Text(kind.to_string())),
+                };
+                if narrower {
+                    q.push(" AND a.at >= ").bind(Bind::Int(now - window));
+                }
+                q.push(")");
+            }
+        }
+        q.push(&format!(" AS BIGINT) AS t{i}"));
+    }
+    q.push(" FROM activity a WHERE a.at BETWEEN ")
+        .bind(Bind::Int(since));
+    q.push(" AND ").bind(Bind::Int(now));
+    push_only(q, "a.who", only);
+    q.push(" GROUP BY a.who");
+}
+
+fn push_only(q: &mut Sql, column: &str, only: Option<&[ExternalUserId]>) {
+    if let Some(list) = only {
+        q.push(&format!(" AND {column} IN ("));
+        for (i, c) in list.iter().enumerate() {
+            if i > 0 {
+                q.push(", ");
+            }
+            q.bind(Bind::Text(c.as_str().to_string()));
+        }
+        q.push(")");
+    }
+}
+
+/// The customers (of `only` when given) with their pins and term sums, in id order: the sums
+/// are joined in by the database.
+fn joined_sql(
+    dialect: Dialect,
+    now: i64,
+    terms: &[(String, i64)],
+    only: Option<&[ExternalUserId]>,
+) -> (String, Vec<Bind>) {
+    let mut q = Sql::new(dialect);
+    q.push(PEOPLE_SELECT);
+    for i in 0..terms.len() {
+        q.push(&format!(", s.t{i}"));
+    }
+    q.push(" ").push(PEOPLE_FROM);
+    if !terms.is_empty() {
+        q.push(" LEFT JOIN (");
+        push_sums(&mut q, now, terms, only);
+        q.push(") s ON s.who = c.external_userid");
+    }
+    q.push(" WHERE 1 = 1");
+    push_only(&mut q, "c.external_userid", only);
+    let order = format!(" ORDER BY c.external_userid{}", q.bytewise());
+    q.push(&order);
+    (q.text, q.binds)
+}
+
+/// Everyone's rows for [`Store::for_each_customer_metrics`] from a SQLite file, on the calling
+/// (blocking) thread: the customers and the sums are two statements read in one snapshot and
+/// merged here, both in id order along their indexes, with nothing materialised. A connection of
+/// its own, without sqlx, because sqlx hands every row from its connection's thread to the
+/// reading task (a wake-up and a copy of each value per row): for a million customers that was
+/// most of the evaluation.
+fn read_everyone_sqlite(
+    file: &std::path::Path,
+    now: i64,
+    terms: &[(String, i64)],
+    each: &tokio::sync::mpsc::Sender<Vec<MetricsRow>>,
+) -> Result<u64> {
+    use rusqlite::OpenFlags;
+    let sqlite = |e: rusqlite::Error| StoreError::Corrupt(format!("reading the tier metrics: {e}"));
+    let conn = rusqlite::Connection::open_with_flags(
+        file,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sqlite)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(sqlite)?;
+    // One snapshot for both statements.
+    conn.execute_batch("BEGIN").map_err(sqlite)?;
+    let mut people = conn
+        .prepare(&format!(
+            "{PEOPLE_SELECT} {PEOPLE_FROM} ORDER BY c.external_userid"
+        ))
+        .map_err(sqlite)?;
+    let mut people = people.query([]).map_err(sqlite)?;
+    let mut sums_sql = Sql::new(Dialect::Sqlite);
+    push_sums(&mut sums_sql, now, terms, None);
+    sums_sql.push(" ORDER BY a.who");
+    let mut sums = conn.prepare(&sums_sql.text).map_err(sqlite)?;
+    let binds = sums_sql.binds.iter().map(|b| match b {
+        Bind::Int(v) => rusqlite::types::Value::Integer(*v),
+        Bind::Text(v) => rusqlite::types::Value::Text(v.clone()),
+    });
+    let mut sums = (!terms.is_empty())
+        .then(|| sums.query(rusqlite::params_from_iter(binds)))
+        .transpose()
+        .map_err(sqlite)?;
+    let mut next_sum: Option<(String, Vec<i64>)> = None;
+    let mut sums_done = sums.is_none();
+    let mut seen = 0u64;
+    let mut batch = Vec::with_capacity(METRICS_BATCH);
+    while let Some(p) = people.next().map_err(sqlite)? {
+        let pin_tier: Option<String> = p.get(3).map_err(sqlite)?;
+        let state = TierState {
+            external_userid: ExternalUserId::from(p.get::<_, String>(0).map_err(sqlite)?),
+            tier: p.get(1).map_err(sqlite)?,
+            keep_failing_since: p.get(2).map_err(sqlite)?,
+            pin: match pin_tier {
+                Some(tier) => Some(Pin {
+                    tier,
+                    reason: p.get(4).map_err(sqlite)?,
+                    pinned_by: p.get(5).map_err(sqlite)?,
+                    expires_at: p.get(6).map_err(sqlite)?,
+                }),
+                None => None,
+            },
+        };
+        let id = state.external_userid.as_str();
+        // Records of a reference no customer holds sort between customers: skip them.
+        while !sums_done && next_sum.as_ref().is_none_or(|(who, _)| who.as_str() < id) {
+            match sums
+                .as_mut()
+                .map(|s| s.next())
+                .transpose()
+                .map_err(sqlite)?
+                .flatten()
+            {
+                Some(r) => {
+                    let mut values = Vec::with_capacity(terms.len());
+                    for i in 0..terms.len() {
+                        values.push(r.get::<_, Option<i64>>(i + 1).map_err(sqlite)?.unwrap_or(0));
+                    }
+                    next_sum = Some((r.get(0).map_err(sqlite)?, values));
+                }
+                None => {
+                    next_sum = None;
+                    sums_done = true;
+                }
+            }
+        }
+        let values = match next_sum.take() {
+            Some((who, values)) if who == id => values,
+            other => {
+                next_sum = other;
+                vec![0; terms.len()]
+            }
+        };
+        batch.push((state, values));
+        if batch.len() == METRICS_BATCH {
+            seen += batch.len() as u64;
+            if each.blocking_send(std::mem::take(&mut batch)).is_err() {
+                // The consumer stopped (it failed): stop reading.
+                return Ok(seen);
+            }
+        }
+    }
+    seen += batch.len() as u64;
+    if !batch.is_empty() {
+        let _ = each.blocking_send(batch);
+    }
+    Ok(seen)
+}
+
 impl Store {
     /// The external_userid each of `keys` maps to, for those that are shop references.
     pub async fn refs_of(&self, keys: &[String]) -> Result<HashMap<String, ExternalUserId>> {
@@ -266,109 +580,84 @@ impl Store {
         Ok(out)
     }
 
-    /// One set-based pass over customers in id order: for each, its tier state (and pin) and the
-    /// value of every `(metric, window ms)` term ending at `now`. Metrics are `spend` (order
-    /// amounts minus refunds, fen), `orders` (order count) or an activity kind (its count); each
-    /// term is a correlated sum read along the covering index `activity_who` (one seek per
-    /// customer and term). The rows stream to `each` as they are read, so memory stays bounded
-    /// however many customers there are, and a slow consumer slows the read down.
+    /// Every customer's tier state (and pin) with the value of every `(metric, window ms)` term
+    /// ending at `now`, in id order (byte order on both backends), in batches. Metrics are
+    /// `spend` (order amounts minus refunds, fen), `orders` (order count) or an activity kind
+    /// (its count).
+    ///
+    /// Every term comes from one pass over the activity: a single `GROUP BY who` along the
+    /// covering index `activity_who` sums all of a customer's terms at once (each a `CASE` on the
+    /// record's kind and time), so the cost is one read of the records in the widest window,
+    /// however many terms the rules have. The batches go to `each` as they are read, so memory
+    /// stays bounded however many customers there are, and a slow consumer slows the read down.
+    ///
+    /// Everyone on a SQLite file is read on a thread of its own over a connection of its own
+    /// (see [`read_everyone_sqlite`]); otherwise (PostgreSQL, or a list of customers) the database
+    /// joins the sums to the customers in one query.
     pub async fn for_each_customer_metrics(
         &self,
         now: i64,
         terms: &[(String, i64)],
         customers: Option<&[ExternalUserId]>,
-        each: tokio::sync::mpsc::Sender<(TierState, Vec<i64>)>,
+        each: tokio::sync::mpsc::Sender<Vec<MetricsRow>>,
     ) -> Result<u64> {
         use futures_util::TryStreamExt;
-        if customers.is_some_and(|c| c.is_empty()) {
-            return Ok(0);
+        if let (None, super::Pool::Sqlite(pool)) = (customers, &self.pool) {
+            let file = pool.connect_options().get_filename().to_path_buf();
+            if file.is_file() {
+                let terms = terms.to_vec();
+                return tokio::task::spawn_blocking(move || {
+                    read_everyone_sqlite(&file, now, &terms, &each)
+                })
+                .await
+                .map_err(|e| StoreError::Corrupt(format!("the tier read stopped: {e}")))?;
+            }
         }
-        let mut seen = 0u64;
-        // Ids in byte order (as Rust and SQLite compare them) on PostgreSQL too: the "C" collation.
-        let bytewise = match self.pool {
-            super::Pool::Sqlite(_) => "",
-            super::Pool::Postgres(_) => " COLLATE \"C\"",
+        let dialect = match self.pool {
+            super::Pool::Sqlite(_) => Dialect::Sqlite,
+            super::Pool::Postgres(_) => Dialect::Postgres,
         };
-        with_pool!(self, |pool| {
-            let only = |q: &mut sqlx::QueryBuilder<_>, column: &str| {
-                if let Some(list) = customers {
-                    q.push(format!(" AND {column} IN ("));
-                    let mut sep = q.separated(", ");
-                    for c in list {
-                        sep.push_bind(c.clone());
-                    }
-                    q.push(")");
+        let mut seen = 0u64;
+        let lists: Vec<Option<&[ExternalUserId]>> = match customers {
+            Some(list) => list.chunks(500).map(Some).collect(),
+            None => vec![None],
+        };
+        for only in lists {
+            let (sql, binds) = joined_sql(dialect, now, terms, only);
+            with_pool!(self, |pool| {
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for b in binds {
+                    q = match b {
+                        Bind::Int(v) => q.bind(v),
+                        Bind::Text(v) => q.bind(v),
+                    };
                 }
-            };
-            // One row per customer: each term is a correlated sum read along the covering
-            // index (a seek per customer), so no aggregate of the whole table is materialised.
-            let mut people = sqlx::QueryBuilder::new(
-                "SELECT c.external_userid, c.tier, c.keep_failing_since, p.tier AS pin_tier, p.reason AS pin_reason,
-                        p.pinned_by AS pin_by, p.expires_at AS pin_expires_at",
-            );
-            for (i, (metric, window)) in terms.iter().enumerate() {
-                let since = now - window;
-                people.push(", (SELECT CAST(SUM(");
-                match metric.as_str() {
-                    "spend" => {
-                        people.push("CASE WHEN a.kind = 'order' THEN a.amount_fen WHEN a.kind = 'refund' THEN -a.amount_fen ELSE 0 END");
+                let mut rows = q.fetch(pool);
+                let mut batch = Vec::with_capacity(METRICS_BATCH);
+                while let Some(r) = rows.try_next().await? {
+                    let state = tier_state_from_row!(r);
+                    let mut values = Vec::with_capacity(terms.len());
+                    for i in 0..terms.len() {
+                        values.push(
+                            r.try_get::<Option<i64>, _>(PEOPLE_COLUMNS + i)?
+                                .unwrap_or(0),
+                        );
                     }
-                    _ => {
-                        people.push("a.count");
-                    }
-                }
-                people.push(") AS BIGINT) FROM activity a WHERE a.who = c.external_userid");
-                match metric.as_str() {
-                    "spend" => {
-                        people.push(" AND a.kind IN ('order', 'refund')");
-                    }
-                    "orders" => {
-                        people.push(" AND a.kind = 'order'");
-                    }
-                    kind => {
-                        people.push(" AND a.kind = ").push_bind(kind.to_string());
+                    batch.push((state, values));
+                    if batch.len() == METRICS_BATCH {
+                        seen += batch.len() as u64;
+                        if each.send(std::mem::take(&mut batch)).await.is_err() {
+                            // The consumer stopped (it failed): stop reading.
+                            return Ok(seen);
+                        }
                     }
                 }
-                people
-                    .push(" AND a.at >= ")
-                    .push_bind(since)
-                    .push(" AND a.at <= ")
-                    .push_bind(now);
-                people.push(format!(") AS t{i}"));
-            }
-            people.push(" FROM customers c LEFT JOIN tier_pins p ON p.external_userid = c.external_userid WHERE 1 = 1");
-            only(&mut people, "c.external_userid");
-            people.push(format!(" ORDER BY c.external_userid{bytewise}"));
-
-            let mut people_rows = people.build().fetch(pool);
-            while let Some(p) = people_rows.try_next().await? {
-                let pin_tier: Option<String> = p.try_get("pin_tier")?;
-                let state = TierState {
-                    external_userid: p.try_get("external_userid")?,
-                    tier: p.try_get("tier")?,
-                    keep_failing_since: p.try_get("keep_failing_since")?,
-                    pin: match pin_tier {
-                        Some(tier) => Some(Pin {
-                            tier,
-                            reason: p.try_get("pin_reason")?,
-                            pinned_by: p.try_get("pin_by")?,
-                            expires_at: p.try_get("pin_expires_at")?,
-                        }),
-                        None => None,
-                    },
-                };
-                let mut values = vec![0; terms.len()];
-                for (i, v) in values.iter_mut().enumerate() {
-                    let t: Option<i64> = p.try_get(format!("t{i}").as_str())?;
-                    *v = t.unwrap_or(0);
+                seen += batch.len() as u64;
+                if !batch.is_empty() && each.send(batch).await.is_err() {
+                    return Ok(seen);
                 }
-                seen += 1;
-                if each.send((state, values)).await.is_err() {
-                    // The consumer stopped (it failed): stop reading.
-                    break;
-                }
-            }
-        });
+            });
+        }
         Ok(seen)
     }
 
@@ -418,15 +707,16 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.begin().await?;
-        for (customer, since) in updates {
+        for chunk in updates.chunks(1000) {
             with_tx!(tx, |conn| {
-                sqlx::query(
-                    "UPDATE customers SET keep_failing_since = $1 WHERE external_userid = $2",
-                )
-                .bind(since)
-                .bind(customer)
-                .execute(&mut *conn)
-                .await?;
+                let mut q = sqlx::QueryBuilder::new(
+                    "UPDATE customers SET keep_failing_since = v.column2 FROM (",
+                );
+                q.push_values(chunk, |mut row, (customer, since)| {
+                    row.push_bind(customer).push_bind(*since);
+                });
+                q.push(") AS v WHERE customers.external_userid = v.column1");
+                q.build().execute(&mut *conn).await?;
             });
         }
         tx.commit().await

@@ -563,7 +563,7 @@ impl WecomClient {
         }
         check_bytes("message text", content, 2048)?;
         let members: Vec<&str> = members.iter().map(UserId::as_str).collect();
-        self.take_member_quota(&members)?;
+        self.take_member_quota(&members).await?;
         let body = json!({
             "touser": members.join("|"),
             "msgtype": "text",

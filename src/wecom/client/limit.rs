@@ -12,21 +12,46 @@
 //! backlog of ordinary calls queued before it. A waiter sleeps until the next slot or until the
 //! queue or the in-flight count changes (a `Notify` registered under the lock, so no wake-up is
 //! lost), then checks again.
+//!
+//! WeCom counts per corp, and on PostgreSQL several replicas call it for one corp. There the
+//! pace, the hourly budget and the 45009 pause of each path are kept corp-wide as well, in the
+//! database (`store::limits`), and so is the log of app messages per member. The queue, urgency,
+//! concurrency and the 45033 cut stay in each process, the fast path: once a process's own queue,
+//! pace and concurrency let a caller through, it asks the ledger for the path's next corp-wide
+//! slot (one statement, no lock held across the call to WeCom) and sleeps until it starts. One
+//! caller of a path at a time asks, the one its process let through, so each process takes its
+//! slots in its own queue's order. Across replicas:
+//! - an ordinary caller takes a corp-wide slot only if it is free now; else it waits until the
+//!   slot the ledger named and asks again. So no replica books ordinary slots ahead;
+//! - an urgent caller books the next slot even if it starts later (up to `max_wait`).
+//!
+//! So an urgent call waits for its own process's turn as on SQLite, then for at most one slot
+//! taken by another replica's ordinary call (the slot under way when it asked), and for urgent
+//! calls booked before it. Ordinary calls of different replicas share the slots in no set order.
+//! A 45009 is written to the ledger: every replica refuses the path at its next slot until the
+//! pause is over (a call whose slot was already taken still goes).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
 use tokio::time::Instant;
 
 use super::error::WecomError;
+use crate::store::limits::{CorpLimits, HourlyBudget, SlotRequest};
+
+/// How long a caller refused because the corp-wide ledger could not be read waits to try again.
+const LEDGER_RETRY: Duration = Duration::from_secs(1);
 
 pub struct Limiter {
     interval: Duration,
     concurrency: usize,
     max_wait: Duration,
     hourly: Option<Budget>,
+    /// PostgreSQL: the corp-wide slots every replica takes its turn in (see the module's doc).
+    corp: Option<CorpLimits>,
     paths: Mutex<HashMap<&'static str, Arc<Path>>>,
 }
 
@@ -39,6 +64,17 @@ struct Budget {
     per_second: f64,
     capacity: f64,
     reserve: f64,
+}
+
+impl Budget {
+    /// What the bucket must hold for a caller to take a call out of it.
+    fn need(&self, place: Place) -> f64 {
+        if place.ordinary {
+            self.reserve + 1.0
+        } else {
+            1.0
+        }
+    }
 }
 
 struct Path {
@@ -61,6 +97,21 @@ struct PathState {
     /// The hourly budget left (see [`Budget`]), as of `refilled_at`.
     tokens: f64,
     refilled_at: Instant,
+    /// The waiter let through and taking its slot (asking the corp-wide ledger for it, on
+    /// PostgreSQL): no other is let through meanwhile.
+    taking: Option<Place>,
+    /// The corp-wide ledger has no slot for an ordinary caller before this (it said so).
+    corp_free_at: Option<Instant>,
+}
+
+impl PathState {
+    /// When the next slot is due (it may have passed).
+    fn due(&self) -> Instant {
+        match self.blocked_until {
+            Some(until) => self.next_free.max(until),
+            None => self.next_free,
+        }
+    }
 }
 
 /// A waiter's place in a path's queue; orders urgent before ordinary, then by arrival.
@@ -104,9 +155,23 @@ struct Waiting<'a> {
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.path.lock().queue.remove(&self.place);
+        let mut st = self.path.lock();
+        st.queue.remove(&self.place);
+        if st.taking == Some(self.place) {
+            // Dropped while asking the ledger: the others may go.
+            st.taking = None;
+        }
+        drop(st);
         self.path.changed.notify_waiters();
     }
+}
+
+/// What a waiter does next.
+enum Turn<'a> {
+    /// It is let through: it takes its slot now.
+    Go,
+    /// It waits for a change, or until the instant (its slot).
+    Wait(Notified<'a>, Option<Instant>),
 }
 
 impl Limiter {
@@ -118,6 +183,7 @@ impl Limiter {
             concurrency: concurrency.max(1),
             max_wait,
             hourly: None,
+            corp: None,
             paths: Mutex::default(),
         }
     }
@@ -131,6 +197,13 @@ impl Limiter {
             capacity,
             reserve: capacity / 10.0,
         });
+        self
+    }
+
+    /// The pace, the hourly budget and the 45009 pause kept corp-wide in `corp` too, shared
+    /// with every replica (`None`: this process alone calls WeCom for the corp).
+    pub fn shared_with(mut self, corp: Option<CorpLimits>) -> Self {
+        self.corp = corp;
         self
     }
 
@@ -149,6 +222,8 @@ impl Limiter {
                         withheld: 0,
                         tokens: self.hourly.map_or(0.0, |b| b.capacity),
                         refilled_at: Instant::now(),
+                        taking: None,
+                        corp_free_at: None,
                     }),
                     changed: Notify::new(),
                 })
@@ -177,85 +252,200 @@ impl Limiter {
             place,
         };
         loop {
-            let (changed, wake_at) = {
-                let mut st = shared.lock();
-                let now = Instant::now();
-                // When the next slot was due; it may have passed while the waiter woke up.
-                let due = match st.blocked_until {
-                    Some(until) => st.next_free.max(until),
-                    None => st.next_free,
-                };
-                let mut free_at = due.max(now);
-                if let Some(budget) = self.hourly {
-                    let gained =
-                        now.duration_since(st.refilled_at).as_secs_f64() * budget.per_second;
-                    st.tokens = (st.tokens + gained).min(budget.capacity);
-                    st.refilled_at = now;
-                    let need = if place.ordinary {
-                        budget.reserve + 1.0
-                    } else {
-                        1.0
-                    };
-                    if st.tokens < need {
-                        let short = (need - st.tokens) / budget.per_second;
-                        free_at = free_at.max(now + Duration::from_secs_f64(short));
-                    }
-                }
-                let ahead = st.queue.range(..place).count() as u32;
-                let turn = free_at + self.interval * ahead;
-                if turn - now > self.max_wait {
-                    let paused = st.blocked_until.is_some_and(|until| until > now);
-                    drop(st);
-                    return Err(WecomError::Throttled {
-                        what: if paused {
-                            format!("{path} is paused after WeCom's frequency limit")
-                        } else if free_at > due.max(now) {
-                            format!("{path} has used its hourly budget")
-                        } else {
-                            format!("{path} has {ahead} calls queued ahead at its pace")
+            match self.turn(path, &shared, place)? {
+                Turn::Go => {
+                    let starts_in = match &self.corp {
+                        Some(corp) => match self.corp_slot(corp, path, &shared, place).await? {
+                            Some(starts_in) => starts_in,
+                            // No corp-wide slot for it yet: it waits in the queue again.
+                            None => continue,
                         },
-                        retry_after: turn - now,
-                    });
-                }
-                let room = st.in_flight < self.concurrency - st.withheld;
-                if ahead == 0 && free_at <= now && room {
-                    // The next slot follows this one's due time, not the moment the waiter woke:
-                    // timers fire on whole milliseconds and wake-ups come late, and scheduling
-                    // from `now` let that lateness add up to a pace well below the setting
-                    // (133 calls/s for 150/s measured). After an idle spell it catches up by one
-                    // slot at most, so calls never burst past the pace.
-                    let floor = now.checked_sub(self.interval).unwrap_or(now);
-                    st.next_free = due.max(floor) + self.interval;
-                    if self.hourly.is_some() {
-                        st.tokens -= 1.0;
-                    }
-                    st.in_flight += 1;
-                    drop(st);
+                        None => Duration::ZERO,
+                    };
+                    self.let_through(&shared);
                     drop(waiting);
-                    return Ok(Permit { path: shared });
+                    let permit = Permit {
+                        path: shared.clone(),
+                    };
+                    if !starts_in.is_zero() {
+                        // An urgent caller's slot, booked ahead.
+                        tokio::time::sleep(starts_in).await;
+                    }
+                    return Ok(permit);
                 }
-                // Registered before the lock is released: any change after this check wakes it.
-                let changed = shared.changed.notified();
-                let wake_at = (ahead == 0 && free_at > now).then_some(free_at);
-                (changed, wake_at)
-            };
-            match wake_at {
-                Some(at) => {
+                Turn::Wait(changed, Some(at)) => {
                     tokio::select! {
                         () = changed => {}
                         () = tokio::time::sleep_until(at) => {}
                     }
                 }
-                None => changed.await,
+                Turn::Wait(changed, None) => changed.await,
             }
         }
     }
 
-    /// WeCom said 45009: nothing more on this path until the window has passed.
-    pub fn block(&self, path: &'static str, window: Duration) {
+    /// Whether the waiter at `place` goes now (it is let through, to take its slot) or what it
+    /// waits for; refuses when its turn is more than `max_wait` away.
+    fn turn<'a>(
+        &self,
+        path: &'static str,
+        shared: &'a Path,
+        place: Place,
+    ) -> Result<Turn<'a>, WecomError> {
+        let mut st = shared.lock();
+        let now = Instant::now();
+        // When the next slot was due; it may have passed while the waiter woke up.
+        let due = st.due();
+        let mut free_at = due.max(now);
+        let mut over_budget = false;
+        if let Some(budget) = self.hourly {
+            let gained = now.duration_since(st.refilled_at).as_secs_f64() * budget.per_second;
+            st.tokens = (st.tokens + gained).min(budget.capacity);
+            st.refilled_at = now;
+            let need = budget.need(place);
+            if st.tokens < need {
+                let short = (need - st.tokens) / budget.per_second;
+                let refilled = now + Duration::from_secs_f64(short);
+                over_budget = refilled > free_at;
+                free_at = free_at.max(refilled);
+            }
+        }
+        // The ledger named its next slot for ordinary callers; an urgent one books ahead.
+        let mut corp_busy = false;
+        if place.ordinary
+            && let Some(at) = st.corp_free_at
+            && at > free_at
+        {
+            corp_busy = true;
+            free_at = at;
+        }
+        let ahead = st.queue.range(..place).count() as u32;
+        let turn = free_at + self.interval * ahead;
+        if turn - now > self.max_wait {
+            let paused = st.blocked_until.is_some_and(|until| until > now);
+            return Err(WecomError::Throttled {
+                what: if paused {
+                    format!("{path} is paused after WeCom's frequency limit")
+                } else if corp_busy {
+                    format!("{path} waits for the corp-wide pace it shares with other replicas")
+                } else if over_budget {
+                    format!("{path} has used its hourly budget")
+                } else {
+                    format!("{path} has {ahead} calls queued ahead at its pace")
+                },
+                retry_after: turn - now,
+            });
+        }
+        let room = st.in_flight < self.concurrency - st.withheld;
+        if ahead == 0 && free_at <= now && room && st.taking.is_none() {
+            st.taking = Some(place);
+            return Ok(Turn::Go);
+        }
+        // Registered before the lock is released: any change after this check wakes it.
+        let changed = shared.changed.notified();
+        let wake_at = (ahead == 0 && free_at > now).then_some(free_at);
+        Ok(Turn::Wait(changed, wake_at))
+    }
+
+    /// The waiter [`Limiter::turn`] let through takes its slot: its call is in flight.
+    fn let_through(&self, shared: &Path) {
+        let mut st = shared.lock();
+        let now = Instant::now();
+        // The next slot follows this one's due time, not the moment the waiter woke: timers
+        // fire on whole milliseconds and wake-ups come late, and scheduling from `now` let
+        // that lateness add up to a pace well below the setting (133 calls/s for 150/s
+        // measured). After an idle spell it catches up by one slot at most, so calls never
+        // burst past the pace.
+        let floor = now.checked_sub(self.interval).unwrap_or(now);
+        st.next_free = st.due().max(floor) + self.interval;
+        if self.hourly.is_some() {
+            st.tokens -= 1.0;
+        }
+        st.in_flight += 1;
+        st.taking = None;
+    }
+
+    /// Asks the corp-wide ledger for the slot of the waiter at `place`, whom this process let
+    /// through: `Some(starts_in)` when it took one, `None` when the ledger has none for it yet
+    /// (it waits in the queue for the slot the ledger named), a refusal when that slot is more
+    /// than `max_wait` away or the ledger cannot be read.
+    async fn corp_slot(
+        &self,
+        corp: &CorpLimits,
+        path: &'static str,
+        shared: &Path,
+        place: Place,
+    ) -> Result<Option<Duration>, WecomError> {
+        let request = SlotRequest {
+            interval: self.interval,
+            // Ordinary callers take only a slot free now, so none books ahead of an urgent
+            // caller, who books the next slot (see the module's doc).
+            horizon: if place.ordinary {
+                Duration::ZERO
+            } else {
+                self.max_wait
+            },
+            budget: self.hourly.map(|b| HourlyBudget {
+                capacity: b.capacity,
+                per_second: b.per_second,
+                need: b.need(place),
+            }),
+        };
+        let answer = corp.take_slot(path, &request).await;
+        if let Ok(slot) = &answer
+            && slot.taken
+        {
+            return Ok(Some(slot.wait));
+        }
+        let mut st = shared.lock();
+        st.taking = None;
+        let now = Instant::now();
+        let refusal = match answer {
+            Err(e) => WecomError::Throttled {
+                what: format!("{path}: the corp-wide limits in the database cannot be read ({e})"),
+                retry_after: LEDGER_RETRY,
+            },
+            Ok(slot) => {
+                if !slot.paused.is_zero() {
+                    // A replica met a 45009: this process pauses the path too, so its other
+                    // callers are refused without asking the ledger.
+                    let until = now + slot.paused;
+                    st.blocked_until = Some(st.blocked_until.map_or(until, |u| u.max(until)));
+                }
+                if place.ordinary && slot.wait <= self.max_wait {
+                    st.corp_free_at = Some(now + slot.wait);
+                    drop(st);
+                    shared.changed.notify_waiters();
+                    return Ok(None);
+                }
+                WecomError::Throttled {
+                    what: if slot.paused >= slot.wait {
+                        format!("{path} is paused after WeCom's frequency limit")
+                    } else if slot.short >= slot.wait {
+                        format!("{path} has used its corp-wide hourly budget")
+                    } else {
+                        format!("{path} waits for the corp-wide pace it shares with other replicas")
+                    },
+                    retry_after: slot.wait,
+                }
+            }
+        };
+        drop(st);
+        shared.changed.notify_waiters();
+        Err(refusal)
+    }
+
+    /// WeCom said 45009: nothing more on this path until the window has passed, in this process
+    /// and (on PostgreSQL) in every replica.
+    pub async fn block(&self, path: &'static str, window: Duration) {
         let shared = self.path(path);
         shared.lock().blocked_until = Some(Instant::now() + window);
         shared.changed.notify_waiters();
+        if let Some(corp) = &self.corp
+            && let Err(e) = corp.pause(path, window).await
+        {
+            tracing::warn!(path, error = %e, "could not pause this API for the other replicas");
+        }
     }
 
     /// WeCom said 45033: one fewer call of this path at once (never below one). Calls already
@@ -298,6 +488,8 @@ pub struct MemberQuota {
     per_minute: usize,
     per_hour: usize,
     sent: Mutex<HashMap<String, VecDeque<Instant>>>,
+    /// PostgreSQL: the log every replica charges its messages to.
+    corp: Option<CorpLimits>,
 }
 
 impl Default for MemberQuota {
@@ -306,37 +498,82 @@ impl Default for MemberQuota {
     }
 }
 
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+
 impl MemberQuota {
     pub fn new(per_minute: usize, per_hour: usize) -> Self {
         Self {
             per_minute,
             per_hour,
             sent: Mutex::default(),
+            corp: None,
         }
+    }
+
+    /// The caps counted corp-wide in `corp`, over every replica's messages (`None`: this
+    /// process alone sends the corp's app messages).
+    pub fn shared_with(mut self, corp: Option<CorpLimits>) -> Self {
+        self.corp = corp;
+        self
     }
 
     /// Takes one message for each member, or none if any of them is at a cap (then says when
     /// the earliest slot frees up).
-    pub fn take(&self, members: &[&str]) -> Result<(), WecomError> {
+    pub async fn take(&self, members: &[&str]) -> Result<(), WecomError> {
+        let Some(corp) = &self.corp else {
+            return self.take_here(members);
+        };
+        corp.charge_app_messages(members, |sent| self.check(members, sent))
+            .await
+            .unwrap_or_else(|e| {
+                Err(WecomError::Throttled {
+                    what: format!(
+                        "app messages: the corp-wide caps in the database cannot be read ({e})"
+                    ),
+                    retry_after: LEDGER_RETRY,
+                })
+            })
+    }
+
+    /// [`MemberQuota::take`] against this process's own log.
+    fn take_here(&self, members: &[&str]) -> Result<(), WecomError> {
         let now = Instant::now();
-        let minute = Duration::from_secs(60);
-        let hour = Duration::from_secs(3600);
-        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        let mut log = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sent = HashMap::new();
         for member in members {
-            let log = sent.entry((*member).to_string()).or_default();
-            while log.front().is_some_and(|t| now.duration_since(*t) >= hour) {
-                log.pop_front();
+            let times = log.entry((*member).to_string()).or_default();
+            while times
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= HOUR)
+            {
+                times.pop_front();
             }
-            let in_minute = log
-                .iter()
-                .filter(|t| now.duration_since(**t) < minute)
-                .count();
+            let ages = times.iter().rev().map(|t| now.duration_since(*t)).collect();
+            sent.insert((*member).to_string(), ages);
+        }
+        self.check(members, &sent)?;
+        for member in members {
+            log.entry((*member).to_string()).or_default().push_back(now);
+        }
+        Ok(())
+    }
+
+    /// Refuses, saying when the earliest slot frees up, if any of `members` is at a cap; `sent`
+    /// holds how long ago each member's messages of the last hour went, newest first.
+    fn check(
+        &self,
+        members: &[&str],
+        sent: &HashMap<String, Vec<Duration>>,
+    ) -> Result<(), WecomError> {
+        for member in members {
+            let ages = sent.get(*member).map_or(&[][..], Vec::as_slice);
+            let in_minute = ages.iter().filter(|age| **age < MINUTE).count();
             let wait = if in_minute >= self.per_minute {
-                let oldest_in_minute = log.iter().rev().nth(self.per_minute - 1).copied();
-                oldest_in_minute.map(|t| minute.saturating_sub(now.duration_since(t)))
-            } else if log.len() >= self.per_hour {
-                log.front()
-                    .map(|t| hour.saturating_sub(now.duration_since(*t)))
+                let oldest_in_minute = ages.get(self.per_minute.saturating_sub(1));
+                oldest_in_minute.map(|age| MINUTE.saturating_sub(*age))
+            } else if ages.len() >= self.per_hour {
+                ages.last().map(|age| HOUR.saturating_sub(*age))
             } else {
                 None
             };
@@ -346,11 +583,6 @@ impl MemberQuota {
                     retry_after: retry_after.max(Duration::from_millis(1)),
                 });
             }
-        }
-        for member in members {
-            sent.entry((*member).to_string())
-                .or_default()
-                .push_back(now);
         }
         Ok(())
     }
@@ -453,7 +685,7 @@ mod tests {
     async fn a_blocked_path_refuses_rather_than_wait_past_the_limit() {
         let limiter = Limiter::new(6000, 8, Duration::from_secs(2));
         drop(limiter.acquire("p").await.unwrap());
-        limiter.block("p", Duration::from_secs(60));
+        limiter.block("p", Duration::from_secs(60)).await;
         let err = limiter.acquire("p").await.unwrap_err();
         assert!(err.retry_after().unwrap() > Duration::from_secs(50));
         limiter.reduce_concurrency("p");
@@ -612,15 +844,32 @@ mod tests {
     async fn members_get_thirty_app_messages_a_minute() {
         let quota = MemberQuota::default();
         for _ in 0..30 {
-            quota.take(&["zhangsan", "lisi"]).unwrap();
+            quota.take(&["zhangsan", "lisi"]).await.unwrap();
         }
-        let err = quota.take(&["wangwu", "zhangsan"]).unwrap_err();
+        let err = quota.take(&["wangwu", "zhangsan"]).await.unwrap_err();
         assert!(err.to_string().contains("zhangsan"));
         // All or nothing: wangwu was not charged for the refused message.
         for _ in 0..30 {
-            quota.take(&["wangwu"]).unwrap();
+            quota.take(&["wangwu"]).await.unwrap();
         }
         tokio::time::advance(Duration::from_secs(61)).await;
-        quota.take(&["zhangsan"]).unwrap();
+        quota.take(&["zhangsan"]).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn members_get_a_thousand_app_messages_an_hour() {
+        let quota = MemberQuota::default();
+        // 25 a minute for 40 minutes: within the minute's cap, at the hour's by then.
+        for _ in 0..40 {
+            for _ in 0..25 {
+                quota.take(&["zhangsan"]).await.unwrap();
+            }
+            tokio::time::advance(Duration::from_secs(60)).await;
+        }
+        let err = quota.take(&["zhangsan"]).await.unwrap_err();
+        // The first of them went 40 minutes ago: the hour frees a slot 20 minutes on.
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(20 * 60)));
+        tokio::time::advance(Duration::from_secs(20 * 60)).await;
+        quota.take(&["zhangsan"]).await.unwrap();
     }
 }

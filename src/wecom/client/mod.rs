@@ -3,7 +3,9 @@
 //! It owns what WeCom imposes on callers: access tokens per secret (cached, single flight,
 //! shared across PostgreSQL replicas, refreshed once on 40001/40014/42001); retries with backoff
 //! and jitter on -1, HTTP 5xx and transport errors, for reads and idempotent writes only; a pause
-//! after 45009 and fewer concurrent calls after 45033; a pace per path below WeCom's caps. Every
+//! after 45009 and fewer concurrent calls after 45033; a pace per path below WeCom's caps (the
+//! pace, the hourly budget, the 45009 pause and the per-member app-message caps counted corp-wide
+//! across PostgreSQL replicas, as WeCom counts them: see [`limit`]). Every
 //! answer is judged by `errcode`, never by `errmsg`. A call that creates a send is never retried
 //! after its request may have left: its outcome is reported unknown, for the caller to reconcile.
 //! Only a request that provably never left (the connection was refused) is sent again; a 200
@@ -133,7 +135,8 @@ struct Envelope {
 }
 
 impl WecomClient {
-    /// `store` shares tokens between PostgreSQL replicas (ignored on SQLite).
+    /// `store` shares tokens and WeCom's per-corp limits between PostgreSQL replicas (ignored
+    /// on SQLite).
     pub fn new(
         settings: &WecomSettings,
         store: Option<Store>,
@@ -147,6 +150,7 @@ impl WecomClient {
             .map_err(|e| WecomError::Invalid(format!("cannot build the HTTP client: {e}")))?;
         let contact_secret =
             Some(settings.contact_secret.expose().to_string()).filter(|s| !s.is_empty());
+        let corp_limits = store.as_ref().and_then(Store::corp_limits);
         Ok(WecomClient {
             inner: Arc::new(Inner {
                 http,
@@ -164,8 +168,9 @@ impl WecomClient {
                     settings.concurrency,
                     Duration::from_millis(settings.max_limiter_wait_ms),
                 )
-                .with_hourly_budget(settings.calls_per_hour),
-                members: MemberQuota::default(),
+                .with_hourly_budget(settings.calls_per_hour)
+                .shared_with(corp_limits.clone()),
+                members: MemberQuota::default().shared_with(corp_limits),
                 max_retries: settings.max_retries,
                 retry_base: Duration::from_millis(settings.retry_base_ms),
                 frequency_window: Duration::from_secs(settings.frequency_window_secs),
@@ -350,7 +355,7 @@ impl WecomClient {
                 }
                 Some(code::FREQUENCY_LIMIT) => {
                     let window = self.inner.frequency_window;
-                    self.inner.limiter.block(path, window);
+                    self.inner.limiter.block(path, window).await;
                     tracing::warn!(
                         path,
                         ?window,
@@ -466,8 +471,8 @@ impl WecomClient {
     }
 
     /// Charges an app message to each recipient's per-member quota.
-    pub(crate) fn take_member_quota(&self, members: &[&str]) -> Result<()> {
-        self.inner.members.take(members)
+    pub(crate) async fn take_member_quota(&self, members: &[&str]) -> Result<()> {
+        self.inner.members.take(members).await
     }
 }
 
