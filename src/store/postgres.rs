@@ -44,7 +44,7 @@ fn plain_name(name: &str) -> Result<&str> {
 pub async fn create_scratch_database(server_url: &str, name: &str) -> Result<String> {
     use sqlx::Connection;
     let name = plain_name(name)?;
-    let mut conn = sqlx::PgConnection::connect(server_url).await?;
+    let mut conn = admin_connection(server_url).await?;
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut conn)
         .await?;
@@ -59,7 +59,7 @@ pub async fn create_scratch_database(server_url: &str, name: &str) -> Result<Str
 pub async fn drop_scratch_database(server_url: &str, name: &str) -> Result<()> {
     use sqlx::Connection;
     let name = plain_name(name)?;
-    let mut conn = sqlx::PgConnection::connect(server_url).await?;
+    let mut conn = admin_connection(server_url).await?;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
     )))
@@ -67,6 +67,16 @@ pub async fn drop_scratch_database(server_url: &str, name: &str) -> Result<()> {
     .await?;
     conn.close().await?;
     Ok(())
+}
+
+/// A connection for creating and dropping databases, which take a second or two: sqlx's
+/// slow-statement warning would only be noise.
+async fn admin_connection(server_url: &str) -> Result<sqlx::PgConnection> {
+    use sqlx::ConnectOptions;
+    let options = PgConnectOptions::from_str(server_url)
+        .map_err(|e| StoreError::Url(e.to_string()))?
+        .disable_statement_logging();
+    Ok(options.connect().await?)
 }
 
 fn url_without_query(url: &str) -> String {
