@@ -73,6 +73,8 @@ pub struct Counters {
     pub undelivered: AtomicU64,
     /// API requests that got no answer (their replica was killed) or an unexpected one.
     pub api_failures: AtomicU64,
+    /// Replicas killed with SIGKILL (and started again).
+    pub kills: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {

@@ -343,23 +343,20 @@ async fn operator_setup(api: &Api) -> Result<HashMap<String, String>, SoakError>
     Ok(join_ways)
 }
 
-/// What the killer did.
-#[derive(Debug, Default)]
-struct Kills {
-    kills: u32,
-    /// Replicas that exited without being killed: index and exit status.
-    crashed: Vec<(usize, String)>,
-}
+/// A replica that exited without being killed: its index and exit status.
+type Crash = (usize, String);
 
-/// Every `every` (±30 %) SIGKILLs a random replica and starts it again, until `stop`.
+/// Every `every` (±30 %) SIGKILLs a random replica and starts it again (counting in `kills`),
+/// until `stop`; replicas that died by themselves are started again too. Answers those.
 async fn killer(
     replicas: &mut Replicas,
     every: Duration,
     seed: u64,
+    kills: &std::sync::atomic::AtomicU64,
     mut stop: watch::Receiver<bool>,
-) -> Result<Kills, SoakError> {
+) -> Result<Vec<Crash>, SoakError> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x6b69_6c6c);
-    let mut kills = Kills::default();
+    let mut crashed = Vec::new();
     loop {
         let ms = every.as_millis().max(10) as u64;
         let wait = if every.is_zero() {
@@ -376,16 +373,16 @@ async fn killer(
                 "soak: replica {i} exited by itself ({status}); see {}",
                 replicas.log_of(i).display()
             );
-            kills.crashed.push((i, status));
+            crashed.push((i, status));
             replicas.restart(i).await?;
         }
         if *stop.borrow() {
-            return Ok(kills);
+            return Ok(crashed);
         }
         if !every.is_zero() {
             let i = rng.gen_range(0..replicas.len());
             replicas.restart(i).await?;
-            kills.kills += 1;
+            kills.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -418,12 +415,13 @@ async fn progress(
             .collect();
         let faults: u64 = fake.faults_injected().values().sum();
         println!(
-            "[{:>4} s] callbacks {sent} sent, {acked} acknowledged; jobs {} done, {} queued, {} running, {} failed; faults {faults}; adds {}",
+            "[{:>4} s] callbacks {sent} sent, {acked} acknowledged; jobs {} done, {} queued, {} running, {} failed; faults {faults}; kills {}; adds {}",
             started.elapsed().as_secs(),
             jobs.get("done").unwrap_or(&0),
             jobs.get("queued").unwrap_or(&0),
             jobs.get("running").unwrap_or(&0),
             jobs.get("failed").unwrap_or(&0),
+            ctx.counters.kills.load(Ordering::Relaxed),
             ctx.counters.adds.load(Ordering::Relaxed),
         );
     }
@@ -509,11 +507,12 @@ async fn soak_with(args: &SoakArgs, seed: u64, rig: &mut Rig<'_>) -> Result<Verd
         stop.clone(),
     ));
     let run_for = tokio::time::sleep(Duration::from_secs(args.seconds));
-    let kills = {
+    let crashed = {
         let killing = killer(
             replicas,
             Duration::from_secs(args.kill_every),
             seed,
+            &ctx.counters.kills,
             stop.clone(),
         );
         tokio::pin!(killing);
@@ -557,13 +556,15 @@ async fn soak_with(args: &SoakArgs, seed: u64, rig: &mut Rig<'_>) -> Result<Verd
     );
     let snapshot = snapshot::take(&store, &ctx, &balancer, args.pace).await?;
     keep_evidence(dir, &fake);
-    print_figures(&snapshot, &ctx, &balancer, &fake, &kills, replicas, &store).await;
+    print_figures(
+        &snapshot, &ctx, &balancer, &fake, &crashed, replicas, &store,
+    )
+    .await;
 
     let mut outcomes = checks::run_all(&snapshot);
     outcomes.push(checks::Outcome {
         name: "replicas died only when killed",
-        problems: kills
-            .crashed
+        problems: crashed
             .iter()
             .map(|(i, status)| {
                 format!(
@@ -627,7 +628,7 @@ async fn print_figures(
     ctx: &Ctx,
     balancer: &Balancer,
     fake: &FakeWecom,
-    kills: &Kills,
+    crashed: &[Crash],
     replicas: &Replicas,
     store: &Store,
 ) {
@@ -661,9 +662,9 @@ async fn print_figures(
     println!("  faults injected: {}", joined(fake.faults_injected()));
     println!(
         "  kills: {} (SIGKILL and restart, {} starts after the first); replicas that died by themselves: {}",
-        kills.kills,
+        get(&c.kills),
         replicas.restarts,
-        kills.crashed.len()
+        crashed.len()
     );
     let peaks = checks::peak_per_minute(&s.calls);
     let mut busiest: Vec<(&String, &(usize, i64))> = peaks.iter().collect();
