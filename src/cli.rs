@@ -69,6 +69,9 @@ pub enum Command {
     FakeWecom(FakeWecomArgs),
     /// siyu and the fake WeCom on loopback, wired together, playing a short scenario.
     Demo(crate::demo::DemoArgs),
+    /// Several `siyu serve` replicas on one database against a faulty fake WeCom, killed at
+    /// random under load; then checks that nothing was lost or done twice.
+    Soak(crate::soak::SoakArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -213,7 +216,10 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("siyu: {message}");
+            // An empty message: the command has said it all (the soak's last line is its verdict).
+            if !message.is_empty() {
+                eprintln!("siyu: {message}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -356,6 +362,11 @@ async fn run(cli: Cli) -> Result<(), String> {
             command: ImportCommand::Activity { file, quiet },
         } => import_activity(load()?, &file, !quiet).await,
         Command::Demo(args) => crate::demo::run(args).await.map_err(|e| e.to_string()),
+        Command::Soak(args) => match crate::soak::run(args).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(String::new()),
+            Err(e) => Err(e.to_string()),
+        },
     }
 }
 

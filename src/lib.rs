@@ -16,6 +16,7 @@ pub mod ids;
 pub mod jobs;
 pub mod metrics;
 pub mod server;
+pub mod soak;
 pub mod store;
 pub mod testkit;
 pub mod wecom;

@@ -322,6 +322,101 @@ async fn a_tag_deleted_in_the_console_is_recreated_and_put_back() {
     w.app.shutdown().await;
 }
 
+/// The soak found this: a member took a tag off just as siyu's tag job put it on, and the edit's
+/// sync read siyu's record of the relation before that job had written it down, so it saw no
+/// tag of siyu's taken off, recorded WeCom's tags as the relation's, and the tag stayed off for
+/// good. An edit that leaves a relation without a tag siyu wants has it put on, whatever siyu's
+/// record says it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_taken_off_while_siyu_had_not_recorded_it_yet_is_put_back() {
+    let w = world().await;
+    w.channels().await;
+    let a = w.add("douyin", "王小明").await;
+    let follow = w.follow("zhangsan", &a.external_userid);
+    let douyin = follow
+        .tags
+        .iter()
+        .find(|t| w.tag_names(&[t.to_string()]) == ["抖音"])
+        .unwrap()
+        .clone();
+    // siyu's record as it stands while the tag job's write is still on its way: no tags yet.
+    w.app
+        .store()
+        .edit_follow_tags(
+            &"zhangsan".into(),
+            &a.external_userid.as_str().into(),
+            w.app.clock().now_ms(),
+            |tags| tags.clear(),
+        )
+        .await
+        .unwrap();
+    w.fake
+        .driver()
+        .staff_edits_customer("zhangsan", &a.external_userid, None, &[douyin.as_str()])
+        .await
+        .unwrap();
+    let back = eventually(Duration::from_secs(10), || async {
+        w.follow("zhangsan", &a.external_userid)
+            .tags
+            .contains(&douyin)
+    })
+    .await;
+    assert!(
+        back,
+        "抖音 is put back: {:?}",
+        w.follow("zhangsan", &a.external_userid)
+    );
+    w.app.shutdown().await;
+}
+
+/// The soak found this: when the tag siyu finds in place of a deleted one of its own is not one
+/// it made (an admin typed the name again, or a replica made it and died before it said so),
+/// siyu adopted it by name but did not put it back on the customers who had the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_deleted_and_made_again_by_hand_is_adopted_and_put_back() {
+    let w = world().await;
+    w.channels().await;
+    let a = w.add("douyin", "王小明").await;
+    let library = w.fake.tag_library();
+    let (group_id, old) = library
+        .iter()
+        .filter(|g| !g.deleted)
+        .find_map(|g| {
+            g.tag
+                .iter()
+                .find(|t| t.name == "抖音" && !t.deleted)
+                .map(|t| (g.group_id.clone(), t.id.clone()))
+        })
+        .unwrap();
+    // The deletion's callback is lost; the admin makes the tag again by hand.
+    w.fake
+        .driver()
+        .silent()
+        .admin_edits_tag(TagEdit::DeleteTag { id: old.clone() })
+        .await
+        .unwrap();
+    assert!(!w.follow("zhangsan", &a.external_userid).tags.contains(&old));
+    w.fake
+        .driver()
+        .admin_edits_tag(TagEdit::CreateTag {
+            group_id,
+            name: "抖音".into(),
+        })
+        .await
+        .unwrap();
+    let back = eventually(Duration::from_secs(10), || async {
+        w.tag_names(&w.follow("zhangsan", &a.external_userid).tags)
+            .contains(&"抖音".to_string())
+    })
+    .await;
+    assert!(
+        back,
+        "the 抖音 tag made by hand is put back on the customer: {:?}",
+        w.follow("zhangsan", &a.external_userid)
+    );
+    w.app.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_churned_customer_shows_as_lost_and_the_member_and_operators_are_told_once() {
     let w = world().await;

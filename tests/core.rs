@@ -108,6 +108,52 @@ async fn tag_jobs_in_any_order_and_calls_landing_out_of_order_leave_exactly_the_
     w.app.shutdown().await;
 }
 
+/// The soak found this: the add's note job read the customer as a member, its call was slow, the
+/// tier change's note job wrote 合作伙伴 meanwhile, and the slow call landed last: the member saw
+/// 普通会员 for good. A note job, like a tag job, goes again when the state moved under its call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_note_whose_call_lands_after_a_newer_one_is_written_again_with_the_newer_state() {
+    let w = world::world().await;
+    w.channels().await;
+    let a = w.add("douyin", "王小明").await;
+    assert!(wait_idle(&w.app, Duration::from_secs(10)).await);
+    let services = w.app.services();
+    let job = RelationJob {
+        userid: a.userid.clone().into(),
+        external_userid: a.external_userid.clone().into(),
+    };
+    let description = || w.follow(&a.userid, &a.external_userid).description;
+    assert!(description().starts_with("普通会员｜"), "{}", description());
+    w.fake.set_latency(
+        "/cgi-bin/externalcontact/remark",
+        Duration::from_millis(800),
+    );
+    let slow = tokio::spawn({
+        let services = services.clone();
+        let job = job.clone();
+        async move { siyu::app::notes::note(&services, &job).await }
+    });
+    let in_flight = eventually(Duration::from_secs(5), || async {
+        w.fake
+            .calls_to("/cgi-bin/externalcontact/remark")
+            .iter()
+            .any(|c| c.http_status == 0)
+    })
+    .await;
+    assert!(in_flight, "the slow remark never reached the fake");
+    w.fake.clear_faults();
+    set_tier(&w, &a.external_userid, "member", "partner").await;
+    siyu::app::notes::note(services, &job).await.unwrap();
+    assert!(description().starts_with("合作伙伴｜"), "{}", description());
+    slow.await.unwrap().unwrap();
+    assert!(
+        description().starts_with("合作伙伴｜"),
+        "the slow call's older state was left at WeCom: {}",
+        description()
+    );
+    w.app.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_welcome_whose_answer_was_lost_is_not_sent_twice_and_is_recorded_probably_sent() {
     let w = world_with_short_timeouts().await;
@@ -147,6 +193,48 @@ async fn a_welcome_whose_answer_was_lost_is_not_sent_twice_and_is_recorded_proba
         .filter(|m| m.external_userid == a.external_userid)
         .collect();
     assert_eq!(welcomes.len(), 1);
+    w.app.shutdown().await;
+}
+
+/// The soak found this: a welcome whose answer was lost, whose repeat WeCom then refused for a
+/// passing reason (45009), and whose next repeat met the used code, ended failed as "code used"
+/// although the first send had gone out. A refusal of a repeat does not tell whether the first
+/// went out: the next attempt still counts as one after an unknown outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_welcome_whose_repeat_after_a_lost_answer_is_refused_once_is_still_recorded_probably_sent()
+ {
+    let w = world_with_short_timeouts().await;
+    w.channels().await;
+    let path = "/cgi-bin/externalcontact/send_welcome_msg";
+    w.fake.fail_next(path, 1, Failure::Timeout);
+    w.fake.fail_next(path, 1, Failure::Errcode(45009));
+    let a = w
+        .fake
+        .driver()
+        .customer_adds_via_contact_way("douyin", NewCustomer::wechat("王小明"))
+        .await
+        .unwrap();
+    let settled = eventually(Duration::from_secs(20), || async {
+        let jobs = w.app.store().jobs_of_kind("contact.welcome").await.unwrap();
+        jobs.len() == 1 && matches!(jobs[0].state.as_str(), "done" | "failed")
+    })
+    .await;
+    let jobs = w.app.store().jobs_of_kind("contact.welcome").await.unwrap();
+    assert!(settled, "the welcome job did not finish: {jobs:?}");
+    let calls = w.fake.calls_to(path);
+    let codes: Vec<Option<i64>> = calls.iter().map(|c| c.errcode).collect();
+    assert_eq!(codes, [Some(0), Some(45009), Some(41051)], "{calls:?}");
+    assert_eq!(jobs[0].state, "done", "{jobs:?}");
+    let ledger: serde_json::Value =
+        serde_json::from_str(jobs[0].ledger.as_deref().unwrap()).unwrap();
+    assert_eq!(ledger["state"], "probably_sent", "{ledger}");
+    let welcomes = w
+        .fake
+        .welcome_messages()
+        .into_iter()
+        .filter(|m| m.external_userid == a.external_userid)
+        .count();
+    assert_eq!(welcomes, 1);
     w.app.shutdown().await;
 }
 

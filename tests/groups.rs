@@ -425,6 +425,108 @@ async fn a_forwarded_qr_code_is_misplaced_and_the_owner_is_asked_until_the_custo
     w.app.shutdown().await;
 }
 
+/// The soak found this: a customer who scans a forwarded group code before siyu has recorded
+/// them (their add's read of WeCom is slow) was never judged: their join was seen while siyu
+/// knew no tier for them, and recording them later did not look at their groups, so they stayed
+/// misplaced with no one asked to remove them (until the nightly reconciliation).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_in_a_group_above_their_tier_before_siyu_records_them_is_asked_out_once_recorded()
+ {
+    let w = groups_world().await;
+    let body = set_groups(&w, "partner", &["wrPartner1"]).await;
+    let config_id = body["config_id"].as_str().unwrap().to_string();
+    w.fake
+        .set_latency("/cgi-bin/externalcontact/get", Duration::from_millis(2500));
+    let a = w
+        .fake
+        .driver()
+        .customer_adds_via_contact_way("douyin", siyu::fake::NewCustomer::wechat("王小明"))
+        .await
+        .unwrap()
+        .external_userid;
+    w.fake
+        .driver()
+        .customer_joins_via_join_way(&config_id, &a)
+        .await
+        .unwrap();
+    let seen_before_recorded = eventually(WAIT, || async {
+        w.app
+            .store()
+            .memberships_of(&a.as_str().into())
+            .await
+            .unwrap()
+            .len()
+            == 1
+    })
+    .await;
+    assert!(seen_before_recorded);
+    assert!(
+        w.app
+            .store()
+            .customer(&a.as_str().into())
+            .await
+            .unwrap()
+            .is_none(),
+        "the join was handled before the customer was recorded"
+    );
+    assert!(
+        status_becomes(&w, "partner", &a, "removal_requested").await,
+        "{}",
+        members(&w, "partner").await
+    );
+    let asked = eventually(WAIT, || async {
+        app_messages_to(&w, "lisi")
+            .iter()
+            .any(|m| m.contains("王小明"))
+    })
+    .await;
+    assert!(asked, "the owner is asked: {:?}", w.fake.app_messages());
+    w.app.shutdown().await;
+}
+
+/// The soak found this: a partner whose invitation was cancelled before it was sent (their only
+/// member deleted them) and who then added another member stayed uninvited for good: siyu took
+/// the cancelled invitation for one they had had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_whose_invitation_was_cancelled_unsent_is_invited_when_they_return() {
+    let w = groups_world_with(|s| s.groups.invite_batch_secs = 30).await;
+    set_groups(&w, "partner", &["wrPartner1"]).await;
+    let a = w.add("douyin", "王小明").await.external_userid;
+    pin(&w, &a, "partner").await;
+    assert!(status_becomes(&w, "partner", &a, "invited").await);
+    // zhangsan deletes them before the invitation goes out: it is cancelled.
+    w.fake
+        .driver()
+        .staff_deletes_customer("zhangsan", &a, false)
+        .await
+        .unwrap();
+    assert!(status_becomes(&w, "partner", &a, "outside").await);
+    // They come back, adding lisi: they are invited (from lisi), having never had one.
+    w.fake
+        .driver()
+        .customer_adds_staff(
+            "lisi",
+            Some("xiaohongshu"),
+            siyu::fake::NewCustomer::existing(&a),
+        )
+        .await
+        .unwrap();
+    assert!(
+        status_becomes(&w, "partner", &a, "invited").await,
+        "{}",
+        members(&w, "partner").await
+    );
+    let m = members(&w, "partner").await;
+    let row = m["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["external_userid"] == a.as_str())
+        .unwrap();
+    assert_eq!(row["invitation"]["userid"], "lisi", "{row}");
+    w.app.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_demotion_asks_the_owner_and_invites_to_the_lower_group_and_a_promotion_back_cancels() {
     let w = groups_world().await;

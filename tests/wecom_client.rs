@@ -139,6 +139,9 @@ async fn an_expired_or_refused_token_is_fetched_again_once() {
     let err = client.tag_library().await.unwrap_err();
     assert_eq!(err.errcode(), Some(code::TOKEN_EXPIRED));
     assert_eq!(w.fake.calls_to(GETTOKEN).len(), 4);
+    // The soak found a note job failed for good on this: a job tries again later, with the
+    // token it gets then.
+    assert!(err.is_transient(), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,6 +309,25 @@ async fn after_45009_the_api_pauses_instead_of_hammering() {
     );
     // Other APIs are not paused.
     client.tag_library().await.unwrap();
+}
+
+/// The soak found this: a 45009 from gettoken made every caller wait a fixed 60 s, whatever
+/// `wecom.frequency_window_secs` said; it pauses for the configured window, as any API's does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_45009_from_gettoken_waits_the_configured_window_like_any_api() {
+    let mut w = world().await;
+    w.settings.frequency_window_secs = 2;
+    let client = client(&w.settings);
+    w.fake
+        .fail_next(GETTOKEN, 1, Failure::Errcode(code::FREQUENCY_LIMIT));
+    let err = client.tag_library().await.unwrap_err();
+    assert_eq!(err.errcode(), Some(45009), "{err}");
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(2)), "{err}");
+    assert!(err.is_transient());
+    assert_eq!(w.fake.calls_to(TAG_LIST).len(), 0, "no token, no call");
+    client.tag_library().await.unwrap_or_else(|e| {
+        panic!("after the window a token is fetched again: {e}");
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

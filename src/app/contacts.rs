@@ -500,15 +500,23 @@ async fn record(s: &Services, r: &Relation<'_>, detail: CustomerDetail) -> Resul
         siyu_remark: known.as_ref().and_then(|k| k.siyu_remark.clone()),
     };
     // Read before the transaction: on SQLite the transaction holds the process's write turn.
-    let removed: Vec<TagId> = match r.reason {
+    // siyu's tags the relation should carry and WeCom says it lacks. Those siyu's record has
+    // were taken off by the member; the others siyu's record may not have caught up with (a tag
+    // job's write on its way): either way they are put on, or WeCom's tags, recorded below,
+    // would stand without them.
+    let missing: Vec<TagId> = match r.reason {
         SyncReason::Add => Vec::new(),
         SyncReason::Edit => tags::wanted_ids(s, &follow)
             .await?
             .into_iter()
             .filter(|t| !follow.tag_ids.contains(t))
-            .filter(|t| known.as_ref().is_some_and(|k| k.tag_ids.contains(t)))
             .collect(),
     };
+    let removed: Vec<TagId> = missing
+        .iter()
+        .filter(|t| known.as_ref().is_some_and(|k| k.tag_ids.contains(t)))
+        .cloned()
+        .collect();
     let key = r.event_key;
     let mut tx = s.store.begin().await.map_err(AppError::from)?;
     contacts::upsert_customer(&mut tx, &customer, now)
@@ -550,6 +558,10 @@ async fn record(s: &Services, r: &Relation<'_>, detail: CustomerDetail) -> Resul
                 &format!("evaluate:add:{key}"),
             )
             .await?;
+        }
+        SyncReason::Edit if removed.is_empty() && !missing.is_empty() => {
+            let key = format!("retag:{key}");
+            tags::enqueue_sync(s, &mut tx, r.userid, r.external_userid, &key).await?;
         }
         SyncReason::Edit if !removed.is_empty() => {
             // A member took one of siyu's tags off by hand.

@@ -125,9 +125,9 @@ fn on_tier_change<'a>(
     })
 }
 
-/// Writes the note (remark and description) from the templates. A remark the member typed by
-/// hand is kept unless `notes.overwrite_manual_remark`.
-async fn note(s: &Services, job: &RelationJob) -> Result<(), JobError> {
+/// The note the relation should carry now, rendered from the state: the remark (None when the
+/// member typed their own and `notes.overwrite_manual_remark` is off) and the description.
+async fn planned_note(s: &Services, job: &RelationJob) -> Result<RemarkRequest, JobError> {
     let store = &s.store;
     let (Some(follow), Some(customer)) = (
         store
@@ -166,34 +166,51 @@ async fn note(s: &Services, job: &RelationJob) -> Result<(), JobError> {
     let typed_by_hand =
         !follow.remark.is_empty() && Some(&follow.remark) != follow.siyu_remark.as_ref();
     let remark = (!typed_by_hand || s.settings.notes.overwrite_manual_remark).then_some(remark);
-    let request = RemarkRequest {
+    Ok(RemarkRequest {
         userid: job.userid.clone(),
         external_userid: job.external_userid.clone(),
-        remark: remark.clone(),
-        description: Some(description.clone()),
+        remark,
+        description: Some(description),
         ..Default::default()
-    };
-    match s.wecom.remark(&request).await {
-        Ok(()) => {}
-        Err(
-            e @ WecomError::Api {
-                code: code::NO_RELATIONSHIP,
-                ..
-            },
-        ) => return Err(JobError::Permanent(e.to_string())),
-        Err(e) => return Err(AppError::from(e).into()),
+    })
+}
+
+/// Writes the note (remark and description) from the templates. A remark the member typed by
+/// hand is kept unless `notes.overwrite_manual_remark`. When the state changed while the call
+/// was on its way (a tier change committed meanwhile), it goes again with the new state, so the
+/// last call to land is never an older state's (as [`super::tags::sync`] does).
+pub async fn note(s: &Services, job: &RelationJob) -> Result<(), JobError> {
+    let mut request = planned_note(s, job).await?;
+    for _ in 0..5 {
+        match s.wecom.remark(&request).await {
+            Ok(()) => {}
+            Err(
+                e @ WecomError::Api {
+                    code: code::NO_RELATIONSHIP,
+                    ..
+                },
+            ) => return Err(JobError::Permanent(e.to_string())),
+            Err(e) => return Err(AppError::from(e).into()),
+        }
+        s.store
+            .set_siyu_note(
+                &job.userid,
+                &job.external_userid,
+                request.remark.as_deref(),
+                request.description.as_deref().unwrap_or_default(),
+                s.clock.now_ms(),
+            )
+            .await
+            .map_err(AppError::from)?;
+        let now_wanted = planned_note(s, job).await?;
+        if now_wanted.remark == request.remark && now_wanted.description == request.description {
+            return Ok(());
+        }
+        request = now_wanted;
     }
-    store
-        .set_siyu_note(
-            &job.userid,
-            &job.external_userid,
-            remark.as_deref(),
-            &description,
-            s.clock.now_ms(),
-        )
-        .await
-        .map_err(AppError::from)?;
-    Ok(())
+    Err(JobError::Retry(
+        "the relation's state kept changing while its note was written".into(),
+    ))
 }
 
 /// Schedules the member's notice for the current window (one per member per window, sent when

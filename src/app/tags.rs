@@ -411,9 +411,13 @@ async fn ensure_alone(services: &Services) -> Result<Vec<SiyuTag>, AppError> {
             want.group_id = Some(created.group_id.clone());
             merge(&mut library, created);
             tracing::info!(kind = %want.kind, code = %want.code, "created corp tag");
-            if let (Some(old), Some(new)) = (&known_id, &want.tag_id) {
-                enqueue_reapply(services, old, new).await?;
-            }
+        }
+        // Another tag stands in for the one siyu knew (made here, adopted from another replica,
+        // or typed again by an admin): the customers who had the old one get the new one.
+        if let (Some(old), Some(new)) = (&known_id, &want.tag_id)
+            && old != new
+        {
+            enqueue_reapply(services, old, new).await?;
         }
         services.store.save_siyu_tag(&want, now).await?;
         result.push(want);

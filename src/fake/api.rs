@@ -68,6 +68,7 @@ pub(crate) async fn entry(Extract(fake): Extract<FakeWecom>, request: Request) -
         at: SystemTime::now(),
         errcode: None,
         http_status: 0,
+        fault: None,
     });
     let decision = fake.lock().faults.decide(&path);
     if let Some(latency) = decision.latency {
@@ -110,7 +111,7 @@ pub(crate) async fn entry(Extract(fake): Extract<FakeWecom>, request: Request) -
         .as_ref()
         .and_then(|a| a.get("errcode"))
         .and_then(Value::as_i64);
-    fake.finish_call(index, errcode, status.as_u16());
+    fake.finish_call(index, errcode, status.as_u16(), decision.failure);
     if decision.failure == Some(Failure::Timeout) {
         // The effect has happened; the caller just never hears about it in time.
         let hold = fake.lock().timeout_hold;

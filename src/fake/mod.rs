@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 use crate::wecom::crypto::Crypto;
 
 pub use driver::{AddedCustomer, Driver, DriverError, NewCustomer, TagEdit};
-pub use faults::{Call, Failure};
+pub use faults::{Call, Failure, FaultMix, MixedFault};
 pub use state::{
     ApiCaps, ContactWay, CustomerView, FollowView, GroupChatView, GroupMemberView, JoinWay,
     MassCap, MassMessageView, Media, MediaNamespace, MomentSenderView, MomentView, SendResultView,
@@ -296,6 +296,16 @@ impl FakeWecom {
         self.lock().faults.set_latency(path, latency);
     }
 
+    /// A random share of the calls to `path` (`*`: every API) each get one fault of `mix`.
+    pub fn set_fault_mix(&self, path: &str, mix: FaultMix) {
+        self.lock().faults.set_mix(path, mix);
+    }
+
+    /// Every fault injected so far (by any rule), by kind (see [`MixedFault::label`]).
+    pub fn faults_injected(&self) -> std::collections::BTreeMap<String, u64> {
+        self.lock().faults.injected()
+    }
+
     /// Every token issued so far now answers 42001.
     pub fn expire_tokens(&self) {
         for token in self.lock().tokens.values_mut() {
@@ -329,10 +339,17 @@ impl FakeWecom {
         st.calls.len() - 1
     }
 
-    fn finish_call(&self, index: usize, errcode: Option<i64>, http_status: u16) {
+    fn finish_call(
+        &self,
+        index: usize,
+        errcode: Option<i64>,
+        http_status: u16,
+        fault: Option<Failure>,
+    ) {
         if let Some(call) = self.lock().calls.get_mut(index) {
             call.errcode = errcode;
             call.http_status = http_status;
+            call.fault = fault;
         }
     }
 

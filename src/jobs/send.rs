@@ -31,7 +31,8 @@ pub trait SendError: std::fmt::Display {
 #[serde(rename_all = "snake_case")]
 pub enum SendState {
     /// Recorded before the call; still so after it only when the outcome is unknown (or the
-    /// process died during the call).
+    /// process died during the call, or WeCom refused a repeat of a send whose outcome was
+    /// unknown: the first may still have gone out).
     Sending,
     Sent,
     /// Repeated after an unknown outcome, WeCom answered that it had been done (a welcome's code
@@ -156,7 +157,15 @@ impl JobContext {
                 "outcome unknown; the next attempt looks before it sends again: {e}"
             ))),
             Err(error) => {
-                self.record(&body, SendState::Refused).await?;
+                // A refused repeat says nothing of the first try, whose outcome is still
+                // unknown: the next attempt must treat its send as one after an unknown outcome
+                // too (look, and take "done already" for sent), so the ledger stays `Sending`.
+                let state = if after_unknown {
+                    SendState::Sending
+                } else {
+                    SendState::Refused
+                };
+                self.record(&body, state).await?;
                 Ok((
                     body,
                     Outcome::Refused {

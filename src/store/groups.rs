@@ -733,7 +733,8 @@ pub async fn open_invitation_exists(
     Ok(n > 0)
 }
 
-/// Whether the customer was ever invited to `tier`.
+/// Whether the customer was ever invited to `tier`. An invitation cancelled before it was sent
+/// (the customer's member deleted them, their tier moved on) does not count: they never had it.
 pub async fn invited_ever(
     tx: &mut Tx,
     external_userid: &ExternalUserId,
@@ -741,7 +742,8 @@ pub async fn invited_ever(
 ) -> Result<bool> {
     let n: i64 = with_tx!(tx, |conn| {
         sqlx::query_scalar(
-            "SELECT COUNT(*) FROM group_invitations WHERE external_userid = $1 AND tier = $2",
+            "SELECT COUNT(*) FROM group_invitations
+             WHERE external_userid = $1 AND tier = $2 AND status <> 'cancelled'",
         )
         .bind(external_userid)
         .bind(tier)

@@ -93,6 +93,18 @@ pub struct EventSummary {
     pub duplicates: i64,
 }
 
+/// One stored event as `siyu soak` checks it: its key, how far it got, how many times a
+/// dispatcher claimed it, and how many redeliveries were counted against it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxEntry {
+    pub dedupe_key: String,
+    pub kind: String,
+    pub status: String,
+    pub attempts: i64,
+    pub duplicates: i64,
+    pub error: Option<String>,
+}
+
 /// What [`Store::requeue_stuck_events`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StuckRequeue {
@@ -495,6 +507,34 @@ impl Store {
                 .await?
         });
         Ok(xml)
+    }
+
+    /// Every stored event's key, status, claims and duplicates, in order of arrival (the soak
+    /// checks the inbox against what was acknowledged).
+    pub async fn inbox_entries(&self) -> Result<Vec<InboxEntry>> {
+        let rows: Vec<(String, String, String, i64, i64, Option<String>)> = with_pool!(
+            self,
+            |pool| {
+                sqlx::query_as(
+                    "SELECT dedupe_key, kind, status, attempts, duplicates, error FROM inbox ORDER BY id",
+                )
+                .fetch_all(pool)
+                .await?
+            }
+        );
+        Ok(rows
+            .into_iter()
+            .map(
+                |(dedupe_key, kind, status, attempts, duplicates, error)| InboxEntry {
+                    dedupe_key,
+                    kind,
+                    status,
+                    attempts,
+                    duplicates,
+                    error,
+                },
+            )
+            .collect())
     }
 
     /// Every stored dedupe key with its duplicate count (tests and the benchmark check the inbox

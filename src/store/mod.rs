@@ -209,6 +209,7 @@ macro_rules! with_tx {
 }
 
 pub(crate) use postgres::{INBOX_CHANNEL, JOBS_CHANNEL};
+pub use postgres::{create_scratch_database, drop_scratch_database};
 pub(crate) use {with_pool, with_tx};
 
 impl Store {

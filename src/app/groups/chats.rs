@@ -188,6 +188,21 @@ impl ChatDiff {
     }
 }
 
+/// Why a customer of `customer_tier` does not belong in a group of `group_tier`, as the owner
+/// reads it; `detail` says when or how they came in.
+pub fn station_reason(
+    ranks: &Ranks,
+    customer_tier: &str,
+    group_tier: &str,
+    detail: &str,
+) -> String {
+    format!(
+        "等级为{}，不属于{}群（{detail}）",
+        ranks.name(customer_tier),
+        ranks.name(group_tier)
+    )
+}
+
 /// Compares a read of a group of `tier` with what siyu holds.
 pub async fn diff(
     s: &Services,
@@ -245,19 +260,15 @@ pub async fn diff(
             && ranks.above_station(t, tier)
             && !asked.contains(&id)
         {
-            let reason = format!(
-                "等级为{}，不属于{}群（入群 {}）",
-                ranks.name(t),
-                ranks.name(tier),
-                local_time(
-                    &s.settings,
-                    if m.join_time > 0 {
-                        m.join_time * 1000
-                    } else {
-                        now
-                    }
-                )
+            let joined = local_time(
+                &s.settings,
+                if m.join_time > 0 {
+                    m.join_time * 1000
+                } else {
+                    now
+                },
             );
+            let reason = station_reason(ranks, t, tier, &format!("入群 {joined}"));
             d.misplaced.push((id, reason));
         }
     }

@@ -628,6 +628,8 @@ fn on_tier_change<'a>(
 /// A new customer entering the entry tier (their first relation) whose tier has groups, and
 /// who was never invited to it, is invited. A customer who adds another member later is not:
 /// customers already in a tier when its groups were set are invited only by a tier change.
+/// A customer already in a group above their tier (they joined it before siyu recorded them, so
+/// their join could not be judged) has the group's owner asked to remove them.
 fn on_relation_added<'a>(
     s: &'a Services,
     tx: &'a mut Tx,
@@ -637,6 +639,17 @@ fn on_relation_added<'a>(
         let Some(tier) = store_groups::tier_of(tx, &r.external_userid).await? else {
             return Ok(());
         };
+        let ranks = Ranks::load(s).await?;
+        for (chat_id, group_tier) in store_groups::chats_of_customer(tx, &r.external_userid).await?
+        {
+            if ranks.above_station(&tier, &group_tier)
+                && let Some(chat) = store_groups::group_chat_in(tx, &chat_id).await?
+            {
+                let reason =
+                    chats::station_reason(&ranks, &tier, &group_tier, "入群时尚未成为客户");
+                removal::request(s, tx, &chat, &r.external_userid, &reason, r.at).await?;
+            }
+        }
         let with_groups = store_groups::tier_groups_in(tx).await?;
         if !with_groups.iter().any(|g| g.tier == tier) {
             return Ok(());

@@ -116,7 +116,9 @@ impl WecomError {
         }
     }
 
-    /// Worth trying again later (by a job's backoff): busy, limits, transport and 5xx.
+    /// Worth trying again later (by a job's backoff): busy, limits, transport and 5xx, and a
+    /// token refused again right after a refresh (another replica's refresh, or WeCom's own
+    /// churn: a later attempt fetches one that works).
     pub fn is_transient(&self) -> bool {
         match self {
             WecomError::Api { code, .. } => matches!(
@@ -125,6 +127,8 @@ impl WecomError {
                     | code::FREQUENCY_LIMIT
                     | code::TOO_MANY_CONCURRENT
                     | code::GROUP_MSG_DISPATCHING
+                    | code::INVALID_TOKEN
+                    | code::TOKEN_EXPIRED
             ),
             WecomError::Http { status, .. } => *status >= 500 || *status == 429,
             WecomError::Transport { .. }

@@ -270,6 +270,13 @@ impl WecomClient {
                 Err(e) if attempt <= self.inner.max_retries && retryable(&e, Effect::Read) => {
                     tokio::time::sleep(self.backoff(attempt)).await;
                 }
+                // Its callers wait the configured window, as after any API's 45009.
+                Err(e) if e.errcode() == Some(code::FREQUENCY_LIMIT) => {
+                    return Err(WecomError::RateLimited {
+                        path: PATH,
+                        retry_after: self.inner.frequency_window,
+                    });
+                }
                 Err(e) => return Err(e),
             }
         }
