@@ -69,6 +69,13 @@ pub enum Command {
     FakeWecom(FakeWecomArgs),
     /// siyu and the fake WeCom on loopback, wired together, playing a short scenario.
     Demo(crate::demo::DemoArgs),
+    /// Property tests with many cases: the crypto, the event parser, and random input to every
+    /// API route and to the callback, against siyu on a temporary SQLite database.
+    Fuzz {
+        /// Cases per property (the API's are shared out among its routes).
+        #[arg(long, default_value_t = 2000)]
+        cases: u32,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -356,6 +363,13 @@ async fn run(cli: Cli) -> Result<(), String> {
             command: ImportCommand::Activity { file, quiet },
         } => import_activity(load()?, &file, !quiet).await,
         Command::Demo(args) => crate::demo::run(args).await.map_err(|e| e.to_string()),
+        Command::Fuzz { cases } => {
+            let report = crate::fuzz::run(cases).await;
+            match report.failed() {
+                0 => Ok(()),
+                n => Err(format!("{n} fuzz properties failed")),
+            }
+        }
     }
 }
 
