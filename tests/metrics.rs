@@ -47,18 +47,14 @@ async fn counted(w: &World, series: &str) -> String {
     } else {
         format!("{name}_count{{{labels}")
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = scrape(w).await;
-        if sample(&text, &count).is_some_and(|n| n >= 1.0) {
-            return text;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no {count} of at least 1 in\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let seen = common::eventually(Duration::from_secs(10), || async {
+        sample(&scrape(w).await, &count).is_some_and(|n| n >= 1.0)
+    })
+    .await;
+    // Counts only grow: the scrape after the condition held still shows it.
+    let text = scrape(w).await;
+    assert!(seen, "no {count} of at least 1 in\n{text}");
+    text
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
