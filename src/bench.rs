@@ -65,6 +65,13 @@ pub struct TiersArgs {
     pub scale: bool,
 }
 
+#[derive(Debug, Clone, clap::Args)]
+pub struct IdleArgs {
+    /// How long siyu is left idle while its CPU time is measured.
+    #[arg(long, default_value_t = 60)]
+    pub seconds: u64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     #[error("bench setup: {0}")]
@@ -84,6 +91,24 @@ struct RunResult {
 pub async fn ingest(args: IngestArgs) -> Result<(), BenchError> {
     let concurrency = args.concurrency.max(1);
     let secrets = CallbackSecrets::generate();
+    let crypto = Arc::new(secrets.crypto());
+    let create_time = crate::clock::system_now_ms() / 1000;
+    // Sealed before timing: the client's encryption is not what we measure. Trimmed to their
+    // length (`format!` leaves room to grow) and without the plaintexts (made again for the
+    // check), so the client's share of the process's memory is what the requests need.
+    let sealer = CallbackSender::new("", crypto.clone(), "1000002");
+    let sealed: Arc<Vec<Sealed>> = Arc::new(
+        (0..args.events as u64)
+            .map(|n| {
+                let mut sealed = sealer.seal(&add_contact_xml(&secrets.corp_id, n, create_time));
+                sealed.query.shrink_to_fit();
+                sealed.body.shrink_to_fit();
+                sealed
+            })
+            .collect(),
+    );
+    let client_rss_mib = rss_kib() as f64 / 1024.0;
+
     let dir = tempfile_dir()?;
     let db_url = format!("sqlite://{}/bench.db", dir.display());
     let mut settings = local_settings(&db_url, &secrets);
@@ -113,14 +138,6 @@ pub async fn ingest(args: IngestArgs) -> Result<(), BenchError> {
         let _ = axum::serve(bare, bare_router).await;
     });
 
-    let crypto = Arc::new(secrets.crypto());
-    let create_time = crate::clock::system_now_ms() / 1000;
-    let xmls: Vec<String> = (0..args.events as u64)
-        .map(|n| add_contact_xml(&secrets.corp_id, n, create_time))
-        .collect();
-    // Sealed before timing: the client's encryption is not what we measure.
-    let sealer = CallbackSender::new("", crypto.clone(), "1000002");
-    let sealed: Arc<Vec<Sealed>> = Arc::new(xmls.iter().map(|x| sealer.seal(x)).collect());
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .http1_only()
@@ -168,7 +185,10 @@ pub async fn ingest(args: IngestArgs) -> Result<(), BenchError> {
     let expected: HashSet<String> = real_run
         .accepted
         .iter()
-        .map(|&i| dedupe_key_of_xml(&secrets.corp_id, &xmls[i]))
+        .map(|&i| {
+            let xml = add_contact_xml(&secrets.corp_id, i as u64, create_time);
+            dedupe_key_of_xml(&secrets.corp_id, &xml)
+        })
         .collect();
     let stored: HashSet<String> = app
         .store()
@@ -194,6 +214,9 @@ pub async fn ingest(args: IngestArgs) -> Result<(), BenchError> {
         "inbox check: all {} acknowledged events stored exactly once",
         expected.len()
     );
+    // The client's sealed requests are in the same process: said apart, so the peak can be read
+    // as siyu's growth over them.
+    println!("rss_before_servers_mib={client_rss_mib:.1}");
     println!("peak_rss_mib={:.1}", peak_rss_kib() as f64 / 1024.0);
     println!(
         "ingest_vs_bare_ratio={:.2}",
@@ -279,15 +302,135 @@ fn tempfile_dir() -> Result<std::path::PathBuf, BenchError> {
 
 /// Peak resident set size of this process (VmHWM), in KiB; 0 where /proc is not available.
 pub fn peak_rss_kib() -> u64 {
+    proc_status_kib("VmHWM:")
+}
+
+/// Resident set size of this process now (VmRSS), in KiB; 0 where /proc is not available.
+fn rss_kib() -> u64 {
+    proc_status_kib("VmRSS:")
+}
+
+fn proc_status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// CPU time this process has used, user and system, all threads (`/proc/self/stat` fields 14
+/// and 15, in clock ticks of 1/100 s); `None` where /proc is not available.
+fn process_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces; the fields after it are plain numbers.
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let mut fields = after_name.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis(
+        (utime + stime) * 1000 / CLOCK_TICKS_PER_SEC,
+    ))
+}
+
+/// `sysconf(_SC_CLK_TCK)`, which Linux fixes at 100 for user space.
+const CLOCK_TICKS_PER_SEC: u64 = 100;
+
+/// What an idle siyu may use: 1 % of one core and 32 MiB resident.
+const IDLE_CPU_BUDGET_PERCENT: f64 = 1.0;
+const IDLE_RSS_BUDGET_MIB: f64 = 32.0;
+
+/// `siyu bench idle`: siyu as `siyu serve` runs it (its default settings, a temporary SQLite
+/// database, the fake WeCom as its API) left alone for `--seconds` once its start-up work is
+/// done; prints the CPU it used meanwhile (of one core) and its resident memory at the end,
+/// each against its budget.
+pub async fn idle(args: IdleArgs) -> Result<(), BenchError> {
+    use crate::fake::{FakeConfig, FakeWecom};
+
+    let setup = |e: &dyn std::fmt::Display| BenchError::Setup(e.to_string());
+    let secrets = CallbackSecrets::generate();
+    let fake = FakeWecom::new(FakeConfig {
+        corp_id: secrets.corp_id.clone(),
+        agent_id: 1_000_002,
+        app_secret: "bench-app".into(),
+        contact_secret: "bench-contact".into(),
+        callback_url: None,
+        callback_token: secrets.token.clone(),
+        encoding_aes_key: secrets.encoding_aes_key.clone(),
+        mass_cap: Default::default(),
+    });
+    let (fake_addr, _fake_server) = fake
+        .serve("127.0.0.1:0".parse().map_err(|e| setup(&e))?)
+        .await
+        .map_err(|e| setup(&e))?;
+    let dir = tempfile_dir()?;
+    let db_url = format!("sqlite://{}/bench.db", dir.display());
+    let mut settings = local_settings(&db_url, &secrets);
+    // What `siyu serve` polls at, not the tests' quicker pace.
+    let defaults = crate::config::Settings::default();
+    settings.jobs.poll_interval_ms = defaults.jobs.poll_interval_ms;
+    settings.wecom.api_base = format!("http://{fake_addr}");
+    settings.wecom.secret = crate::config::Secret::new("bench-app");
+    settings.wecom.contact_secret = crate::config::Secret::new("bench-contact");
+    settings.validate_common().map_err(|e| setup(&e))?;
+    let app = App::build(settings).await.map_err(|e| setup(&e))?;
+    fake.set_callback_url(&format!("http://{}/wecom/callback", app.addr()));
+
+    // Start-up work (the tag library, the first scheduler tick) is not idling: wait it out.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let store = app.store();
+        let now = app.clock().now_ms();
+        if store.jobs_idle(now).await.unwrap_or(false) && store.inbox_idle().await.unwrap_or(false)
+        {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(BenchError::Setup(
+                "siyu was still busy with its start-up work after 30 s".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    println!(
+        "siyu bench idle: siyu serve on SQLite at {}, idle for {} s",
+        dir.display(),
+        args.seconds
+    );
+    let cpu_before = process_cpu_time()
+        .ok_or_else(|| BenchError::Setup("/proc/self/stat is not readable".into()))?;
+    let started = Instant::now();
+    // The measurement itself: nothing happens, on purpose, for this long.
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    let wall = started.elapsed();
+    let cpu = process_cpu_time()
+        .ok_or_else(|| BenchError::Setup("/proc/self/stat is not readable".into()))?
+        .saturating_sub(cpu_before);
+    let rss_mib = rss_kib() as f64 / 1024.0;
+    app.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let cpu_percent = 100.0 * cpu.as_secs_f64() / wall.as_secs_f64();
+    println!(
+        "cpu {:.3} s in {:.1} s (all threads, the fake WeCom's too)",
+        cpu.as_secs_f64(),
+        wall.as_secs_f64()
+    );
+    println!("idle_cpu_percent={cpu_percent:.2}");
+    println!("idle_rss_mib={rss_mib:.1}");
+    println!(
+        "idle_cpu_vs_budget_ratio={:.2}",
+        cpu_percent / IDLE_CPU_BUDGET_PERCENT
+    );
+    println!(
+        "idle_rss_vs_budget_ratio={:.2}",
+        rss_mib / IDLE_RSS_BUDGET_MIB
+    );
+    Ok(())
 }
 
 /// `siyu bench welcome`: customers add through a channel at a steady rate; for each, the time
@@ -950,4 +1093,33 @@ async fn measure_tiers(
 /// since now; does nothing where /proc does not allow it.
 fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The idle bench's CPU clock counts this process's CPU time in the right unit: a thread
+    /// spinning shows up, and never as more CPU than the time it spun.
+    #[test]
+    fn process_cpu_time_counts_a_spinning_thread_in_seconds() {
+        let before = process_cpu_time().expect("/proc/self/stat on Linux");
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(20);
+        let mut spun = 0u64;
+        let used = loop {
+            spun = std::hint::black_box(spun.wrapping_add(1));
+            let used = process_cpu_time().unwrap().saturating_sub(before);
+            if used >= Duration::from_millis(200) || Instant::now() >= deadline {
+                break used;
+            }
+        };
+        let wall = started.elapsed();
+        assert!(used >= Duration::from_millis(200), "{used:?} in {wall:?}");
+        // One busy thread (and the test harness idling): at most the wall time, plus a tick.
+        assert!(
+            used <= wall + Duration::from_millis(20),
+            "{used:?} in {wall:?}"
+        );
+    }
 }

@@ -72,6 +72,13 @@ pub enum Command {
     /// Several `siyu serve` replicas on one database against a faulty fake WeCom, killed at
     /// random under load; then checks that nothing was lost or done twice.
     Soak(crate::soak::SoakArgs),
+    /// Property tests with many cases: the crypto, the event parser, and random input to every
+    /// API route and to the callback, against siyu on a temporary SQLite database.
+    Fuzz {
+        /// Cases per property (the API's are shared out among its routes).
+        #[arg(long, default_value_t = 2000)]
+        cases: u32,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -193,6 +200,8 @@ pub enum BenchCommand {
     Welcome(crate::bench::WelcomeArgs),
     /// Full tier evaluation of many customers against a plain scan of their activity.
     Tiers(crate::bench::TiersArgs),
+    /// `siyu serve` left idle: its CPU use and resident memory against their budgets.
+    Idle(crate::bench::IdleArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -345,6 +354,9 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Bench {
             command: BenchCommand::Tiers(args),
         } => crate::bench::tiers(args).await.map_err(|e| e.to_string()),
+        Command::Bench {
+            command: BenchCommand::Idle(args),
+        } => crate::bench::idle(args).await.map_err(|e| e.to_string()),
         Command::FakeWecom(args) => fake_wecom(args).await,
         Command::Tiers {
             command: TiersCommand::Evaluate { dry_run },
@@ -357,11 +369,22 @@ async fn run(cli: Cli) -> Result<(), String> {
             command: ImportCommand::Activity { file, quiet },
         } => import_activity(load()?, &file, !quiet).await,
         Command::Demo(args) => crate::demo::run(args).await.map_err(|e| e.to_string()),
+        Command::Soak(args) if args.fuzz => fuzz(args.cases).await,
         Command::Soak(args) => match crate::soak::run(args).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(String::new()),
             Err(e) => Err(e.to_string()),
         },
+        Command::Fuzz { cases } => fuzz(cases).await,
+    }
+}
+
+/// `siyu fuzz` and `siyu soak --fuzz`: every bad-input property with `cases` cases.
+async fn fuzz(cases: u32) -> Result<(), String> {
+    let report = crate::fuzz::run(cases).await;
+    match report.failed() {
+        0 => Ok(()),
+        n => Err(format!("{n} fuzz properties failed")),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod config;
 pub mod demo;
 pub mod failpoint;
 pub mod fake;
+pub mod fuzz;
 pub mod http;
 pub mod ids;
 pub mod jobs;

@@ -93,7 +93,13 @@ impl App {
         let store = Store::connect(&settings.database).await?;
         store.migrate().await?;
         let clock = components.clock.clone();
-        let wecom = WecomClient::new(&settings.wecom, Some(store.clone()), clock.clone())?;
+        let metrics = Arc::new(Metrics::default());
+        let wecom = WecomClient::observed(
+            &settings.wecom,
+            Some(store.clone()),
+            clock.clone(),
+            Some(metrics.clone()),
+        )?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut templates = Templates::load(&settings.templates.dir)?;
         if let Ok(zone) = settings.timezone() {
@@ -138,8 +144,10 @@ impl App {
             .map_err(|source| AppError::Bind { addr, source })?;
 
         // Room for this many committed batches waiting for the dispatcher; beyond it, new events
-        // are stored pending and claimed from the database later.
-        let (handoff, handed) = tokio::sync::mpsc::channel(64);
+        // are stored pending and claimed from the database later (a claim per 256 events). The
+        // events waiting in memory are what siyu's memory grows with when the dispatcher lags:
+        // 16 batches hold a few thousand at most.
+        let (handoff, handed) = tokio::sync::mpsc::channel(16);
         let (ingest, writer) = Ingest::start(
             store.clone(),
             settings.inbox.batch_max,
@@ -147,7 +155,6 @@ impl App {
             clock.clone(),
             handoff,
         );
-        let metrics = Arc::new(Metrics::default());
         if settings.api.token.is_empty() {
             tracing::info!(
                 "api.token is empty: /api/v1 takes only users' tokens (siyu users token)"
@@ -164,16 +171,20 @@ impl App {
             services: services.clone(),
             reader: Arc::default(),
         };
-        let router = http::router(state.clone());
+        // Every handler turned into its service once, here. `axum::serve` given a plain router
+        // does it for each connection: a copy of every route per connection, 150 KB each.
+        let router: axum::Router = http::router(state.clone()).with_state(());
         // Held while the server serves, so the audit can read through the routes.
         let reader = http::keep_reader(&state, &router);
         drop(state);
         let mut http_shutdown = shutdown_rx.clone();
         let http = tokio::spawn(async move {
             let _reader = reader;
-            let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-                let _ = http_shutdown.wait_for(|stop| *stop).await;
-            });
+            let server = axum::serve(listener, router.into_make_service()).with_graceful_shutdown(
+                async move {
+                    let _ = http_shutdown.wait_for(|stop| *stop).await;
+                },
+            );
             if let Err(e) = server.await {
                 tracing::error!(error = %e, "HTTP server stopped with an error");
             }
@@ -192,6 +203,7 @@ impl App {
             clock.clone(),
             settings.jobs.clone(),
             components.jobs,
+            metrics.clone(),
         );
         let process_id = workers.process_id().to_string();
         let workers = tokio::spawn(workers.run(shutdown_rx.clone()));
@@ -200,8 +212,9 @@ impl App {
             tokio::spawn(scheduler.run(shutdown_rx.clone())),
             tokio::spawn(jobs::relay_postgres_notifications(
                 store.clone(),
-                shutdown_rx,
+                shutdown_rx.clone(),
             )),
+            tokio::spawn(metrics.clone().keep_up(shutdown_rx)),
         ];
         tracing::info!(%addr, database = ?store.kind(), "siyu is listening");
         Ok(App {

@@ -998,3 +998,56 @@ async fn the_one_pass_read_gives_every_customer_the_sums_of_its_own_records() {
     }
     app.shutdown().await;
 }
+
+/// A batch of tier changes sets off one tag job and one note job for all their relations, not
+/// one of each per relation, and each relation still ends with its own tags and note.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_decided_together_fan_out_as_one_job_per_effect() {
+    let w = world().await;
+    w.channels().await;
+    let names = ["王小明", "陈静", "李雷"];
+    let mut ids = Vec::new();
+    for name in names {
+        ids.push(customer(&w, name).await);
+    }
+    assert!(common::wait_idle(&w.app, Duration::from_secs(10)).await);
+    let per_relation = |kind: &'static str| {
+        let store = w.app.store().clone();
+        async move { store.jobs_of_kind(kind).await.unwrap().len() }
+    };
+    let (tags_before, notes_before) = (
+        per_relation("tags.sync").await,
+        per_relation("contact.note").await,
+    );
+    let items: Vec<Value> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| json!({"kind": "order", "customer": id, "amount": 2500, "at": at(&w, 1), "id": format!("o-{i}")}))
+        .collect();
+    let (status, body) = activity(&w, json!(items)).await;
+    assert_eq!(status, 200, "{body}");
+    for id in &ids {
+        assert!(tier_becomes(&w, id, "partner").await, "{id}");
+    }
+    assert!(common::wait_idle(&w.app, Duration::from_secs(10)).await);
+    let tag_batches = w.app.store().jobs_of_kind("tags.sync_batch").await.unwrap();
+    let note_batches = w
+        .app
+        .store()
+        .jobs_of_kind("contact.note_batch")
+        .await
+        .unwrap();
+    assert_eq!((tag_batches.len(), note_batches.len()), (1, 1));
+    assert_eq!(per_relation("tags.sync").await, tags_before);
+    assert_eq!(per_relation("contact.note").await, notes_before);
+    for id in &ids {
+        let done = eventually(Duration::from_secs(10), || async {
+            let f = w.follow("zhangsan", id);
+            w.tag_names(&f.tags).contains(&"合作伙伴".to_string())
+                && f.description.starts_with("合作伙伴｜抖音")
+        })
+        .await;
+        assert!(done, "{id}: {:?}", w.follow("zhangsan", id));
+    }
+    w.app.shutdown().await;
+}

@@ -6,6 +6,8 @@
 //! event it came from, so a redelivered event, a crash or a retry never tags, notes or welcomes
 //! twice; the customer is read from WeCom once per add.
 
+use std::time::Duration;
+
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +40,21 @@ pub struct WelcomeJob {
     /// by earlier versions, which then key by the welcome code.
     #[serde(default)]
     pub event_id: Option<i64>,
+    /// When the customer added, as near as siyu can tell (Unix ms, see [`when_added`]): where the
+    /// welcome's latency starts. Absent in jobs queued by earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub added_at: Option<i64>,
+}
+
+/// The latest instant an add can have happened: its callback's arrival, or the end of the second
+/// its `CreateTime` names when that is earlier (a redelivered callback arrives seconds after the
+/// add, and WeCom's 20 s run from the add). `CreateTime` counts whole seconds on WeCom's clock,
+/// so the arrival, on ours and to the millisecond, is the start whenever it came within that
+/// second.
+fn when_added(create_time: Option<i64>, received_at: i64) -> i64 {
+    create_time
+        .map(|secs| secs.saturating_mul(1000).saturating_add(999))
+        .map_or(received_at, |end| end.min(received_at))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +121,7 @@ pub fn register(services: &Services, r: &mut Registrar) {
 
 async fn on_contact_event(s: &Services, ctx: &EventContext, event: Event) -> Result<(), AppError> {
     let Event::ExternalContact {
+        header,
         change,
         user_id,
         external_user_id,
@@ -140,6 +158,7 @@ async fn on_contact_event(s: &Services, ctx: &EventContext, event: Event) -> Res
                     external_userid,
                     state,
                     event_id: Some(ctx.inbox_id),
+                    added_at: Some(when_added(header.create_time, ctx.received_at)),
                 };
                 s.enqueue_urgent(&mut tx, WELCOME_JOB, &job, &format!("welcome:{code}"))
                     .await?;
@@ -343,7 +362,14 @@ async fn send_welcome(
             |request: &WelcomeRequest| {
                 let request = request.clone();
                 let wecom = s.wecom.clone();
-                async move { wecom.send_welcome(&request).await }
+                async move {
+                    let sent = wecom.send_welcome(&request).await;
+                    if let (Ok(()), Some(added_at)) = (&sent, job.added_at) {
+                        let latency = u64::try_from(ctx.clock.now_ms() - added_at).unwrap_or(0);
+                        ctx.metrics.welcome_sent(Duration::from_millis(latency));
+                    }
+                    sent
+                }
             },
         )
         .await?;
@@ -564,4 +590,29 @@ async fn record(s: &Services, r: &Relation<'_>, detail: CustomerDetail) -> Resul
     }
     tx.commit().await.map_err(AppError::from)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::when_added;
+
+    #[test]
+    fn an_add_happened_by_its_arrival_or_by_the_end_of_its_create_time_second() {
+        // Delivered within its second: the arrival, to the millisecond.
+        assert_eq!(
+            when_added(Some(1_700_000_000), 1_700_000_000_420),
+            1_700_000_000_420
+        );
+        // Redelivered seconds later: the end of the second WeCom stamped.
+        assert_eq!(
+            when_added(Some(1_700_000_000), 1_700_000_007_300),
+            1_700_000_000_999
+        );
+        // A CreateTime ahead of our clock, or none: the arrival.
+        assert_eq!(
+            when_added(Some(1_700_000_009), 1_700_000_000_420),
+            1_700_000_000_420
+        );
+        assert_eq!(when_added(None, 1_700_000_000_420), 1_700_000_000_420);
+    }
 }

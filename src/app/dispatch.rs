@@ -31,6 +31,8 @@ const CLAIM_BATCH: i64 = 256;
 #[derive(Clone, Copy)]
 pub struct EventContext {
     pub inbox_id: i64,
+    /// When its callback arrived (Unix ms).
+    pub received_at: i64,
 }
 
 type Handler =
@@ -179,6 +181,7 @@ impl Dispatcher {
         };
         let ctx = EventContext {
             inbox_id: claimed.id,
+            received_at: claimed.received_at,
         };
         match tokio::spawn(handler(ctx, event)).await {
             Ok(Ok(())) => (InboxStatus::Done, None),

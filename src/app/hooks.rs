@@ -32,6 +32,19 @@ impl TierChanged {
     }
 }
 
+/// The relations of a batch of changes, as the payloads of a batch job, and the key of the
+/// jobs they set off (the batch's first change: a change belongs to one batch).
+pub fn relation_batch(changes: &[TierChanged]) -> Option<(Vec<super::RelationJob>, i64)> {
+    let first = changes.iter().map(|c| c.change_id).min()?;
+    let relations = TierChanged::relations(changes)
+        .map(|(c, member)| super::RelationJob {
+            userid: member.clone(),
+            external_userid: c.external_userid.clone(),
+        })
+        .collect();
+    Some((relations, first))
+}
+
 /// Called with a batch of tier changes inside the transaction that records them.
 pub type TierHook =
     for<'a> fn(&'a Services, &'a mut Tx, &'a [TierChanged]) -> BoxFuture<'a, Result<(), AppError>>;

@@ -188,6 +188,72 @@ impl Services {
     }
 }
 
+/// The payload of a job about many relations: a tier change's fan-out is one job per batch of
+/// relations, not one per relation.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct RelationsJob {
+    pub relations: Vec<RelationJob>,
+}
+
+/// At most this many relations in one [`RelationsJob`]: a job stays short enough to retry.
+const RELATIONS_PER_JOB: usize = 500;
+
+impl Services {
+    /// Enqueues jobs of `kind` in `tx` that work through `relations` (none when empty), at most
+    /// [`RELATIONS_PER_JOB`] to a job, keyed `{key}:{n}` by their cause.
+    pub async fn enqueue_for_relations(
+        &self,
+        tx: &mut Tx,
+        kind: &str,
+        relations: &[RelationJob],
+        key: &str,
+    ) -> Result<(), AppError> {
+        for (n, chunk) in relations.chunks(RELATIONS_PER_JOB).enumerate() {
+            let job = RelationsJob {
+                relations: chunk.to_vec(),
+            };
+            self.enqueue(tx, kind, &job, &format!("{key}:{n}"), None)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Works through a batch job's relations in order with `each`, the one-relation job. A passing
+/// failure stops the batch, to run again later: the relations before it are in step by then,
+/// and since each computes what to write from the state when it runs, they write nothing
+/// twice. A permanent failure is kept while the rest go on; the batch then fails naming them.
+pub async fn for_each_relation<F, Fut>(
+    job: &RelationsJob,
+    mut each: F,
+) -> Result<(), jobs::JobError>
+where
+    F: FnMut(RelationJob) -> Fut,
+    Fut: std::future::Future<Output = Result<(), jobs::JobError>>,
+{
+    let mut failed = Vec::new();
+    for relation in &job.relations {
+        match each(relation.clone()).await {
+            Ok(()) => {}
+            Err(jobs::JobError::Permanent(why)) => failed.push(format!(
+                "{}/{}: {why}",
+                relation.userid, relation.external_userid
+            )),
+            Err(passing) => return Err(passing),
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(jobs::JobError::Permanent(format!(
+            "{} of {} relations failed: {}",
+            failed.len(),
+            job.relations.len(),
+            failed.join("; ")
+        )))
+    }
+}
+
 /// What the features register to run: event handlers, job kinds and recurring jobs. (Their
 /// hooks are in place from [`Services::new`].)
 #[derive(Default)]

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use super::channels::attribute;
 use super::hooks::{Hooks, TierChanged};
 use super::templates::{truncate_bytes, truncate_chars};
-use super::{AppError, Registrar, RelationJob, Services, local_time};
+use super::{
+    AppError, Registrar, RelationJob, RelationsJob, Services, for_each_relation, local_time,
+};
 use crate::ids::{ExternalUserId, UserId};
 use crate::jobs::send::{Look, Outcome};
 use crate::jobs::{BoxFuture, JobContext, JobError};
@@ -19,6 +21,8 @@ use crate::wecom::client::{WecomError, code};
 
 pub const NOTE_JOB: &str = "contact.note";
 pub const MEMBER_NOTICE_JOB: &str = "contact.member_notice";
+/// Job: [`NOTE_JOB`] for each of many relations (a batch of tier changes).
+pub const NOTE_BATCH_JOB: &str = "contact.note_batch";
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct MemberNoticeJob {
@@ -42,6 +46,18 @@ pub fn register(services: &Services, r: &mut Registrar) {
         async move {
             let job: RelationJob = ctx.payload()?;
             note(&s, &job).await
+        }
+    });
+    let s = services.clone();
+    r.jobs.register(NOTE_BATCH_JOB, move |ctx| {
+        let s = s.clone();
+        async move {
+            let job: RelationsJob = ctx.payload()?;
+            for_each_relation(&job, |relation| {
+                let s = s.clone();
+                async move { note(&s, &relation).await }
+            })
+            .await
         }
     });
     let s = services.clone();
@@ -78,18 +94,32 @@ fn on_tier_change<'a>(
     changes: &'a [TierChanged],
 ) -> BoxFuture<'a, Result<(), AppError>> {
     Box::pin(async move {
-        for (c, member) in TierChanged::relations(changes) {
-            let key = format!("tier-note:{}:{member}", c.change_id);
-            enqueue_note(s, tx, member, &c.external_userid, &key).await?;
-            let event = ContactEvent {
+        let Some((relations, first)) = super::hooks::relation_batch(changes) else {
+            return Ok(());
+        };
+        s.enqueue_for_relations(
+            tx,
+            NOTE_BATCH_JOB,
+            &relations,
+            &format!("tier-notes:{first}"),
+        )
+        .await?;
+        let events: Vec<ContactEvent> = TierChanged::relations(changes)
+            .map(|(c, member)| ContactEvent {
                 external_userid: c.external_userid.clone(),
                 userid: member.clone(),
                 kind: ContactEventKind::Tier,
                 detail: Some(format!("{}→{}", c.from, c.to)),
                 at: c.at,
-            };
-            contacts::record_contact_event(tx, &event).await?;
-            enqueue_member_notice(s, tx, member, c.at).await?;
+            })
+            .collect();
+        contacts::record_contact_events(tx, &events).await?;
+        // One notice per member per window, however many of their customers changed.
+        let mut told = std::collections::HashSet::new();
+        for (c, member) in TierChanged::relations(changes) {
+            if told.insert(member) {
+                enqueue_member_notice(s, tx, member, c.at).await?;
+            }
         }
         Ok(())
     })

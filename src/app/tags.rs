@@ -12,7 +12,7 @@
 //! enqueue one.
 
 use super::hooks::{Hooks, TierChanged};
-use super::{AppError, Registrar, RelationJob, Services};
+use super::{AppError, Registrar, RelationJob, RelationsJob, Services, for_each_relation};
 use crate::ids::{ExternalUserId, TagId, UserId};
 use crate::jobs::{BoxFuture, JobError};
 use crate::store::Tx;
@@ -26,6 +26,8 @@ pub const UNATTRIBUTED_NAME: &str = "未归因";
 
 /// Job: bring one relation's siyu tags to what they should be now.
 pub const SYNC_JOB: &str = "tags.sync";
+/// Job: [`SYNC_JOB`] for each of many relations (a batch of tier changes).
+pub const SYNC_BATCH_JOB: &str = "tags.sync_batch";
 /// Job: make sure siyu's tags exist in WeCom's tag library (after an admin edited it).
 pub const LIBRARY_JOB: &str = "tags.resync";
 /// The lock that keeps syncs of the tag library one at a time across replicas.
@@ -48,6 +50,18 @@ pub fn register(services: &Services, r: &mut Registrar) {
             }
         });
     }
+    let s = services.clone();
+    r.jobs.register(SYNC_BATCH_JOB, move |ctx| {
+        let s = s.clone();
+        async move {
+            let job: RelationsJob = ctx.payload()?;
+            for_each_relation(&job, |relation| {
+                let s = s.clone();
+                async move { sync(&s, &relation).await }
+            })
+            .await
+        }
+    });
     let s = services.clone();
     r.jobs.register(LIBRARY_JOB, move |_ctx| {
         let s = s.clone();
@@ -94,11 +108,16 @@ fn on_tier_change<'a>(
     changes: &'a [TierChanged],
 ) -> BoxFuture<'a, Result<(), AppError>> {
     Box::pin(async move {
-        for (c, member) in TierChanged::relations(changes) {
-            let key = format!("tier-tag:{}:{member}", c.change_id);
-            enqueue_sync(s, tx, member, &c.external_userid, &key).await?;
-        }
-        Ok(())
+        let Some((relations, first)) = super::hooks::relation_batch(changes) else {
+            return Ok(());
+        };
+        s.enqueue_for_relations(
+            tx,
+            SYNC_BATCH_JOB,
+            &relations,
+            &format!("tier-tags:{first}"),
+        )
+        .await
     })
 }
 

@@ -541,14 +541,19 @@ async fn run(
     let now = services.clock.now_ms();
     let terms = index_terms(&mut tiers);
     // A few batches in flight: the read runs ahead of the decisions, but not far.
-    let (rows_tx, mut rows) = tokio::sync::mpsc::channel(4);
+    let (rows_tx, rows) = tokio::sync::mpsc::channel(4);
     let read = services
         .store
         .for_each_customer_metrics(now, &terms, customers, rows_tx);
-    let decide_and_apply = async {
+    // What was decided is written while the next customers are read and decided: the read and
+    // the writes run on their own threads, so the evaluation takes about the longer of the two,
+    // not their sum.
+    let (writes_tx, writes) = tokio::sync::mpsc::channel::<Writes>(2);
+    let deciding = async {
+        // Owned here, so a failed decision or write closes the channel and stops the read.
+        let mut rows = rows;
         let mut report = Evaluated::default();
-        let mut changes: Vec<(Decision, Option<i64>)> = Vec::new();
-        let mut failing: Vec<(ExternalUserId, Option<i64>)> = Vec::new();
+        let mut lot = Writes::default();
         while let Some(batch) = rows.recv().await {
             for (state, values) in batch {
                 report.customers += 1;
@@ -560,36 +565,54 @@ async fn run(
                     Outcome::Change(d, since) => {
                         on_change(&d, &metrics);
                         report.changes += 1;
-                        changes.push((d, since));
+                        if apply {
+                            lot.changes.push((d, since));
+                        }
                     }
-                    Outcome::Failing(since) => failing.push((state.external_userid, since)),
-                    Outcome::Same => {}
+                    Outcome::Failing(since) if apply => {
+                        lot.failing.push((state.external_userid, since))
+                    }
+                    Outcome::Failing(_) | Outcome::Same => {}
                 }
             }
-            if changes.len() >= CHANGES_PER_TRANSACTION {
-                if apply {
-                    apply_changes(services, &changes, now).await?;
-                }
-                changes.clear();
-            }
-            if failing.len() >= CHANGES_PER_TRANSACTION {
-                if apply {
-                    services.store.set_keep_failing_since(&failing).await?;
-                }
-                failing.clear();
+            if apply && lot.is_full() && writes_tx.send(std::mem::take(&mut lot)).await.is_err() {
+                // The writer failed: its error is the evaluation's.
+                break;
             }
         }
         if apply {
-            apply_changes(services, &changes, now).await?;
-            services.store.set_keep_failing_since(&failing).await?;
+            let _ = writes_tx.send(lot).await;
         }
-        Ok::<_, AppError>(report)
+        drop(writes_tx);
+        report
     };
-    let (read, report) = tokio::join!(read, decide_and_apply);
-    // The consumer's failure explains a stopped read; report it first.
-    let report = report?;
+    let writing = async {
+        let mut writes = writes;
+        while let Some(lot) = writes.recv().await {
+            apply_changes(services, &lot.changes, now).await?;
+            services.store.set_keep_failing_since(&lot.failing).await?;
+        }
+        Ok::<_, AppError>(())
+    };
+    let (read, report, written) = tokio::join!(read, deciding, writing);
+    // A failed write stops the decisions, which stops the read: report the cause first.
+    written?;
     read?;
     Ok(report)
+}
+
+/// What a lot of decisions writes: tier changes, and keep-failing clocks started or stopped.
+#[derive(Default)]
+struct Writes {
+    changes: Vec<(Decision, Option<i64>)>,
+    failing: Vec<(ExternalUserId, Option<i64>)>,
+}
+
+impl Writes {
+    fn is_full(&self) -> bool {
+        self.changes.len() >= CHANGES_PER_TRANSACTION
+            || self.failing.len() >= CHANGES_PER_TRANSACTION
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -613,13 +636,9 @@ async fn apply_changes(
         .iter()
         .map(|(d, _)| d.external_userid.clone())
         .collect();
-    let follows = services.store.connected_follows_of(&ids).await?;
-    let mut members: HashMap<&ExternalUserId, Vec<UserId>> = HashMap::new();
-    for f in &follows {
-        members
-            .entry(&f.external_userid)
-            .or_default()
-            .push(f.userid.clone());
+    let mut members: HashMap<ExternalUserId, Vec<UserId>> = HashMap::new();
+    for (customer, member) in services.store.connected_members_of(&ids).await? {
+        members.entry(customer).or_default().push(member);
     }
     let records: Vec<(TierChange, Option<i64>)> = changes
         .iter()

@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use super::AppState;
 use crate::app::dispatch::UNPARSED_KIND;
 use crate::app::ingest::dedupe_key;
-use crate::metrics::Rejection;
+use crate::metrics::{CallbackOutcome, Rejection};
 use crate::store::inbox::{InsertOutcome, NewInboxEvent};
 use crate::wecom::crypto::{self, CryptoError};
 use crate::wecom::event;
@@ -154,6 +154,21 @@ async fn receive(
     query: Result<Query<CallbackQuery>, QueryRejection>,
     body: Body,
 ) -> Response {
+    let arrived = std::time::Instant::now();
+    let metrics = state.metrics.clone();
+    let mut answered = CallbackOutcome::Rejected;
+    let response = store_callback(State(state), query, body, &mut answered).await;
+    metrics.callback_answered(answered, arrived.elapsed());
+    response
+}
+
+/// [`receive`]'s work; `answered` says how it ended once the callback proved authentic.
+async fn store_callback(
+    State(state): State<AppState>,
+    query: Result<Query<CallbackQuery>, QueryRejection>,
+    body: Body,
+    answered: &mut CallbackOutcome,
+) -> Response {
     state.metrics.received();
     let Some((signed, _)) = query.ok().and_then(|Query(q)| q.signed()) else {
         return reject(
@@ -220,21 +235,30 @@ async fn receive(
     match state.ingest.submit(event, parsed.ok()).await {
         Ok(outcome) => {
             match outcome {
-                InsertOutcome::Stored(_) => state.metrics.stored(),
+                InsertOutcome::Stored(_) => {
+                    state.metrics.stored();
+                    *answered = CallbackOutcome::Stored;
+                }
                 InsertOutcome::Duplicate(id) => {
                     state.metrics.duplicate();
+                    *answered = CallbackOutcome::Duplicate;
                     tracing::debug!(id, "duplicate callback acknowledged");
                 }
             }
             // A member asking the app about a customer gets the answer in the reply itself
             // (answered again on a redelivery: WeCom retried because it saw no answer).
             match question {
-                Some((head, content)) => staff_reply(&state, &signed, head, &content).await,
+                // Boxed: the answer's future is large, and inline it would make every callback's
+                // future (in memory while its event commits) that large too.
+                Some((head, content)) => {
+                    Box::pin(staff_reply(&state, &signed, head, &content)).await
+                }
                 None => StatusCode::OK.into_response(),
             }
         }
         Err(e) => {
             state.metrics.failed();
+            *answered = CallbackOutcome::Failed;
             tracing::error!(error = %e, "callback not stored; WeCom will retry");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }

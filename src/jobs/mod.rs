@@ -22,6 +22,7 @@ use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::config::JobSettings;
+use crate::metrics::Metrics;
 use crate::store::jobs::{ClaimedJob, NewJob};
 use crate::store::{self, Store, StoreError, Tx};
 
@@ -59,6 +60,8 @@ pub struct JobContext {
     pub job: Arc<ClaimedJob>,
     /// The worker that holds the job's lease (a ledger write checks it still does).
     pub worker: Arc<str>,
+    /// The server's metrics (a welcome records its latency).
+    pub metrics: Arc<Metrics>,
 }
 
 impl JobContext {
@@ -166,21 +169,30 @@ pub struct WorkerPool {
     clock: Clock,
     settings: JobSettings,
     registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
     process_id: String,
 }
 
 impl WorkerPool {
-    pub fn new(store: Store, clock: Clock, settings: JobSettings, registry: Registry) -> Self {
+    pub fn new(
+        store: Store,
+        clock: Clock,
+        settings: JobSettings,
+        registry: Registry,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let process_id = format!(
             "{}-{:08x}",
             std::process::id(),
             rand::thread_rng().r#gen::<u32>()
         );
+        metrics.job_kinds(registry.kinds());
         Self {
             store,
             clock,
             settings,
             registry: Arc::new(registry),
+            metrics,
             process_id,
         }
     }
@@ -204,6 +216,7 @@ impl WorkerPool {
                 clock: self.clock.clone(),
                 settings: self.settings.clone(),
                 registry: self.registry.clone(),
+                metrics: self.metrics.clone(),
             };
             workers.spawn(worker.run(shutdown.clone()));
         }
@@ -264,6 +277,7 @@ struct Worker {
     clock: Clock,
     settings: JobSettings,
     registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
 }
 
 impl Worker {
@@ -279,20 +293,17 @@ impl Worker {
             let notified = signals.jobs.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            let now = self.clock.now_ms();
             let claimed = self
                 .store
-                .claim_jobs(
-                    &self.id,
-                    self.clock.now_ms(),
-                    lease_ms,
-                    1,
-                    self.min_priority,
-                )
+                .claim_jobs(&self.id, now, lease_ms, 1, self.min_priority)
                 .await;
             match claimed {
                 Ok(mut jobs) if !jobs.is_empty() => {
                     let job = jobs.remove(0);
-                    self.run_one(job).await;
+                    let waited =
+                        Duration::from_millis(u64::try_from(now - job.run_at).unwrap_or(0));
+                    self.run_one(job, waited).await;
                     continue;
                 }
                 Ok(_) => {}
@@ -306,13 +317,15 @@ impl Worker {
         }
     }
 
-    async fn run_one(&self, job: ClaimedJob) {
+    /// Runs a job claimed `waited` after it was due.
+    async fn run_one(&self, job: ClaimedJob, waited: Duration) {
         let span =
             tracing::info_span!("job", id = job.id, kind = %job.kind, attempt = job.attempts);
-        self.attempt(Arc::new(job)).instrument(span).await
+        self.attempt(Arc::new(job), waited).instrument(span).await
     }
 
-    async fn attempt(&self, job: Arc<ClaimedJob>) {
+    async fn attempt(&self, job: Arc<ClaimedJob>, waited: Duration) {
+        let started = std::time::Instant::now();
         let result = if job.attempts > job.max_attempts {
             // Its worker died during the last attempt; don't go beyond the limit.
             Err(JobError::Permanent(
@@ -324,6 +337,7 @@ impl Worker {
                 clock: self.clock.clone(),
                 job: job.clone(),
                 worker: Arc::from(self.id.as_str()),
+                metrics: self.metrics.clone(),
             };
             self.with_heartbeat(job.id, tokio::spawn(handler(ctx)))
                 .await
@@ -333,6 +347,7 @@ impl Worker {
                 job.kind
             )))
         };
+        self.metrics.job_ran(&job.kind, waited, started.elapsed());
         let now = self.clock.now_ms();
         let recorded = match &result {
             Ok(()) => self.store.complete_job(job.id, &self.id, now).await,

@@ -77,6 +77,13 @@ pub struct SoakArgs {
     /// check passes, and the scratch PostgreSQL database.
     #[arg(long)]
     pub keep: bool,
+    /// Instead of the soak: the bad-input properties with many cases each (`siyu fuzz`, which
+    /// see), on siyu of its own; the other options do not apply.
+    #[arg(long)]
+    pub fuzz: bool,
+    /// Cases per property with `--fuzz`.
+    #[arg(long, default_value_t = 2000)]
+    pub cases: u32,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -493,16 +493,27 @@ pub async fn upsert_follow(tx: &mut Tx, f: &Follow, now: i64) -> Result<()> {
 }
 
 pub async fn record_contact_event(tx: &mut Tx, e: &ContactEvent) -> Result<()> {
-    with_tx!(tx, |conn| {
-        sqlx::query("INSERT INTO contact_events (external_userid, userid, kind, detail, at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(&e.external_userid)
-            .bind(&e.userid)
-            .bind(e.kind.as_str())
-            .bind(&e.detail)
-            .bind(e.at)
-            .execute(&mut *conn)
-            .await?;
-    });
+    record_contact_events(tx, std::slice::from_ref(e)).await
+}
+
+/// [`record_contact_event`] for many, in multi-row statements.
+pub async fn record_contact_events(tx: &mut Tx, events: &[ContactEvent]) -> Result<()> {
+    // Chunks keep each statement well under both backends' parameter limits.
+    for chunk in events.chunks(500) {
+        with_tx!(tx, |conn| {
+            let mut q = sqlx::QueryBuilder::new(
+                "INSERT INTO contact_events (external_userid, userid, kind, detail, at) ",
+            );
+            q.push_values(chunk, |mut row, e| {
+                row.push_bind(&e.external_userid)
+                    .push_bind(&e.userid)
+                    .push_bind(e.kind.as_str())
+                    .push_bind(&e.detail)
+                    .push_bind(e.at);
+            });
+            q.build().execute(&mut *conn).await?;
+        });
+    }
     Ok(())
 }
 
@@ -615,6 +626,33 @@ impl Store {
     }
 
     /// The connected relations of these customers.
+    /// The members following each of these customers on connected relations, by customer and
+    /// then by when the member added them: only the two ids (a tier change's fan-out needs no
+    /// more, and a million relations decode far faster so).
+    pub async fn connected_members_of(
+        &self,
+        customers: &[ExternalUserId],
+    ) -> Result<Vec<(ExternalUserId, UserId)>> {
+        let mut out = Vec::new();
+        for chunk in customers.chunks(500) {
+            let rows: Vec<(ExternalUserId, UserId)> = with_pool!(self, |pool| {
+                let mut q = sqlx::QueryBuilder::new(
+                    "SELECT external_userid, userid FROM follows WHERE status = ",
+                );
+                q.push_bind(FollowStatus::Connected.as_str());
+                q.push(" AND external_userid IN (");
+                let mut sep = q.separated(", ");
+                for c in chunk {
+                    sep.push_bind(c);
+                }
+                q.push(") ORDER BY external_userid, added_at, userid");
+                q.build_query_as().fetch_all(pool).await?
+            });
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
     pub async fn connected_follows_of(&self, customers: &[ExternalUserId]) -> Result<Vec<Follow>> {
         self.follows_of_customers(customers, Some(FollowStatus::Connected))
             .await

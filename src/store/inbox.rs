@@ -134,9 +134,39 @@ const CLAIM_POSTGRES: &str = "UPDATE inbox
         FOR UPDATE SKIP LOCKED)
     RETURNING id, kind, xml, received_at, attempts";
 
-/// Stores a batch of events in `tx` with one statement, or counts each as a duplicate of the
-/// stored one. Outcomes come back in the order of `events`. A key that occurs twice in one batch
-/// is a duplicate the second time, as it would be across batches.
+/// The insert of a whole batch: the events come as one JSON array of
+/// `[dedupe_key, kind, msg_id, xml, received_at, duplicates]`, so the statement is the same for
+/// every batch size (prepared once, and one cached statement instead of one per size: a statement
+/// of 500 rows of placeholders is half a MB). Rows go in in the array's order: ids follow arrival.
+/// (`jsonb_each`: the array is parsed once and each event read from its binary form, where
+/// `json_each` would print each event as text again for `->>` to parse.)
+const INSERT_BATCH_SQLITE: &str = "INSERT INTO inbox
+        (dedupe_key, kind, msg_id, xml, received_at, duplicates, status, attempts, lease_until)
+    SELECT e.value ->> 0, e.value ->> 1, e.value ->> 2, e.value ->> 3, e.value ->> 4,
+        e.value ->> 5, $2, $3, $4
+    FROM jsonb_each($1) AS e WHERE true ORDER BY e.key
+    ON CONFLICT (dedupe_key) DO UPDATE SET duplicates = inbox.duplicates + 1 + excluded.duplicates
+    RETURNING dedupe_key, id, duplicates";
+
+const INSERT_BATCH_POSTGRES: &str = "INSERT INTO inbox
+        (dedupe_key, kind, msg_id, xml, received_at, duplicates, status, attempts, lease_until)
+    SELECT e ->> 0, e ->> 1, e ->> 2, e ->> 3, (e ->> 4)::bigint, (e ->> 5)::bigint, $2, $3, $4
+    FROM jsonb_array_elements($1::text::jsonb) WITH ORDINALITY AS t(e, n) ORDER BY n
+    ON CONFLICT (dedupe_key) DO UPDATE SET duplicates = inbox.duplicates + 1 + excluded.duplicates
+    RETURNING dedupe_key, id, duplicates";
+
+/// The outcomes of handled events, as a JSON array of `[id, status, error]`.
+const FINISH_SQLITE: &str = "UPDATE inbox
+    SET status = o.value ->> 1, error = o.value ->> 2, processed_at = $1, lease_until = NULL
+    FROM jsonb_each($2) AS o WHERE inbox.id = o.value ->> 0";
+
+const FINISH_POSTGRES: &str = "UPDATE inbox
+    SET status = o.e ->> 1, error = o.e ->> 2, processed_at = $1, lease_until = NULL
+    FROM jsonb_array_elements($2::text::jsonb) AS o(e) WHERE inbox.id = (o.e ->> 0)::bigint";
+
+/// Stores a batch of events with one statement, or counts each as a duplicate of the stored
+/// one. Outcomes come back in the order of `events`. A key that occurs twice in one batch is a
+/// duplicate the second time, as it would be across batches.
 ///
 /// With `lease_until`, new rows are stored already claimed (`processing`) by the caller; without,
 /// they are `pending` for a dispatcher to claim.
@@ -165,41 +195,41 @@ pub async fn insert_batch(
     }
     // A new row starts with its in-batch repeats as duplicates; an existing one adds the
     // delivery plus the repeats. So a row is new exactly when `duplicates` equals the repeats.
-    let turn = store.write_turn().await;
+    let rows: Vec<_> = unique
+        .iter()
+        .map(|e| {
+            (
+                &e.dedupe_key,
+                &e.kind,
+                &e.msg_id,
+                &e.xml,
+                e.received_at,
+                first[e.dedupe_key.as_str()].1,
+            )
+        })
+        .collect();
+    let rows = serde_json::to_string(&rows)
+        .map_err(|e| StoreError::Corrupt(format!("inbox batch does not serialize: {e}")))?;
+    let status = if lease_until.is_some() {
+        InboxStatus::Processing
+    } else {
+        InboxStatus::Pending
+    };
+    let turn = store.inbox_write_turn().await;
     let inbox_store = store.for_inbox();
     let rows: Vec<(String, i64, i64)> = with_pool!(inbox_store, |pool| {
-        let mut q = sqlx::QueryBuilder::new(
-            "INSERT INTO inbox (dedupe_key, kind, msg_id, xml, received_at, duplicates, status, attempts, lease_until) ",
-        );
-        q.push_values(&unique, |mut row, e| {
-            row.push_bind(&e.dedupe_key)
-                .push_bind(&e.kind)
-                .push_bind(&e.msg_id)
-                .push_bind(&e.xml)
-                .push_bind(e.received_at)
-                .push_bind(first[e.dedupe_key.as_str()].1)
-                .push_bind(if lease_until.is_some() {
-                    "processing"
-                } else {
-                    "pending"
-                })
-                .push_bind(i64::from(lease_until.is_some()))
-                .push_bind(lease_until);
-        });
-        q.push(
-            " ON CONFLICT (dedupe_key) DO UPDATE SET duplicates = inbox.duplicates + 1 + excluded.duplicates
-              RETURNING dedupe_key, id, duplicates",
-        );
-        let rows = q.build().fetch_all(pool).await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("dedupe_key")?,
-                    r.try_get("id")?,
-                    r.try_get("duplicates")?,
-                ))
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()?
+        let sql = if matches!(inbox_store.pool, super::Pool::Sqlite(_)) {
+            INSERT_BATCH_SQLITE
+        } else {
+            INSERT_BATCH_POSTGRES
+        };
+        sqlx::query_as(sql)
+            .bind(&rows)
+            .bind(status.as_str())
+            .bind(i64::from(lease_until.is_some()))
+            .bind(lease_until)
+            .fetch_all(pool)
+            .await?
     });
     drop(turn);
     let mut outcomes: Vec<Option<InsertOutcome>> = vec![None; events.len()];
@@ -295,38 +325,33 @@ impl Store {
         Ok(n)
     }
 
-    /// Records the outcomes of handled events in one transaction, one statement per distinct
-    /// outcome (usually one for the whole batch).
+    /// Records the outcomes of handled events with one statement (atomic on its own: no
+    /// transaction), the same statement for any number of events and outcomes. A statement of its
+    /// own per batch size would crowd the other statements out of each connection's cache.
     pub async fn finish_events(&self, outcomes: &[EventOutcome], now: i64) -> Result<()> {
-        let mut groups: Vec<(InboxStatus, Option<&str>, Vec<i64>)> = Vec::new();
-        for o in outcomes {
-            match groups
-                .iter_mut()
-                .find(|(st, err, _)| *st == o.status && *err == o.error.as_deref())
-            {
-                Some((_, _, ids)) => ids.push(o.id),
-                None => groups.push((o.status, o.error.as_deref(), vec![o.id])),
-            }
+        if outcomes.is_empty() {
+            return Ok(());
         }
-        let mut tx = self.begin().await?;
-        for (status, error, ids) in &groups {
-            with_tx!(tx, |conn| {
-                let mut q = sqlx::QueryBuilder::new("UPDATE inbox SET status = ");
-                q.push_bind(status.as_str())
-                    .push(", error = ")
-                    .push_bind(*error)
-                    .push(", processed_at = ")
-                    .push_bind(now)
-                    .push(", lease_until = NULL WHERE id IN (");
-                let mut list = q.separated(", ");
-                for id in ids {
-                    list.push_bind(*id);
-                }
-                q.push(")");
-                q.build().execute(&mut *conn).await?;
-            });
-        }
-        tx.commit().await
+        let outcomes: Vec<(i64, &str, Option<&str>)> = outcomes
+            .iter()
+            .map(|o| (o.id, o.status.as_str(), o.error.as_deref()))
+            .collect();
+        let outcomes = serde_json::to_string(&outcomes)
+            .map_err(|e| StoreError::Corrupt(format!("event outcomes do not serialize: {e}")))?;
+        let _turn = self.write_turn().await;
+        with_pool!(self, |pool| {
+            let sql = if matches!(self.pool, super::Pool::Sqlite(_)) {
+                FINISH_SQLITE
+            } else {
+                FINISH_POSTGRES
+            };
+            sqlx::query(sql)
+                .bind(now)
+                .bind(&outcomes)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
     }
 
     /// Newest first.

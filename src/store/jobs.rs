@@ -68,6 +68,8 @@ pub struct ClaimedJob {
     /// Counting this one.
     pub attempts: i64,
     pub max_attempts: i64,
+    /// When it was due (Unix ms): how long it waited to be claimed is the queue's lag.
+    pub run_at: i64,
     /// What an earlier attempt of a send recorded before calling WeCom (see
     /// [`Store::record_job_ledger`]).
     pub ledger: Option<String>,
@@ -137,7 +139,7 @@ const CLAIM_SQLITE: &str = "UPDATE jobs
     WHERE id IN (
         SELECT id FROM jobs WHERE state = 'queued' AND run_at <= $3 AND priority >= $5
         ORDER BY priority DESC, run_at, id LIMIT $4)
-    RETURNING id, kind, payload, idempotency_key, attempts, max_attempts, ledger";
+    RETURNING id, kind, payload, idempotency_key, attempts, max_attempts, run_at, ledger";
 
 const CLAIM_POSTGRES: &str = "UPDATE jobs
     SET state = 'running', attempts = attempts + 1, lease_until = $1, worker = $2, updated_at = $3
@@ -145,7 +147,7 @@ const CLAIM_POSTGRES: &str = "UPDATE jobs
         SELECT id FROM jobs WHERE state = 'queued' AND run_at <= $3 AND priority >= $5
         ORDER BY priority DESC, run_at, id LIMIT $4
         FOR UPDATE SKIP LOCKED)
-    RETURNING id, kind, payload, idempotency_key, attempts, max_attempts, ledger";
+    RETURNING id, kind, payload, idempotency_key, attempts, max_attempts, run_at, ledger";
 
 /// Adds a job inside the caller's transaction. Returns its id, or `None` when a job with the same
 /// idempotency key exists (in any state): the work was decided before and is not done twice.
@@ -246,6 +248,7 @@ impl Store {
                         idempotency_key: r.try_get("idempotency_key")?,
                         attempts: r.try_get("attempts")?,
                         max_attempts: r.try_get("max_attempts")?,
+                        run_at: r.try_get("run_at")?,
                         ledger: r.try_get("ledger")?,
                     })
                 })

@@ -124,10 +124,32 @@ pub struct Store {
     signals: Arc<Signals>,
     /// SQLite allows one writer at a time, and a connection that finds the file locked sleeps in
     /// SQLite's busy handler (1, 2, 5 ... 100 ms steps): fatal to latency. So every write in this
-    /// process queues here first, in order, and SQLite never sees two writers of ours at once.
+    /// process queues here first, and SQLite never sees two writers of ours at once.
     /// Unused on PostgreSQL. Never call a writing `Store` method while holding a [`Tx`]: write
     /// through the `Tx` instead, or the process waits for itself.
-    write_gate: Arc<Mutex<()>>,
+    write_gate: Arc<WriteGate>,
+}
+
+/// The queue of this process's SQLite writers. The inbox writer's commit is what every waiting
+/// callback's answer waits for, while the other writers (the dispatcher, job workers, the
+/// scheduler) do work that may lag a little: so the other writers queue among themselves first
+/// and only one of them at a time waits for the turn itself. The inbox writer waits for at most
+/// the write in progress and one other, however many workers queue; and since a waiting writer
+/// takes the turn before the next one queues, the two alternate under load: neither starves.
+#[derive(Default)]
+struct WriteGate {
+    /// Held while writing.
+    turn: Arc<Mutex<()>>,
+    /// Held by the one writer other than the inbox's that waits for `turn` or holds it.
+    others: Arc<Mutex<()>>,
+}
+
+/// A turn to write (SQLite); dropping it lets the next writer in.
+pub(crate) struct WriteTurn {
+    // Declared first so it is released first: a waiting inbox writer goes before the next
+    // other writer even reaches the turn.
+    _turn: OwnedMutexGuard<()>,
+    _queued: Option<OwnedMutexGuard<()>>,
 }
 
 /// In-process wake-ups, fired after a commit that added work. Workers of other processes learn of
@@ -148,7 +170,7 @@ impl std::fmt::Debug for Store {
 /// `Tx`, so they commit together or not at all (the transactional outbox).
 pub struct Tx {
     pub(crate) inner: TxInner,
-    _gate: Option<OwnedMutexGuard<()>>,
+    _gate: Option<WriteTurn>,
     signals: Arc<Signals>,
     wake_jobs: bool,
     wake_inbox: bool,
@@ -251,9 +273,26 @@ impl Store {
     }
 
     /// Waits for this process's turn to write (SQLite only; see `write_gate`).
-    pub(crate) async fn write_turn(&self) -> Option<OwnedMutexGuard<()>> {
+    pub(crate) async fn write_turn(&self) -> Option<WriteTurn> {
         match self.pool {
-            Pool::Sqlite(_) => Some(self.write_gate.clone().lock_owned().await),
+            Pool::Sqlite(_) => {
+                let queued = self.write_gate.others.clone().lock_owned().await;
+                Some(WriteTurn {
+                    _turn: self.write_gate.turn.clone().lock_owned().await,
+                    _queued: Some(queued),
+                })
+            }
+            Pool::Postgres(_) => None,
+        }
+    }
+
+    /// The inbox writer's turn to write: ahead of the other writers (see [`WriteGate`]).
+    pub(crate) async fn inbox_write_turn(&self) -> Option<WriteTurn> {
+        match self.pool {
+            Pool::Sqlite(_) => Some(WriteTurn {
+                _turn: self.write_gate.turn.clone().lock_owned().await,
+                _queued: None,
+            }),
             Pool::Postgres(_) => None,
         }
     }

@@ -10,6 +10,11 @@
 //! lost are handled again, jobs whose completion was lost run again under their idempotency key.
 //! One fsync per inbox batch instead of one per job step is what lets the welcome message go out
 //! within milliseconds of the callback.
+//!
+//! The inbox connection never checkpoints the WAL itself: a checkpoint copies the WAL into the
+//! database file and syncs it, a pause of milliseconds that every callback of the batch would
+//! wait for. [`Store::checkpoint_wal`] does it beside the writer instead (the ingest writer asks
+//! for one every few batches), and the other connections keep SQLite's automatic checkpoints.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -17,7 +22,7 @@ use std::time::Duration;
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use super::{Result, StoreError};
+use super::{Result, Store, StoreError};
 use crate::config::DatabaseSettings;
 
 /// SQLite keeps allocation statistics under one process-wide mutex unless told not to, and
@@ -68,11 +73,26 @@ pub(super) async fn connect(settings: &DatabaseSettings) -> Result<(SqlitePool, 
         .max_connections(1)
         .acquire_timeout(super::acquire_timeout())
         .connect_with(
-            options.synchronous(match settings.sqlite_synchronous.as_str() {
-                "normal" => SqliteSynchronous::Normal,
-                _ => SqliteSynchronous::Full,
-            }),
+            options
+                .synchronous(match settings.sqlite_synchronous.as_str() {
+                    "normal" => SqliteSynchronous::Normal,
+                    _ => SqliteSynchronous::Full,
+                })
+                .pragma("wal_autocheckpoint", "0"),
         )
         .await?;
     Ok((pool, inbox))
+}
+
+impl Store {
+    /// Copies what it can of the WAL into the database file without waiting for anyone
+    /// (`PASSIVE`: writers go on meanwhile, so it takes no write turn). A no-op on PostgreSQL.
+    pub async fn checkpoint_wal(&self) -> Result<()> {
+        if let super::Pool::Sqlite(pool) = &self.pool {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(pool)
+                .await?;
+        }
+        Ok(())
+    }
 }

@@ -808,7 +808,8 @@ impl Store {
         Ok(n)
     }
 
-    /// Fills an empty database with `customers` customers and `activity` records spread over the
+    /// Fills an empty database with `customers` customers, each followed by one of 50 members,
+    /// and `activity` records spread over the
     /// last 120 days (80% orders, 5% refunds, 15% referrals), generated inside the database.
     pub async fn generate_tier_bench_data(
         &self,
@@ -834,6 +835,18 @@ impl Store {
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "INSERT INTO customers (external_userid, name, kind, corp_name, tier, channel, first_added_at, updated_at)
                  SELECT 'wm' || {pad_i}, 'c' || CAST(i AS TEXT), 1, '', 'member', 'unattributed', $2, $2
+                 FROM ({series}) AS s"
+            )))
+            .bind(customers as i64)
+            .bind(now)
+            .execute(pool)
+            .await?;
+            // Each customer follows one of 50 members, so a tier change fans out as it would.
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO follows (userid, external_userid, channel, state, add_way, added_at, remark,
+                     description, tag_ids, status, ended_at, siyu_remark, updated_at)
+                 SELECT 'staff' || CAST(i % 50 AS TEXT), 'wm' || {pad_i}, 'unattributed', NULL, 1, $2, '',
+                     '', '[]', 'connected', NULL, NULL, $2
                  FROM ({series}) AS s"
             )))
             .bind(customers as i64)

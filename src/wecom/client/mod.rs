@@ -35,6 +35,7 @@ use token::TokenSlot;
 
 use crate::clock::Clock;
 use crate::config::WecomSettings;
+use crate::metrics::{Metrics, WecomAnswer};
 use crate::store::Store;
 
 tokio::task_local! {
@@ -104,6 +105,9 @@ struct Inner {
     frequency_window: Duration,
     store: Option<Store>,
     clock: Clock,
+    /// Where each request's latency goes (a server's `/metrics`); none for a client of the
+    /// command line.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl std::fmt::Debug for WecomClient {
@@ -142,6 +146,16 @@ impl WecomClient {
         store: Option<Store>,
         clock: Clock,
     ) -> Result<WecomClient> {
+        Self::observed(settings, store, clock, None)
+    }
+
+    /// [`WecomClient::new`], timing every request into `metrics`.
+    pub fn observed(
+        settings: &WecomSettings,
+        store: Option<Store>,
+        clock: Clock,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<WecomClient> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
             .timeout(Duration::from_millis(settings.request_timeout_ms))
@@ -176,6 +190,7 @@ impl WecomClient {
                 frequency_window: Duration::from_secs(settings.frequency_window_secs),
                 store,
                 clock,
+                metrics,
             }),
         })
     }
@@ -225,6 +240,7 @@ impl WecomClient {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let started = std::time::Instant::now();
             let sent = self
                 .inner
                 .http
@@ -235,16 +251,20 @@ impl WecomClient {
                 ])
                 .send()
                 .await;
-            let outcome = match sent {
+            let (outcome, answer) = match sent {
                 Ok(response) => {
                     self.judge::<TokenAnswer>(PATH, Effect::Read, response)
                         .await
                 }
-                Err(e) => Err(WecomError::Transport {
-                    path: PATH,
-                    reason: transport_reason(&e),
-                }),
+                Err(e) => (
+                    Err(WecomError::Transport {
+                        path: PATH,
+                        reason: transport_reason(&e),
+                    }),
+                    unanswered(&e),
+                ),
             };
+            self.observe(PATH, answer, started);
             match outcome {
                 Ok(t) => return Ok((t.access_token, t.expires_in)),
                 Err(e) if attempt <= self.inner.max_retries && retryable(&e, Effect::Read) => {
@@ -324,16 +344,21 @@ impl WecomClient {
                         .multipart(reqwest::multipart::Form::new().part("media", part))
                 }
             };
+            let started = std::time::Instant::now();
             let sent = request
                 .query(&[("access_token", token.as_str())])
                 .query(query)
                 .send()
                 .await;
-            let outcome = match sent {
+            let (outcome, answer) = match sent {
                 Ok(response) => self.judge::<T>(path, endpoint.effect, response).await,
-                Err(e) => Err(self.transport_error(path, endpoint.effect, &e)),
+                Err(e) => (
+                    Err(self.transport_error(path, endpoint.effect, &e)),
+                    unanswered(&e),
+                ),
             };
             drop(permit);
+            self.observe(path, answer, started);
             let err = match outcome {
                 Ok(value) => {
                     self.inner.limiter.recovered(path);
@@ -386,6 +411,7 @@ impl WecomClient {
     }
 
     /// Reads WeCom's answer: non-200 is an HTTP error, then `errcode` decides, then the body.
+    /// Also says what came back, for the request's latency.
     ///
     /// An answer came, so the request arrived somewhere. For a send, an answer that does not
     /// say what happened (a gateway's 5xx, a 200 whose body broke off or is not WeCom's
@@ -395,50 +421,70 @@ impl WecomClient {
         path: &'static str,
         effect: Effect,
         response: reqwest::Response,
-    ) -> Result<T> {
+    ) -> (Result<T>, WecomAnswer) {
         let send = effect == Effect::Send;
         let status = response.status().as_u16();
         if status != 200 {
-            if send && status >= 500 {
-                return Err(WecomError::OutcomeUnknown {
-                    path,
-                    reason: format!("HTTP {status}"),
-                });
-            }
-            return Err(WecomError::Http { path, status });
-        }
-        let bytes = response.bytes().await.map_err(|e| {
-            let reason = transport_reason(&e);
-            if send {
-                WecomError::OutcomeUnknown { path, reason }
-            } else {
-                WecomError::Transport { path, reason }
-            }
-        })?;
-        let envelope: Envelope = serde_json::from_slice(&bytes).map_err(|e| {
-            if send {
+            let error = if send && status >= 500 {
                 WecomError::OutcomeUnknown {
                     path,
-                    reason: format!("HTTP 200 without WeCom's envelope: {e}"),
+                    reason: format!("HTTP {status}"),
                 }
             } else {
-                WecomError::Decode {
-                    path,
-                    reason: e.to_string(),
-                }
+                WecomError::Http { path, status }
+            };
+            return (Err(error), WecomAnswer::of_status(status));
+        }
+        let bytes = match response.bytes().await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let reason = transport_reason(&e);
+                let error = if send {
+                    WecomError::OutcomeUnknown { path, reason }
+                } else {
+                    WecomError::Transport { path, reason }
+                };
+                return (Err(error), unanswered(&e));
             }
-        })?;
+        };
+        let envelope: Envelope = match serde_json::from_slice(&bytes) {
+            Ok(envelope) => envelope,
+            Err(e) => {
+                let error = if send {
+                    WecomError::OutcomeUnknown {
+                        path,
+                        reason: format!("HTTP 200 without WeCom's envelope: {e}"),
+                    }
+                } else {
+                    WecomError::Decode {
+                        path,
+                        reason: e.to_string(),
+                    }
+                };
+                return (Err(error), WecomAnswer::InvalidAnswer);
+            }
+        };
+        let answer = WecomAnswer::Errcode(envelope.errcode);
         if envelope.errcode != 0 {
-            return Err(WecomError::Api {
+            let error = WecomError::Api {
                 path,
                 code: envelope.errcode,
                 errmsg: envelope.errmsg,
-            });
+            };
+            return (Err(error), answer);
         }
-        serde_json::from_slice(&bytes).map_err(|e| WecomError::Decode {
+        let decoded = serde_json::from_slice(&bytes).map_err(|e| WecomError::Decode {
             path,
             reason: e.to_string(),
-        })
+        });
+        (decoded, answer)
+    }
+
+    /// Records one request's latency: from sending it to having judged the answer.
+    fn observe(&self, path: &'static str, answer: WecomAnswer, started: std::time::Instant) {
+        if let Some(metrics) = &self.inner.metrics {
+            metrics.wecom_called(path, answer, started.elapsed());
+        }
     }
 
     fn transport_error(
@@ -490,6 +536,15 @@ fn retryable(err: &WecomError, effect: Effect) -> bool {
         WecomError::Http { status, .. } => *status >= 500,
         WecomError::Transport { .. } => true,
         _ => false,
+    }
+}
+
+/// What a request that got no answer counts as, for its latency.
+fn unanswered(e: &reqwest::Error) -> WecomAnswer {
+    if e.is_timeout() {
+        WecomAnswer::Timeout
+    } else {
+        WecomAnswer::Transport
     }
 }
 
