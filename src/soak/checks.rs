@@ -315,15 +315,19 @@ fn welcomed_adds(s: &Snapshot) -> Vec<Add<'_>> {
         .collect()
 }
 
-/// The latencies (first send of the callback to the accepted `send_welcome_msg`) of the
-/// welcomes that went out, sorted, and the misses by reason.
-pub fn welcome_figures(s: &Snapshot) -> (Vec<Duration>, BTreeMap<String, usize>) {
-    let accepted: HashMap<String, SystemTime> = s
-        .calls
+/// When WeCom accepted a `send_welcome_msg` of each welcome code.
+fn accepted_welcomes(s: &Snapshot) -> HashMap<String, SystemTime> {
+    s.calls
         .iter()
         .filter(|c| c.path == WELCOME_PATH && c.errcode == Some(0))
         .filter_map(|c| Some((welcome_code_of(c)?, c.at)))
-        .collect();
+        .collect()
+}
+
+/// The latencies (first send of the callback to the accepted `send_welcome_msg`) of the
+/// welcomes that went out, sorted, and the misses by reason.
+pub fn welcome_figures(s: &Snapshot) -> (Vec<Duration>, BTreeMap<String, usize>) {
+    let accepted = accepted_welcomes(s);
     let mut latencies = Vec::new();
     let mut missed: BTreeMap<String, usize> = BTreeMap::new();
     for add in welcomed_adds(s) {
@@ -362,12 +366,7 @@ pub fn reason_class(why: &str) -> String {
 /// Every acknowledged add through a channel with a welcome was welcomed within WeCom's 20 s,
 /// or its welcome job failed and says why (the code expired, or was used).
 pub fn welcomes_in_time_or_missed_with_why(s: &Snapshot) -> Outcome {
-    let accepted: HashMap<String, SystemTime> = s
-        .calls
-        .iter()
-        .filter(|c| c.path == WELCOME_PATH && c.errcode == Some(0))
-        .filter_map(|c| Some((welcome_code_of(c)?, c.at)))
-        .collect();
+    let accepted = accepted_welcomes(s);
     let delivered: HashMap<&str, &SentWelcome> = s
         .welcomes
         .iter()

@@ -34,6 +34,14 @@ use drive::{Api, Ctx, Paces, Retry};
 use proxy::Balancer;
 use replicas::{Backends, ReplicaSettings, Replicas};
 
+/// Jobs that poll WeCom for a task's outcome on their own schedule (backing off for hours while
+/// a member has not confirmed): at the end they may wait for later without anything being left
+/// behind.
+pub const POLL_KINDS: [&str; 2] = [
+    crate::app::campaigns::run::FOLLOW_JOB,
+    crate::app::groups::invite::INVITE_FOLLOW_JOB,
+];
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct SoakArgs {
     /// `siyu serve` processes on the one database (SQLite: one).
@@ -541,14 +549,10 @@ async fn soak_with(args: &SoakArgs, seed: u64, rig: &mut Rig<'_>) -> Result<Verd
     // The end: WeCom behaves, the members confirm what waits for them, the queue drains.
     fake.clear_faults();
     let drain_started = Instant::now();
-    let poll_kinds = [
-        crate::app::campaigns::run::FOLLOW_JOB,
-        crate::app::groups::invite::INVITE_FOLLOW_JOB,
-    ];
     let drained = drain(
         &ctx,
         &store,
-        &poll_kinds,
+        &POLL_KINDS,
         Duration::from_secs(args.drain_secs),
     )
     .await;

@@ -265,10 +265,7 @@ pub async fn take(
         moments: fake.moment_tasks(),
         tier_groups,
         invite_sends,
-        poll_kinds: vec![
-            crate::app::campaigns::run::FOLLOW_JOB.to_owned(),
-            crate::app::groups::invite::INVITE_FOLLOW_JOB.to_owned(),
-        ],
+        poll_kinds: super::POLL_KINDS.iter().map(|k| (*k).to_owned()).collect(),
         calls_per_minute,
     })
 }
