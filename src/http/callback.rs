@@ -200,6 +200,14 @@ async fn store_callback(
         Ok(xml) => xml,
         Err(e) => return reject(&state, crypto_rejection(&e), &e),
     };
+    // PostgreSQL's text cannot hold U+0000 (and XML allows none): an authentic callback with one
+    // is kept with each replaced, not refused with a 500 that WeCom would retry for ever.
+    let xml = if xml.contains('\0') {
+        tracing::warn!("authentic callback holds U+0000; storing it with U+FFFD in its place");
+        xml.replace('\0', "\u{FFFD}")
+    } else {
+        xml
+    };
     // Authentic from here on. An event we cannot parse is still stored (as `unparsed`) rather
     // than refused: refusing would make WeCom retry and then drop it.
     let parsed = event::parse(&xml);
