@@ -343,16 +343,9 @@ const CLOCK_TICKS_PER_SEC: u64 = 100;
 const IDLE_CPU_BUDGET_PERCENT: f64 = 1.0;
 const IDLE_RSS_BUDGET_MIB: f64 = 32.0;
 
-/// `siyu bench idle`: siyu as `siyu serve` runs it (its default settings, a temporary SQLite
-/// database, the fake WeCom as its API) left alone for `--seconds` once its start-up work is
-/// done; prints the CPU it used meanwhile (of one core) and its resident memory at the end,
-/// each against its budget.
-pub async fn idle(args: IdleArgs) -> Result<(), BenchError> {
-    use crate::fake::{FakeConfig, FakeWecom};
-
-    let setup = |e: &dyn std::fmt::Display| BenchError::Setup(e.to_string());
-    let secrets = CallbackSecrets::generate();
-    let fake = FakeWecom::new(FakeConfig {
+/// The fake WeCom a bench runs siyu against, for these callback secrets.
+fn bench_fake(secrets: &CallbackSecrets) -> crate::fake::FakeWecom {
+    crate::fake::FakeWecom::new(crate::fake::FakeConfig {
         corp_id: secrets.corp_id.clone(),
         agent_id: 1_000_002,
         app_secret: "bench-app".into(),
@@ -361,7 +354,17 @@ pub async fn idle(args: IdleArgs) -> Result<(), BenchError> {
         callback_token: secrets.token.clone(),
         encoding_aes_key: secrets.encoding_aes_key.clone(),
         mass_cap: Default::default(),
-    });
+    })
+}
+
+/// `siyu bench idle`: siyu as `siyu serve` runs it (its default settings, a temporary SQLite
+/// database, the fake WeCom as its API) left alone for `--seconds` once its start-up work is
+/// done; prints the CPU it used meanwhile (of one core) and its resident memory at the end,
+/// each against its budget.
+pub async fn idle(args: IdleArgs) -> Result<(), BenchError> {
+    let setup = |e: &dyn std::fmt::Display| BenchError::Setup(e.to_string());
+    let secrets = CallbackSecrets::generate();
+    let fake = bench_fake(&secrets);
     let (fake_addr, _fake_server) = fake
         .serve("127.0.0.1:0".parse().map_err(|e| setup(&e))?)
         .await
@@ -443,22 +446,13 @@ pub async fn idle(args: IdleArgs) -> Result<(), BenchError> {
 /// siyu's database) each have an ordinary `tags.sync` job queued before the adds start.
 pub async fn welcome(args: WelcomeArgs) -> Result<(), BenchError> {
     use crate::app::channels::{self, ChannelInput};
-    use crate::fake::{FakeConfig, FakeWecom, NewCustomer};
+    use crate::fake::NewCustomer;
     use crate::store::contacts::Welcome;
     use std::time::SystemTime;
 
     let setup = |e: &dyn std::fmt::Display| BenchError::Setup(e.to_string());
     let secrets = CallbackSecrets::generate();
-    let fake = FakeWecom::new(FakeConfig {
-        corp_id: secrets.corp_id.clone(),
-        agent_id: 1_000_002,
-        app_secret: "bench-app".into(),
-        contact_secret: "bench-contact".into(),
-        callback_url: None,
-        callback_token: secrets.token.clone(),
-        encoding_aes_key: secrets.encoding_aes_key.clone(),
-        mass_cap: Default::default(),
-    });
+    let fake = bench_fake(&secrets);
     fake.add_staff("zhangsan", "张三");
     let (fake_addr, _fake_server) = fake
         .serve("127.0.0.1:0".parse().map_err(|e| setup(&e))?)
