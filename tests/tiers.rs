@@ -958,7 +958,7 @@ async fn the_one_pass_read_gives_every_customer_the_sums_of_its_own_records() {
             let (n, rows) = tokio::join!(read, async {
                 let mut rows = Vec::new();
                 while let Some(batch) = rx.recv().await {
-                    rows.extend(batch);
+                    batch.for_each(|state, values| rows.push((state, values.to_vec())));
                 }
                 rows
             });

@@ -555,11 +555,11 @@ async fn run(
         let mut report = Evaluated::default();
         let mut lot = Writes::default();
         while let Some(batch) = rows.recv().await {
-            for (state, values) in batch {
+            batch.for_each(|state, values| {
                 report.customers += 1;
                 let metrics = Metrics {
                     terms: &terms,
-                    values: &values,
+                    values,
                 };
                 match decide(&tiers, &state, &metrics, now) {
                     Outcome::Change(d, since) => {
@@ -574,7 +574,7 @@ async fn run(
                     }
                     Outcome::Failing(_) | Outcome::Same => {}
                 }
-            }
+            });
             if apply && lot.is_full() && writes_tx.send(std::mem::take(&mut lot)).await.is_err() {
                 // The writer failed: its error is the evaluation's.
                 break;
@@ -693,10 +693,13 @@ pub async fn metrics_of(
             .store
             .for_each_customer_metrics(services.clock.now_ms(), &terms, Some(&who), tx);
     let (read, values) = tokio::join!(read, async {
-        rx.recv()
-            .await
-            .and_then(|batch| batch.into_iter().next())
-            .map(|(_, v)| v)
+        rx.recv().await.map(|batch| {
+            let mut first = None;
+            batch.for_each(|_, v| {
+                first.get_or_insert_with(|| v.to_vec());
+            });
+            first.unwrap_or_default()
+        })
     });
     read?;
     let values = values.unwrap_or_default();

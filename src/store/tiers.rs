@@ -277,8 +277,58 @@ macro_rules! tier_state_from_row {
     }};
 }
 
-/// One customer's tier state and the values of the terms asked for, in their order.
-pub type MetricsRow = (TierState, Vec<i64>);
+/// Customers' tier states, each with the values of the terms asked for (in their order), as
+/// [`Store::for_each_customer_metrics`] sends them: the values of a whole batch in one vector, so
+/// a customer costs no allocation of its own for them.
+#[derive(Debug, Default)]
+pub struct MetricsBatch {
+    states: Vec<TierState>,
+    /// `width` values per state, in the states' order.
+    values: Vec<i64>,
+    width: usize,
+}
+
+impl MetricsBatch {
+    fn with_width(width: usize) -> MetricsBatch {
+        MetricsBatch {
+            states: Vec::with_capacity(METRICS_BATCH),
+            values: Vec::with_capacity(METRICS_BATCH * width),
+            width,
+        }
+    }
+
+    /// Adds a customer; `values` must give exactly `width` values.
+    fn push(&mut self, state: TierState, values: impl IntoIterator<Item = i64>) {
+        self.states.push(state);
+        self.values.extend(values);
+        debug_assert_eq!(self.values.len(), self.states.len() * self.width);
+    }
+
+    pub fn len(&self) -> usize {
+        self.states.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.states.is_empty()
+    }
+
+    fn is_full(&self) -> bool {
+        self.states.len() >= METRICS_BATCH
+    }
+
+    /// Takes the batch, leaving an empty one of the same width.
+    fn take(&mut self) -> MetricsBatch {
+        std::mem::replace(self, MetricsBatch::with_width(self.width))
+    }
+
+    /// Each customer's state with its values, in order.
+    pub fn for_each(self, mut each: impl FnMut(TierState, &[i64])) {
+        let width = self.width;
+        for (i, state) in self.states.into_iter().enumerate() {
+            each(state, &self.values[i * width..(i + 1) * width]);
+        }
+    }
+}
 
 /// Rows per batch sent by [`Store::for_each_customer_metrics`]: one wake-up of the consumer per
 /// batch, not per customer.
@@ -421,100 +471,239 @@ fn joined_sql(
 }
 
 /// Everyone's rows for [`Store::for_each_customer_metrics`] from a SQLite file, on the calling
-/// (blocking) thread: the customers and the sums are two statements read in one snapshot and
-/// merged here, both in id order along their indexes, with nothing materialised. A connection of
-/// its own, without sqlx, because sqlx hands every row from its connection's thread to the
-/// reading task (a wake-up and a copy of each value per row): for a million customers that was
-/// most of the evaluation.
+/// (blocking) thread and one more: the sums are read on a thread of their own while this one
+/// reads the customers and merges the two, both in id order along their indexes, with nothing
+/// materialised. On two cores the `GROUP BY` (most of the work) runs beside the customers' read
+/// and the decisions instead of after them.
+///
+/// Connections of their own, without sqlx, because sqlx hands every row from its connection's
+/// thread to the reading task (a wake-up and a copy of each value per row): for a million
+/// customers that was most of the evaluation. Each read is one snapshot; the two may be a moment
+/// apart, as a record arriving just after a one-snapshot read would be, and every change written
+/// from them is still guarded by the tier it was decided from.
 fn read_everyone_sqlite(
     file: &std::path::Path,
     now: i64,
     terms: &[(String, i64)],
-    each: &tokio::sync::mpsc::Sender<Vec<MetricsRow>>,
+    each: &tokio::sync::mpsc::Sender<MetricsBatch>,
 ) -> Result<u64> {
+    if terms.is_empty() {
+        return read_people_sqlite(file, terms.len(), None, each);
+    }
+    let (sums_tx, sums_rx) = std::sync::mpsc::sync_channel(4);
+    std::thread::scope(|scope| {
+        let sums = std::thread::Builder::new()
+            .name("siyu-tier-sums".into())
+            .spawn_scoped(scope, || read_sums_sqlite(file, now, terms, sums_tx))
+            .map_err(|e| StoreError::Corrupt(format!("starting the tier read: {e}")))?;
+        let people = read_people_sqlite(file, terms.len(), Some(sums_rx), each);
+        // The receiver is gone by now, so a sums read still going stops at its next batch.
+        let sums = sums
+            .join()
+            .map_err(|_| StoreError::Corrupt("the tier sums read panicked".into()))?;
+        // The sums' own error first: it is why the customers' read stopped short.
+        sums?;
+        people
+    })
+}
+
+fn sqlite_read_error(e: rusqlite::Error) -> StoreError {
+    StoreError::Corrupt(format!("reading the tier metrics: {e}"))
+}
+
+/// A read-only connection for the tier read, in a read transaction (one snapshot).
+fn open_tier_read(file: &std::path::Path) -> Result<rusqlite::Connection> {
     use rusqlite::OpenFlags;
-    let sqlite = |e: rusqlite::Error| StoreError::Corrupt(format!("reading the tier metrics: {e}"));
     let conn = rusqlite::Connection::open_with_flags(
         file,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(sqlite)?;
+    .map_err(sqlite_read_error)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
-        .map_err(sqlite)?;
-    // One snapshot for both statements.
-    conn.execute_batch("BEGIN").map_err(sqlite)?;
-    let mut people = conn
-        .prepare(&format!(
-            "{PEOPLE_SELECT} {PEOPLE_FROM} ORDER BY c.external_userid"
-        ))
-        .map_err(sqlite)?;
-    let mut people = people.query([]).map_err(sqlite)?;
-    let mut sums_sql = Sql::new(Dialect::Sqlite);
-    push_sums(&mut sums_sql, now, terms, None);
-    sums_sql.push(" ORDER BY a.who");
-    let mut sums = conn.prepare(&sums_sql.text).map_err(sqlite)?;
-    let binds = sums_sql.binds.iter().map(|b| match b {
+        .map_err(sqlite_read_error)?;
+    conn.execute_batch("BEGIN").map_err(sqlite_read_error)?;
+    Ok(conn)
+}
+
+/// Sums of a batch of customers, in id order: the ids one after another in one string, so a
+/// batch costs three allocations however many customers it holds.
+struct SumsBatch {
+    ids: String,
+    /// Where each id ends in `ids`.
+    ends: Vec<usize>,
+    /// `terms` values per id.
+    values: Vec<i64>,
+}
+
+enum SumsMessage {
+    Batch(SumsBatch),
+    /// Every sum was sent: without it, a closed channel means the read failed.
+    End,
+}
+
+/// The `GROUP BY who` of [`push_sums`] over everyone, sent in batches in id order.
+fn read_sums_sqlite(
+    file: &std::path::Path,
+    now: i64,
+    terms: &[(String, i64)],
+    to: std::sync::mpsc::SyncSender<SumsMessage>,
+) -> Result<()> {
+    let conn = open_tier_read(file)?;
+    let mut sql = Sql::new(Dialect::Sqlite);
+    push_sums(&mut sql, now, terms, None);
+    sql.push(" ORDER BY a.who");
+    let mut statement = conn.prepare(&sql.text).map_err(sqlite_read_error)?;
+    let binds = sql.binds.iter().map(|b| match b {
         Bind::Int(v) => rusqlite::types::Value::Integer(*v),
         Bind::Text(v) => rusqlite::types::Value::Text(v.clone()),
     });
-    let mut sums = (!terms.is_empty())
-        .then(|| sums.query(rusqlite::params_from_iter(binds)))
-        .transpose()
-        .map_err(sqlite)?;
-    let mut next_sum: Option<(String, Vec<i64>)> = None;
-    let mut sums_done = sums.is_none();
+    let mut rows = statement
+        .query(rusqlite::params_from_iter(binds))
+        .map_err(sqlite_read_error)?;
+    let new_batch = || SumsBatch {
+        ids: String::with_capacity(METRICS_BATCH * 16),
+        ends: Vec::with_capacity(METRICS_BATCH),
+        values: Vec::with_capacity(METRICS_BATCH * terms.len()),
+    };
+    let mut batch = new_batch();
+    while let Some(r) = rows.next().map_err(sqlite_read_error)? {
+        let who = r.get_ref(0).map_err(sqlite_read_error)?;
+        batch
+            .ids
+            .push_str(who.as_str().map_err(|e| sqlite_read_error(e.into()))?);
+        batch.ends.push(batch.ids.len());
+        for i in 0..terms.len() {
+            let v: Option<i64> = r.get(i + 1).map_err(sqlite_read_error)?;
+            batch.values.push(v.unwrap_or(0));
+        }
+        if batch.ends.len() == METRICS_BATCH
+            && to
+                .send(SumsMessage::Batch(std::mem::replace(
+                    &mut batch,
+                    new_batch(),
+                )))
+                .is_err()
+        {
+            // The customers' read stopped: so does this one.
+            return Ok(());
+        }
+    }
+    if !batch.ends.is_empty() {
+        let _ = to.send(SumsMessage::Batch(batch));
+    }
+    let _ = to.send(SumsMessage::End);
+    Ok(())
+}
+
+/// Where the customers' read is in the sums: the batch at hand and the next id in it.
+struct SumsCursor {
+    from: std::sync::mpsc::Receiver<SumsMessage>,
+    batch: SumsBatch,
+    next: usize,
+    ended: bool,
+}
+
+impl SumsCursor {
+    fn new(from: std::sync::mpsc::Receiver<SumsMessage>) -> SumsCursor {
+        SumsCursor {
+            from,
+            batch: SumsBatch {
+                ids: String::new(),
+                ends: Vec::new(),
+                values: Vec::new(),
+            },
+            next: 0,
+            ended: false,
+        }
+    }
+
+    /// The values of `id` (`width` of them) when it has records; the sums of ids before it
+    /// (records of a reference no customer holds) are passed over. Ids must come in order.
+    fn values_of(&mut self, id: &str, width: usize) -> Result<Option<&[i64]>> {
+        loop {
+            if self.next == self.batch.ends.len() {
+                if self.ended {
+                    return Ok(None);
+                }
+                match self.from.recv() {
+                    Ok(SumsMessage::Batch(b)) => {
+                        self.batch = b;
+                        self.next = 0;
+                    }
+                    Ok(SumsMessage::End) => {
+                        self.ended = true;
+                        return Ok(None);
+                    }
+                    // The sums read failed: its error is reported after this one stops.
+                    Err(_) => return Err(StoreError::Corrupt("the tier sums read stopped".into())),
+                }
+                continue;
+            }
+            let start = match self.next {
+                0 => 0,
+                n => self.batch.ends[n - 1],
+            };
+            let who = &self.batch.ids[start..self.batch.ends[self.next]];
+            match who.cmp(id) {
+                std::cmp::Ordering::Less => self.next += 1,
+                std::cmp::Ordering::Greater => return Ok(None),
+                std::cmp::Ordering::Equal => {
+                    let at = self.next * width;
+                    self.next += 1;
+                    return Ok(Some(&self.batch.values[at..at + width]));
+                }
+            }
+        }
+    }
+}
+
+/// Everyone's tier state in id order, each with its sums from `sums` (zeros without records),
+/// sent to `each` in batches.
+fn read_people_sqlite(
+    file: &std::path::Path,
+    width: usize,
+    sums: Option<std::sync::mpsc::Receiver<SumsMessage>>,
+    each: &tokio::sync::mpsc::Sender<MetricsBatch>,
+) -> Result<u64> {
+    let conn = open_tier_read(file)?;
+    let mut statement = conn
+        .prepare(&format!(
+            "{PEOPLE_SELECT} {PEOPLE_FROM} ORDER BY c.external_userid"
+        ))
+        .map_err(sqlite_read_error)?;
+    let mut people = statement.query([]).map_err(sqlite_read_error)?;
+    let mut sums = sums.map(SumsCursor::new);
     let mut seen = 0u64;
-    let mut batch = Vec::with_capacity(METRICS_BATCH);
-    while let Some(p) = people.next().map_err(sqlite)? {
-        let pin_tier: Option<String> = p.get(3).map_err(sqlite)?;
+    let mut batch = MetricsBatch::with_width(width);
+    while let Some(p) = people.next().map_err(sqlite_read_error)? {
+        let pin_tier: Option<String> = p.get(3).map_err(sqlite_read_error)?;
         let state = TierState {
-            external_userid: ExternalUserId::from(p.get::<_, String>(0).map_err(sqlite)?),
-            tier: p.get(1).map_err(sqlite)?,
-            keep_failing_since: p.get(2).map_err(sqlite)?,
+            external_userid: ExternalUserId::from(
+                p.get::<_, String>(0).map_err(sqlite_read_error)?,
+            ),
+            tier: p.get(1).map_err(sqlite_read_error)?,
+            keep_failing_since: p.get(2).map_err(sqlite_read_error)?,
             pin: match pin_tier {
                 Some(tier) => Some(Pin {
                     tier,
-                    reason: p.get(4).map_err(sqlite)?,
-                    pinned_by: p.get(5).map_err(sqlite)?,
-                    expires_at: p.get(6).map_err(sqlite)?,
+                    reason: p.get(4).map_err(sqlite_read_error)?,
+                    pinned_by: p.get(5).map_err(sqlite_read_error)?,
+                    expires_at: p.get(6).map_err(sqlite_read_error)?,
                 }),
                 None => None,
             },
         };
-        let id = state.external_userid.as_str();
-        // Records of a reference no customer holds sort between customers: skip them.
-        while !sums_done && next_sum.as_ref().is_none_or(|(who, _)| who.as_str() < id) {
-            match sums
-                .as_mut()
-                .map(|s| s.next())
-                .transpose()
-                .map_err(sqlite)?
-                .flatten()
-            {
-                Some(r) => {
-                    let mut values = Vec::with_capacity(terms.len());
-                    for i in 0..terms.len() {
-                        values.push(r.get::<_, Option<i64>>(i + 1).map_err(sqlite)?.unwrap_or(0));
-                    }
-                    next_sum = Some((r.get(0).map_err(sqlite)?, values));
-                }
-                None => {
-                    next_sum = None;
-                    sums_done = true;
-                }
-            }
-        }
-        let values = match next_sum.take() {
-            Some((who, values)) if who == id => values,
-            other => {
-                next_sum = other;
-                vec![0; terms.len()]
-            }
+        let values = match sums.as_mut() {
+            Some(cursor) => cursor.values_of(state.external_userid.as_str(), width)?,
+            None => None,
         };
-        batch.push((state, values));
-        if batch.len() == METRICS_BATCH {
+        match values {
+            Some(values) => batch.push(state, values.iter().copied()),
+            None => batch.push(state, std::iter::repeat_n(0, width)),
+        }
+        if batch.is_full() {
             seen += batch.len() as u64;
-            if each.blocking_send(std::mem::take(&mut batch)).is_err() {
+            if each.blocking_send(batch.take()).is_err() {
                 // The consumer stopped (it failed): stop reading.
                 return Ok(seen);
             }
@@ -599,7 +788,7 @@ impl Store {
         now: i64,
         terms: &[(String, i64)],
         customers: Option<&[ExternalUserId]>,
-        each: tokio::sync::mpsc::Sender<Vec<MetricsRow>>,
+        each: tokio::sync::mpsc::Sender<MetricsBatch>,
     ) -> Result<u64> {
         use futures_util::TryStreamExt;
         if let (None, super::Pool::Sqlite(pool)) = (customers, &self.pool) {
@@ -633,20 +822,21 @@ impl Store {
                     };
                 }
                 let mut rows = q.fetch(pool);
-                let mut batch = Vec::with_capacity(METRICS_BATCH);
+                let mut batch = MetricsBatch::with_width(terms.len());
+                let mut values = Vec::with_capacity(terms.len());
                 while let Some(r) = rows.try_next().await? {
                     let state = tier_state_from_row!(r);
-                    let mut values = Vec::with_capacity(terms.len());
+                    values.clear();
                     for i in 0..terms.len() {
                         values.push(
                             r.try_get::<Option<i64>, _>(PEOPLE_COLUMNS + i)?
                                 .unwrap_or(0),
                         );
                     }
-                    batch.push((state, values));
-                    if batch.len() == METRICS_BATCH {
+                    batch.push(state, values.iter().copied());
+                    if batch.is_full() {
                         seen += batch.len() as u64;
-                        if each.send(std::mem::take(&mut batch)).await.is_err() {
+                        if each.send(batch.take()).await.is_err() {
                             // The consumer stopped (it failed): stop reading.
                             return Ok(seen);
                         }
@@ -1121,5 +1311,62 @@ impl Store {
             .into_iter()
             .map(|(id, changed_by, at)| RulesChange { id, changed_by, at })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sums(rows: &[(&str, i64)]) -> SumsMessage {
+        let mut batch = SumsBatch {
+            ids: String::new(),
+            ends: Vec::new(),
+            values: Vec::new(),
+        };
+        for (id, v) in rows {
+            batch.ids.push_str(id);
+            batch.ends.push(batch.ids.len());
+            batch.values.push(*v);
+        }
+        SumsMessage::Batch(batch)
+    }
+
+    /// The merge finds each customer's sums across batches, passes over the sums of ids no
+    /// customer holds, and gives none to customers without records.
+    #[test]
+    fn the_sums_cursor_merges_in_id_order_across_batches() {
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        tx.send(sums(&[("a", 1), ("b", 2)])).unwrap();
+        tx.send(sums(&[("bb", 3), ("d", 4)])).unwrap();
+        tx.send(SumsMessage::End).unwrap();
+        let mut cursor = SumsCursor::new(rx);
+        let mut got = Vec::new();
+        for id in ["a", "ba", "bb", "c", "d", "e"] {
+            got.push(cursor.values_of(id, 1).unwrap().map(|v| v.to_vec()));
+        }
+        assert_eq!(
+            got,
+            vec![
+                Some(vec![1]),
+                None,
+                Some(vec![3]),
+                None,
+                Some(vec![4]),
+                None
+            ]
+        );
+    }
+
+    /// A sums read that stops without saying it ended fails the customers' read: the customers
+    /// after it must not be judged as if they had no records.
+    #[test]
+    fn a_sums_read_that_stops_short_fails_the_read_instead_of_giving_zeros() {
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        tx.send(sums(&[("a", 1)])).unwrap();
+        drop(tx);
+        let mut cursor = SumsCursor::new(rx);
+        assert_eq!(cursor.values_of("a", 1).unwrap(), Some(&[1][..]));
+        assert!(cursor.values_of("b", 1).is_err());
     }
 }
