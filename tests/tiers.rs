@@ -838,6 +838,55 @@ async fn a_change_decided_twice_from_the_same_state_is_recorded_once() {
     w.app.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_written_together_skip_only_the_customers_moved_meanwhile() {
+    // Of three changes decided together, the middle customer was moved by another evaluation
+    // first: the other two are recorded, and it is left as the other evaluation put it.
+    let w = world().await;
+    w.channels().await;
+    let ids = [
+        customer(&w, "王小明").await,
+        customer(&w, "李小红").await,
+        customer(&w, "张小刚").await,
+    ];
+    let change = |who: &String| siyu::store::tiers::TierChange {
+        external_userid: who.as_str().into(),
+        from_tier: "member".into(),
+        to_tier: "partner".into(),
+        reason: "test".into(),
+        at: w.app.clock().now_ms(),
+    };
+    let mut tx = w.app.store().begin().await.unwrap();
+    let mut first = change(&ids[1]);
+    first.to_tier = "senior_partner".into();
+    siyu::store::tiers::record_tier_change(&mut tx, &first, None)
+        .await
+        .unwrap()
+        .expect("the first move is recorded");
+    let all: Vec<_> = ids.iter().map(|c| (change(c), None)).collect();
+    let recorded = siyu::store::tiers::record_tier_changes(&mut tx, &all)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(
+        recorded[0].is_some() && recorded[1].is_none() && recorded[2].is_some(),
+        "{recorded:?}"
+    );
+    assert_eq!(tier_of(&w, &ids[0]).await, "partner");
+    assert_eq!(tier_of(&w, &ids[1]).await, "senior_partner");
+    assert_eq!(tier_of(&w, &ids[2]).await, "partner");
+    for (who, moves) in [(&ids[0], 1), (&ids[1], 1), (&ids[2], 1)] {
+        let history = w
+            .app
+            .store()
+            .tier_history(&who.as_str().into())
+            .await
+            .unwrap();
+        assert_eq!(history.len(), moves, "{history:?}");
+    }
+    w.app.shutdown().await;
+}
+
 /// The one-pass read (one `GROUP BY` over the activity, merged with the customers) gives each
 /// customer exactly the sums a plain reading of its records gives, for everyone and for a list:
 /// ids whose order differs between collations, customers without records, records of a

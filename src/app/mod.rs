@@ -108,6 +108,18 @@ impl Services {
         Ok(())
     }
 
+    /// [`Services::enqueue`] for many jobs of `kind`, each a `(payload, key, run_at)`, in a few
+    /// statements.
+    pub async fn enqueue_all<P: Serialize>(
+        &self,
+        tx: &mut Tx,
+        kind: &str,
+        jobs: impl IntoIterator<Item = (P, String, Option<i64>)>,
+    ) -> Result<(), AppError> {
+        jobs::enqueue_all(tx, &self.settings.jobs, &self.clock, kind, jobs).await?;
+        Ok(())
+    }
+
     /// [`Services::enqueue`] at urgent priority: claimed before every other due job.
     pub async fn enqueue_urgent(
         &self,
@@ -208,14 +220,16 @@ impl Services {
         relations: &[RelationJob],
         key: &str,
     ) -> Result<(), AppError> {
-        for (n, chunk) in relations.chunks(RELATIONS_PER_JOB).enumerate() {
-            let job = RelationsJob {
-                relations: chunk.to_vec(),
-            };
-            self.enqueue(tx, kind, &job, &format!("{key}:{n}"), None)
-                .await?;
-        }
-        Ok(())
+        let jobs = relations
+            .chunks(RELATIONS_PER_JOB)
+            .enumerate()
+            .map(|(n, chunk)| {
+                let job = RelationsJob {
+                    relations: chunk.to_vec(),
+                };
+                (job, format!("{key}:{n}"), None)
+            });
+        self.enqueue_all(tx, kind, jobs).await
     }
 }
 

@@ -116,12 +116,11 @@ fn on_tier_change<'a>(
         contacts::record_contact_events(tx, &events).await?;
         // One notice per member per window, however many of their customers changed.
         let mut told = std::collections::HashSet::new();
-        for (c, member) in TierChanged::relations(changes) {
-            if told.insert(member) {
-                enqueue_member_notice(s, tx, member, c.at).await?;
-            }
-        }
-        Ok(())
+        let notices = TierChanged::relations(changes)
+            .filter(|(_, member)| told.insert(*member))
+            .map(|(c, member)| member_notice_job(s, member, c.at))
+            .collect::<Vec<_>>();
+        s.enqueue_all(tx, MEMBER_NOTICE_JOB, notices).await
     })
 }
 
@@ -221,14 +220,27 @@ pub async fn enqueue_member_notice(
     userid: &UserId,
     now: i64,
 ) -> Result<(), AppError> {
+    let (job, key, run_at) = member_notice_job(s, userid, now);
+    s.enqueue(tx, MEMBER_NOTICE_JOB, &job, &key, run_at).await
+}
+
+/// The member's notice job for the window `now` falls in: its payload, key and when it runs
+/// (at the window's end, so the window's news goes out in one message).
+fn member_notice_job(
+    s: &Services,
+    userid: &UserId,
+    now: i64,
+) -> (MemberNoticeJob, String, Option<i64>) {
     let batch_ms = (s.settings.notify.batch_secs.max(1) * 1000) as i64;
     let window = now - now.rem_euclid(batch_ms);
-    let key = format!("member-notice:{userid}:{window}");
     let job = MemberNoticeJob {
         userid: userid.clone(),
     };
-    s.enqueue(tx, MEMBER_NOTICE_JOB, &job, &key, Some(window + batch_ms))
-        .await
+    (
+        job,
+        format!("member-notice:{userid}:{window}"),
+        Some(window + batch_ms),
+    )
 }
 
 /// Tells the member which customers deleted them and whose tier changed since their last notice,

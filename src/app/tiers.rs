@@ -586,19 +586,58 @@ async fn run(
         drop(writes_tx);
         report
     };
-    let writing = async {
+    // A task of its own, so its side of the writes (building statements, reading what they
+    // return) runs on another thread than the decisions.
+    let writer = services.clone();
+    let writing = tokio::spawn(async move {
         let mut writes = writes;
         while let Some(lot) = writes.recv().await {
-            apply_changes(services, &lot.changes, now).await?;
-            services.store.set_keep_failing_since(&lot.failing).await?;
+            let members = members_of_changes(&writer, &lot.changes).await?;
+            apply_changes(&writer, &lot.changes, &members, now).await?;
+            writer.store.set_keep_failing_since(&lot.failing).await?;
         }
         Ok::<_, AppError>(())
-    };
+    });
+    let writing = async { joined(writing.await) };
     let (read, report, written) = tokio::join!(read, deciding, writing);
     // A failed write stops the decisions, which stops the read: report the cause first.
     written?;
     read?;
     Ok(report)
+}
+
+/// The outcome of a task of the evaluation, as if it had run in the evaluation's own: a panic
+/// goes on up.
+fn joined<T>(outcome: Result<Result<T, AppError>, tokio::task::JoinError>) -> Result<T, AppError> {
+    match outcome {
+        Ok(outcome) => outcome,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(AppError::Conflict(
+            "the tier writes were stopped: siyu is shutting down".into(),
+        )),
+    }
+}
+
+/// The members who follow each customer, for what a change sets off.
+type Members = HashMap<ExternalUserId, Vec<UserId>>;
+
+/// The connected members of the customers of `changes`, in the order they added them.
+async fn members_of_changes(
+    services: &Services,
+    changes: &[(Decision, Option<i64>)],
+) -> Result<Members, AppError> {
+    let mut members = Members::new();
+    if changes.is_empty() {
+        return Ok(members);
+    }
+    let ids: Vec<ExternalUserId> = changes
+        .iter()
+        .map(|(d, _)| d.external_userid.clone())
+        .collect();
+    for (customer, member) in services.store.connected_members_of(&ids).await? {
+        members.entry(customer).or_default().push(member);
+    }
+    Ok(members)
 }
 
 /// What a lot of decisions writes: tier changes, and keep-failing clocks started or stopped.
@@ -627,18 +666,11 @@ pub struct EvaluateJob {
 async fn apply_changes(
     services: &Services,
     changes: &[(Decision, Option<i64>)],
+    members: &Members,
     now: i64,
 ) -> Result<(), AppError> {
     if changes.is_empty() {
         return Ok(());
-    }
-    let ids: Vec<ExternalUserId> = changes
-        .iter()
-        .map(|(d, _)| d.external_userid.clone())
-        .collect();
-    let mut members: HashMap<ExternalUserId, Vec<UserId>> = HashMap::new();
-    for (customer, member) in services.store.connected_members_of(&ids).await? {
-        members.entry(customer).or_default().push(member);
     }
     let records: Vec<(TierChange, Option<i64>)> = changes
         .iter()

@@ -154,6 +154,34 @@ pub async fn enqueue_with_priority(
     store::jobs::enqueue(tx, &job, now).await
 }
 
+/// [`enqueue`] for many jobs of one `kind`, each a `(payload, idempotency key, run_at)`, in a few
+/// statements; answers how many were new.
+pub async fn enqueue_all<P: Serialize>(
+    tx: &mut Tx,
+    settings: &JobSettings,
+    clock: &Clock,
+    kind: &str,
+    jobs: impl IntoIterator<Item = (P, String, Option<i64>)>,
+) -> Result<u64, StoreError> {
+    let now = clock.now_ms();
+    let jobs = jobs
+        .into_iter()
+        .map(|(payload, idempotency_key, run_at)| {
+            Ok(NewJob {
+                kind: kind.to_string(),
+                payload: serde_json::to_string(&payload).map_err(|e| {
+                    StoreError::Corrupt(format!("job payload does not serialize: {e}"))
+                })?,
+                idempotency_key,
+                run_at: run_at.unwrap_or(now),
+                max_attempts: settings.max_attempts,
+                priority: 0,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    store::jobs::enqueue_all(tx, &jobs, now).await
+}
+
 /// `base · 2^(attempt-1)`, capped, with ±20% jitter so a burst of failures doesn't retry in step.
 pub fn backoff(settings: &JobSettings, attempt: i64) -> Duration {
     let exp = u32::try_from(attempt.saturating_sub(1).clamp(0, 30)).unwrap_or(30);

@@ -175,6 +175,36 @@ pub async fn enqueue(tx: &mut Tx, job: &NewJob, now: i64) -> Result<Option<i64>>
     Ok(id)
 }
 
+/// [`enqueue`] for many jobs in a few multi-row statements: answers how many were new (the
+/// others' idempotency keys were used before).
+pub async fn enqueue_all(tx: &mut Tx, jobs: &[NewJob], now: i64) -> Result<u64> {
+    let mut stored = 0;
+    // Chunks keep each statement well under both backends' parameter limits.
+    for chunk in jobs.chunks(200) {
+        stored += with_tx!(tx, |conn| {
+            let mut q = sqlx::QueryBuilder::new(
+                "INSERT INTO jobs (kind, payload, idempotency_key, run_at, max_attempts, created_at, updated_at, priority) ",
+            );
+            q.push_values(chunk, |mut row, job| {
+                row.push_bind(&job.kind)
+                    .push_bind(&job.payload)
+                    .push_bind(&job.idempotency_key)
+                    .push_bind(job.run_at)
+                    .push_bind(job.max_attempts)
+                    .push_bind(now)
+                    .push_bind(now)
+                    .push_bind(job.priority);
+            });
+            q.push(" ON CONFLICT (idempotency_key) DO NOTHING");
+            q.build().execute(&mut *conn).await?.rows_affected()
+        });
+    }
+    if stored > 0 {
+        wake_workers_on_commit(tx).await?;
+    }
+    Ok(stored)
+}
+
 /// Wakes the workers of this process and, on PostgreSQL, of every replica once `tx` commits
 /// (they may be asleep until their next poll or the next due job).
 async fn wake_workers_on_commit(tx: &mut Tx) -> Result<()> {

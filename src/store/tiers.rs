@@ -101,22 +101,54 @@ pub async fn record_tier_changes(
                 // Only from the tier the decision saw: two evaluations that decided the same
                 // change from the same state (a customer's own and the nightly one) record it
                 // once.
-                let mut update = sqlx::QueryBuilder::new(
-                    "UPDATE customers SET tier = v.column2, keep_failing_since = v.column3, updated_at = v.column5 FROM (",
-                );
-                update.push_values(chunk, |mut row, (c, since)| {
-                    row.push_bind(&c.external_userid)
-                        .push_bind(&c.to_tier)
-                        .push_bind(*since)
-                        .push_bind(&c.from_tier)
-                        .push_bind(c.at);
-                });
-                update.push(
-                    ") AS v WHERE customers.external_userid = v.column1 AND customers.tier = v.column4
-                     RETURNING external_userid",
-                );
-                let moved: Vec<ExternalUserId> =
-                    update.build_query_scalar().fetch_all(&mut *conn).await?;
+                let update = |returning: bool| {
+                    let mut update = sqlx::QueryBuilder::new(
+                        "UPDATE customers SET tier = v.column2, keep_failing_since = v.column3, updated_at = v.column5 FROM (",
+                    );
+                    update.push_values(chunk, |mut row, (c, since)| {
+                        row.push_bind(&c.external_userid)
+                            .push_bind(&c.to_tier)
+                            .push_bind(*since)
+                            .push_bind(&c.from_tier)
+                            .push_bind(c.at);
+                    });
+                    update.push(
+                        ") AS v WHERE customers.external_userid = v.column1 AND customers.tier = v.column4",
+                    );
+                    if returning {
+                        update.push(" RETURNING external_userid");
+                    }
+                    update
+                };
+                // Nearly always every customer is still where the decision saw them: then the
+                // count says who moved, and no row need come back. Otherwise the update is undone
+                // and made again, naming those it moved.
+                sqlx::query("SAVEPOINT tier_moves")
+                    .execute(&mut *conn)
+                    .await?;
+                let all_moved = update(false)
+                    .build()
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected()
+                    == chunk.len() as u64;
+                let moved: Vec<ExternalUserId> = if all_moved {
+                    chunk
+                        .iter()
+                        .map(|(c, _)| c.external_userid.clone())
+                        .collect()
+                } else {
+                    sqlx::query("ROLLBACK TO SAVEPOINT tier_moves")
+                        .execute(&mut *conn)
+                        .await?;
+                    update(true)
+                        .build_query_scalar()
+                        .fetch_all(&mut *conn)
+                        .await?
+                };
+                sqlx::query("RELEASE SAVEPOINT tier_moves")
+                    .execute(&mut *conn)
+                    .await?;
                 let mut recorded = Vec::new();
                 if !moved.is_empty() {
                     let moved_set: std::collections::HashSet<&ExternalUserId> =
@@ -521,7 +553,10 @@ fn open_tier_read(file: &std::path::Path) -> Result<rusqlite::Connection> {
     .map_err(sqlite_read_error)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(sqlite_read_error)?;
-    conn.execute_batch("BEGIN").map_err(sqlite_read_error)?;
+    // One pass in index order: a page is read once, so a small cache loses nothing (the
+    // operating system's holds the file) and keeps the two reads' memory down.
+    conn.execute_batch("PRAGMA cache_size = -512; BEGIN")
+        .map_err(sqlite_read_error)?;
     Ok(conn)
 }
 
