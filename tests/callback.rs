@@ -468,3 +468,33 @@ async fn replay_refuses_pending_and_takes_back_only_events_whose_lease_ran_out()
     assert_eq!(processing.len(), 1, "the live lease is left alone");
     store.close().await;
 }
+
+/// An authentic callback whose plaintext holds U+0000 (PostgreSQL's text cannot store it) is
+/// acknowledged and stored once, with U+FFFD in its place: answering 500 would have WeCom retry
+/// it for ever. Sent twice, it is one event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_holding_u0000_is_stored_with_u_fffd_in_its_place() {
+    let db = TestDb::new().await;
+    let app = start(db.settings()).await;
+    let sender = sender(&app);
+    let text = sample_events()
+        .into_iter()
+        .find(|xml| xml.contains("<MsgType><![CDATA[text]]>"))
+        .expect("a text message among the samples");
+    let xml = text.replace("查询订单", "查询\0订单");
+    assert_ne!(xml, text);
+    for _ in 0..2 {
+        assert_eq!(sender.post(&sender.seal(&xml)).await, Ok(200));
+    }
+    let stored = app
+        .store()
+        .inbox_xml_of_kind("message.text")
+        .await
+        .unwrap()
+        .expect("the message is stored");
+    assert!(stored.contains("查询\u{FFFD}订单"), "{stored}");
+    assert!(!stored.contains('\0'));
+    let keys = app.store().inbox_keys().await.unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    app.shutdown().await;
+}
