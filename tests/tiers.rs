@@ -887,6 +887,91 @@ async fn changes_written_together_skip_only_the_customers_moved_meanwhile() {
     w.app.shutdown().await;
 }
 
+/// What a tier change fans out to: each customer's connected members, earliest added first
+/// (the first one invites into the tier's group), across more customers than one statement asks
+/// for; a lost relation and a customer without members give none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_members_of_changed_customers_come_earliest_added_first() {
+    use siyu::store::contacts::{Customer, Follow, FollowStatus, upsert_customer, upsert_follow};
+    let db = common::TestDb::new().await;
+    let app = common::start(db.settings()).await;
+    let now = app.clock().now_ms();
+    let follow = |userid: &str, who: &str, added_at: i64, status: FollowStatus| Follow {
+        userid: userid.into(),
+        external_userid: who.into(),
+        channel: "unattributed".into(),
+        state: None,
+        add_way: 1,
+        added_at,
+        remark: String::new(),
+        description: String::new(),
+        tag_ids: vec![],
+        status,
+        ended_at: None,
+        siyu_remark: None,
+    };
+    let mut tx = app.store().begin().await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..1_200 {
+        let id = format!("wm{i:06}");
+        let customer = Customer {
+            external_userid: id.clone().into(),
+            name: id.clone(),
+            kind: 1,
+            corp_name: String::new(),
+            tier: "member".into(),
+            channel: "unattributed".into(),
+            first_added_at: now,
+        };
+        upsert_customer(&mut tx, &customer, now).await.unwrap();
+        // Every third customer has no members; the others two, the later-added one first by
+        // id, and a lost one.
+        if i % 3 != 0 {
+            upsert_follow(
+                &mut tx,
+                &follow("zz_first", &id, now - 2_000, FollowStatus::Connected),
+                now,
+            )
+            .await
+            .unwrap();
+            upsert_follow(
+                &mut tx,
+                &follow("aa_second", &id, now - 1_000, FollowStatus::Connected),
+                now,
+            )
+            .await
+            .unwrap();
+            upsert_follow(
+                &mut tx,
+                &follow("mm_lost", &id, now - 3_000, FollowStatus::Lost),
+                now,
+            )
+            .await
+            .unwrap();
+        }
+        ids.push(siyu::ids::ExternalUserId::from(id));
+    }
+    tx.commit().await.unwrap();
+    let got = app.store().connected_members_of(&ids).await.unwrap();
+    let expected: Vec<(String, String)> = ids
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 != 0)
+        .flat_map(|(_, id)| {
+            [
+                (id.as_str().to_string(), "zz_first".to_string()),
+                (id.as_str().to_string(), "aa_second".to_string()),
+            ]
+        })
+        .collect();
+    let got: Vec<(String, String)> = got
+        .into_iter()
+        .map(|(c, m)| (c.as_str().to_string(), m.as_str().to_string()))
+        .collect();
+    assert_eq!(got, expected);
+    app.shutdown().await;
+}
+
 /// The one-pass read (one `GROUP BY` over the activity, merged with the customers) gives each
 /// customer exactly the sums a plain reading of its records gives, for everyone and for a list:
 /// ids whose order differs between collations, customers without records, records of a

@@ -625,7 +625,6 @@ impl Store {
         Ok(rows)
     }
 
-    /// The connected relations of these customers.
     /// The members following each of these customers on connected relations, by customer and
     /// then by when the member added them: only the two ids (a tier change's fan-out needs no
     /// more, and a million relations decode far faster so).
@@ -633,24 +632,38 @@ impl Store {
         &self,
         customers: &[ExternalUserId],
     ) -> Result<Vec<(ExternalUserId, UserId)>> {
-        let mut out = Vec::new();
+        // The relations come back as one JSON array per statement, not a row each: on SQLite
+        // every row is a hand-off from the connection's thread, and a lot of tier changes asks
+        // for thousands.
+        let aggregate = match self.pool {
+            super::Pool::Sqlite(_) => {
+                "SELECT json_group_array(json_array(external_userid, userid, added_at))"
+            }
+            super::Pool::Postgres(_) => {
+                "SELECT CAST(COALESCE(json_agg(json_build_array(external_userid, userid, added_at)), '[]') AS TEXT)"
+            }
+        };
+        let mut out: Vec<(ExternalUserId, UserId, i64)> = Vec::new();
         for chunk in customers.chunks(500) {
-            let rows: Vec<(ExternalUserId, UserId)> = with_pool!(self, |pool| {
-                let mut q = sqlx::QueryBuilder::new(
-                    "SELECT external_userid, userid FROM follows WHERE status = ",
-                );
+            let json: String = with_pool!(self, |pool| {
+                let mut q = sqlx::QueryBuilder::new(aggregate);
+                q.push(" FROM follows WHERE status = ");
                 q.push_bind(FollowStatus::Connected.as_str());
                 q.push(" AND external_userid IN (");
                 let mut sep = q.separated(", ");
                 for c in chunk {
                     sep.push_bind(c);
                 }
-                q.push(") ORDER BY external_userid, added_at, userid");
-                q.build_query_as().fetch_all(pool).await?
+                q.push(")");
+                q.build_query_scalar().fetch_one(pool).await?
             });
-            out.extend(rows);
+            out.extend(
+                serde_json::from_str::<Vec<(ExternalUserId, UserId, i64)>>(&json)
+                    .map_err(|e| StoreError::Corrupt(format!("the members of customers: {e}")))?,
+            );
         }
-        Ok(out)
+        out.sort_by(|a, b| (&a.0, a.2, &a.1).cmp(&(&b.0, b.2, &b.1)));
+        Ok(out.into_iter().map(|(c, m, _)| (c, m)).collect())
     }
 
     pub async fn connected_follows_of(&self, customers: &[ExternalUserId]) -> Result<Vec<Follow>> {
