@@ -511,7 +511,7 @@ pub async fn record_contact_events(tx: &mut Tx, events: &[ContactEvent]) -> Resu
                     .push_bind(&e.detail)
                     .push_bind(e.at);
             });
-            q.build().execute(&mut *conn).await?;
+            q.build().persistent(false).execute(&mut *conn).await?;
         });
     }
     Ok(())
@@ -655,7 +655,10 @@ impl Store {
                     sep.push_bind(c);
                 }
                 q.push(")");
-                q.build_query_scalar().fetch_one(pool).await?
+                q.build_query_scalar()
+                    .persistent(false)
+                    .fetch_one(pool)
+                    .await?
             });
             out.extend(
                 serde_json::from_str::<Vec<(ExternalUserId, UserId, i64)>>(&json)

@@ -196,7 +196,11 @@ pub async fn enqueue_all(tx: &mut Tx, jobs: &[NewJob], now: i64) -> Result<u64> 
                     .push_bind(job.priority);
             });
             q.push(" ON CONFLICT (idempotency_key) DO NOTHING");
-            q.build().execute(&mut *conn).await?.rows_affected()
+            q.build()
+                .persistent(false)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected()
         });
     }
     if stored > 0 {

@@ -120,6 +120,10 @@ pub async fn record_tier_changes(
                     }
                     update
                 };
+                // The multi-row statements here are not kept prepared (`persistent(false)`): one
+                // of 500 rows of values is large, and every pooled connection would keep its own
+                // copy of each; preparing one again costs far less than its rows.
+                //
                 // Nearly always every customer is still where the decision saw them: then the
                 // count says who moved, and no row need come back. Otherwise the update is undone
                 // and made again, naming those it moved.
@@ -128,6 +132,7 @@ pub async fn record_tier_changes(
                     .await?;
                 let all_moved = update(false)
                     .build()
+                    .persistent(false)
                     .execute(&mut *conn)
                     .await?
                     .rows_affected()
@@ -143,6 +148,7 @@ pub async fn record_tier_changes(
                         .await?;
                     update(true)
                         .build_query_scalar()
+                        .persistent(false)
                         .fetch_all(&mut *conn)
                         .await?
                 };
@@ -169,7 +175,11 @@ pub async fn record_tier_changes(
                         },
                     );
                     insert.push(" RETURNING id, external_userid");
-                    recorded = insert.build_query_as().fetch_all(&mut *conn).await?;
+                    recorded = insert
+                        .build_query_as()
+                        .persistent(false)
+                        .fetch_all(&mut *conn)
+                        .await?;
                 }
                 (moved, recorded)
             }
@@ -941,7 +951,7 @@ impl Store {
                     row.push_bind(customer).push_bind(*since);
                 });
                 q.push(") AS v WHERE customers.external_userid = v.column1");
-                q.build().execute(&mut *conn).await?;
+                q.build().persistent(false).execute(&mut *conn).await?;
             });
         }
         tx.commit().await
