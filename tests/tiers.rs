@@ -927,27 +927,15 @@ async fn the_members_of_changed_customers_come_earliest_added_first() {
         // Every third customer has no members; the others two, the later-added one first by
         // id, and a lost one.
         if i % 3 != 0 {
-            upsert_follow(
-                &mut tx,
-                &follow("zz_first", &id, now - 2_000, FollowStatus::Connected),
-                now,
-            )
-            .await
-            .unwrap();
-            upsert_follow(
-                &mut tx,
-                &follow("aa_second", &id, now - 1_000, FollowStatus::Connected),
-                now,
-            )
-            .await
-            .unwrap();
-            upsert_follow(
-                &mut tx,
-                &follow("mm_lost", &id, now - 3_000, FollowStatus::Lost),
-                now,
-            )
-            .await
-            .unwrap();
+            for (member, ago, status) in [
+                ("zz_first", 2_000, FollowStatus::Connected),
+                ("aa_second", 1_000, FollowStatus::Connected),
+                ("mm_lost", 3_000, FollowStatus::Lost),
+            ] {
+                upsert_follow(&mut tx, &follow(member, &id, now - ago, status), now)
+                    .await
+                    .unwrap();
+            }
         }
         ids.push(siyu::ids::ExternalUserId::from(id));
     }
