@@ -887,12 +887,25 @@ async fn changes_written_together_skip_only_the_customers_moved_meanwhile() {
     w.app.shutdown().await;
 }
 
+/// A customer in the entry tier, named by its id, stored straight into the database.
+fn member_named_by_id(id: &str, now: i64) -> siyu::store::contacts::Customer {
+    siyu::store::contacts::Customer {
+        external_userid: id.into(),
+        name: id.to_string(),
+        kind: 1,
+        corp_name: String::new(),
+        tier: "member".into(),
+        channel: "unattributed".into(),
+        first_added_at: now,
+    }
+}
+
 /// What a tier change fans out to: each customer's connected members, earliest added first
 /// (the first one invites into the tier's group), across more customers than one statement asks
 /// for; a lost relation and a customer without members give none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_members_of_changed_customers_come_earliest_added_first() {
-    use siyu::store::contacts::{Customer, Follow, FollowStatus, upsert_customer, upsert_follow};
+    use siyu::store::contacts::{Follow, FollowStatus, upsert_customer, upsert_follow};
     let db = common::TestDb::new().await;
     let app = common::start(db.settings()).await;
     let now = app.clock().now_ms();
@@ -914,16 +927,9 @@ async fn the_members_of_changed_customers_come_earliest_added_first() {
     let mut ids = Vec::new();
     for i in 0..1_200 {
         let id = format!("wm{i:06}");
-        let customer = Customer {
-            external_userid: id.clone().into(),
-            name: id.clone(),
-            kind: 1,
-            corp_name: String::new(),
-            tier: "member".into(),
-            channel: "unattributed".into(),
-            first_added_at: now,
-        };
-        upsert_customer(&mut tx, &customer, now).await.unwrap();
+        upsert_customer(&mut tx, &member_named_by_id(&id, now), now)
+            .await
+            .unwrap();
         // Every third customer has no members; the others two, the later-added one first by
         // id, and a lost one.
         if i % 3 != 0 {
@@ -966,7 +972,7 @@ async fn the_members_of_changed_customers_come_earliest_added_first() {
 /// reference no customer holds, records at the window's edge and after `now`, and a pin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_one_pass_read_gives_every_customer_the_sums_of_its_own_records() {
-    use siyu::store::contacts::{Customer, upsert_customer};
+    use siyu::store::contacts::upsert_customer;
     use siyu::store::tiers::{NewActivity, Pin, insert_activity};
 
     let db = common::TestDb::new().await;
@@ -990,16 +996,9 @@ async fn the_one_pass_read_gives_every_customer_the_sums_of_its_own_records() {
     };
     let mut tx = store.begin().await.unwrap();
     for id in &ids {
-        let c = Customer {
-            external_userid: id.as_str().into(),
-            name: id.clone(),
-            kind: 1,
-            corp_name: String::new(),
-            tier: "member".into(),
-            channel: "unattributed".into(),
-            first_added_at: now,
-        };
-        upsert_customer(&mut tx, &c, now).await.unwrap();
+        upsert_customer(&mut tx, &member_named_by_id(id, now), now)
+            .await
+            .unwrap();
     }
     let kinds = ["order", "refund", "referral", "view"];
     let mut records = Vec::new();
