@@ -592,8 +592,7 @@ async fn run(
     let writing = tokio::spawn(async move {
         let mut writes = writes;
         while let Some(lot) = writes.recv().await {
-            let members = members_of_changes(&writer, &lot.changes).await?;
-            apply_changes(&writer, &lot.changes, &members, now).await?;
+            apply_changes(&writer, &lot.changes, now).await?;
             writer.store.set_keep_failing_since(&lot.failing).await?;
         }
         Ok::<_, AppError>(())
@@ -627,9 +626,6 @@ async fn members_of_changes(
     changes: &[(Decision, Option<i64>)],
 ) -> Result<Members, AppError> {
     let mut members = Members::new();
-    if changes.is_empty() {
-        return Ok(members);
-    }
     let ids: Vec<ExternalUserId> = changes
         .iter()
         .map(|(d, _)| d.external_userid.clone())
@@ -666,12 +662,12 @@ pub struct EvaluateJob {
 async fn apply_changes(
     services: &Services,
     changes: &[(Decision, Option<i64>)],
-    members: &Members,
     now: i64,
 ) -> Result<(), AppError> {
     if changes.is_empty() {
         return Ok(());
     }
+    let members = members_of_changes(services, changes).await?;
     let records: Vec<(TierChange, Option<i64>)> = changes
         .iter()
         .map(|(d, failing)| {
