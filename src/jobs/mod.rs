@@ -142,16 +142,35 @@ pub async fn enqueue_with_priority(
     priority: i64,
 ) -> Result<Option<i64>, StoreError> {
     let now = clock.now_ms();
-    let job = NewJob {
+    let job = new_job(
+        settings,
+        kind,
+        payload,
+        idempotency_key.to_string(),
+        run_at.unwrap_or(now),
+        priority,
+    )?;
+    store::jobs::enqueue(tx, &job, now).await
+}
+
+/// A job row of `kind` as the enqueuers store it, its payload serialized.
+fn new_job(
+    settings: &JobSettings,
+    kind: &str,
+    payload: &impl Serialize,
+    idempotency_key: String,
+    run_at: i64,
+    priority: i64,
+) -> Result<NewJob, StoreError> {
+    Ok(NewJob {
         kind: kind.to_string(),
         payload: serde_json::to_string(payload)
             .map_err(|e| StoreError::Corrupt(format!("job payload does not serialize: {e}")))?,
-        idempotency_key: idempotency_key.to_string(),
-        run_at: run_at.unwrap_or(now),
+        idempotency_key,
+        run_at,
         max_attempts: settings.max_attempts,
         priority,
-    };
-    store::jobs::enqueue(tx, &job, now).await
+    })
 }
 
 /// [`enqueue`] for many jobs of one `kind`, each a `(payload, idempotency key, run_at)`, in a few
@@ -167,16 +186,14 @@ pub async fn enqueue_all<P: Serialize>(
     let jobs = jobs
         .into_iter()
         .map(|(payload, idempotency_key, run_at)| {
-            Ok(NewJob {
-                kind: kind.to_string(),
-                payload: serde_json::to_string(&payload).map_err(|e| {
-                    StoreError::Corrupt(format!("job payload does not serialize: {e}"))
-                })?,
+            new_job(
+                settings,
+                kind,
+                &payload,
                 idempotency_key,
-                run_at: run_at.unwrap_or(now),
-                max_attempts: settings.max_attempts,
-                priority: 0,
-            })
+                run_at.unwrap_or(now),
+                0,
+            )
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
     store::jobs::enqueue_all(tx, &jobs, now).await
