@@ -59,6 +59,24 @@ async fn pin(w: &World, id: &str, tier: &str) {
     assert_eq!(status, 200, "{body}");
 }
 
+/// A window long enough that the steps a test takes in it never reach its end, however slow the
+/// machine: with the tests' 1 s windows, three promotions could straddle two.
+const WINDOW_SECS: u64 = 600;
+
+/// Moves siyu's and the fake's clocks on by `ms`.
+fn advance(w: &World, ms: u64) {
+    w.app.clock().advance(ms as i64);
+    w.fake.advance_clock(Duration::from_millis(ms));
+}
+
+/// Moves the clocks to just after the start of a [`WINDOW_SECS`] window: windows are aligned to
+/// the clock, so what follows falls in one.
+fn move_to_a_window_start(w: &World) {
+    let window_ms = WINDOW_SECS * 1000;
+    let into = w.app.clock().now_ms().rem_euclid(window_ms as i64) as u64;
+    advance(w, window_ms - into + 1);
+}
+
 fn templates(w: &World) -> Vec<MassMessageView> {
     w.fake
         .mass_messages()
@@ -185,15 +203,22 @@ async fn the_join_way_names_the_tier_and_holds_at_most_5_groups() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promotions_in_one_window_are_one_task_with_the_qr_code_and_joins_mark_them_joined() {
-    let w = groups_world().await;
+    let w = groups_world_with(|s| s.groups.invite_batch_secs = WINDOW_SECS).await;
     let body = set_groups(&w, "partner", &["wrPartner1"]).await;
     let config_id = body["config_id"].as_str().unwrap().to_string();
     let a = w.add("douyin", "王小明").await.external_userid;
     let b = w.add("douyin", "陈静").await.external_userid;
     let c = w.add("douyin", "李雷").await.external_userid;
+    move_to_a_window_start(&w);
     for id in [&a, &b, &c] {
         pin(&w, id, "partner").await;
     }
+    assert!(status_becomes(&w, "partner", &c, "invited").await);
+    assert!(
+        templates(&w).is_empty(),
+        "nothing is sent before the window closes"
+    );
+    advance(&w, WINDOW_SECS * 1000);
     let sent = templates_become(&w, 1).await;
     assert_eq!(
         sent.len(),
