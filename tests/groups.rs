@@ -69,10 +69,10 @@ fn advance(w: &World, ms: u64) {
     w.fake.advance_clock(Duration::from_millis(ms));
 }
 
-/// Moves the clocks to just after the start of a [`WINDOW_SECS`] window: windows are aligned to
-/// the clock, so what follows falls in one.
-fn move_to_a_window_start(w: &World) {
-    let window_ms = WINDOW_SECS * 1000;
+/// Moves the clocks to just after the start of a window of `secs`: windows are aligned to the
+/// clock, so what follows falls in one.
+fn move_to_a_window_start(w: &World, secs: u64) {
+    let window_ms = secs * 1000;
     let into = w.app.clock().now_ms().rem_euclid(window_ms as i64) as u64;
     advance(w, window_ms - into + 1);
 }
@@ -209,7 +209,7 @@ async fn promotions_in_one_window_are_one_task_with_the_qr_code_and_joins_mark_t
     let a = w.add("douyin", "王小明").await.external_userid;
     let b = w.add("douyin", "陈静").await.external_userid;
     let c = w.add("douyin", "李雷").await.external_userid;
-    move_to_a_window_start(&w);
+    move_to_a_window_start(&w, WINDOW_SECS);
     for id in [&a, &b, &c] {
         pin(&w, id, "partner").await;
     }
@@ -963,6 +963,79 @@ async fn the_join_way_keeps_the_newest_groups_that_are_not_full() {
     })
     .await;
     assert!(recorded, "{}", w.get("/tier-groups/partner").await);
+    w.app.shutdown().await;
+}
+
+/// The soak found this: after a send whose answer never came, siyu looks for the task it may
+/// have made. A member's invitations to a tier's group all read the same, so the earlier task to
+/// another customer, a window before, was taken for this one and the customer was marked invited
+/// by a task that never reached them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_with_no_answer_is_matched_to_the_task_that_names_its_own_customers() {
+    // Windows of 30 s: the earlier task falls within the minute before the send that siyu
+    // searches (for the clocks' skew).
+    const SHORT: u64 = 30;
+    let w = groups_world_with(|s| {
+        s.groups.invite_batch_secs = SHORT;
+        s.wecom.request_timeout_ms = 500;
+    })
+    .await;
+    w.fake.set_timeout_hold(Duration::from_secs(2));
+    set_groups(&w, "partner", &["wrPartner1"]).await;
+    let a = w.add("douyin", "王小明").await.external_userid;
+    let b = w.add("douyin", "陈静").await.external_userid;
+    let window_ms = SHORT * 1000;
+    move_to_a_window_start(&w, SHORT);
+    pin(&w, &a, "partner").await;
+    assert!(status_becomes(&w, "partner", &a, "invited").await);
+    advance(&w, window_ms);
+    let first = templates_become(&w, 1).await;
+
+    // b's send is made at WeCom, but its answer never arrives.
+    pin(&w, &b, "partner").await;
+    assert!(status_becomes(&w, "partner", &b, "invited").await);
+    w.fake.fail_next(
+        "/cgi-bin/externalcontact/add_msg_template",
+        1,
+        siyu::fake::Failure::Timeout,
+    );
+    advance(&w, window_ms);
+    let store = w.app.store();
+    let b_id = siyu::ids::ExternalUserId::from(b.as_str());
+    let tasked_in = || async {
+        let invitation = store
+            .invitations_of_customer(&b_id)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|i| i.tier == "partner")?;
+        let send = store.invite_send(invitation.send_id?).await.unwrap()?;
+        send.msgid
+    };
+    assert!(
+        eventually(WAIT, || async { tasked_in().await.is_some() }).await,
+        "b's invitation is tasked"
+    );
+    assert!(wait_idle(&w.app, WAIT).await);
+    let sent = templates(&w);
+    assert_eq!(sent.len(), 2, "b's task is made once: {sent:?}");
+    let to_b = sent
+        .iter()
+        .find(|t| t.msgid != first[0].msgid)
+        .expect("b's task");
+    assert_eq!(
+        to_b.results
+            .iter()
+            .filter_map(|r| r.external_userid.as_deref())
+            .collect::<Vec<_>>(),
+        [b.as_str()]
+    );
+    assert_eq!(
+        tasked_in().await.as_deref(),
+        Some(to_b.msgid.as_str()),
+        "b's invitation is tasked in the task that reached b, not in a's ({})",
+        first[0].msgid
+    );
     w.app.shutdown().await;
 }
 

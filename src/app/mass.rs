@@ -5,8 +5,10 @@
 
 use chrono::{Datelike, TimeZone};
 
+use std::collections::HashSet;
+
 use super::{AppError, Services};
-use crate::ids::UserId;
+use crate::ids::{ExternalUserId, UserId};
 use crate::wecom::client::types::{MassMessageRequest, SendResult};
 
 /// Since when WeCom's per-customer mass-message cap counts (`groups.mass_cap_period`: the day,
@@ -59,6 +61,11 @@ pub fn cap_count(s: &Services, now: i64) -> u32 {
 
 /// After an unknown outcome: the task an attempt made, if any — a message of `request`'s chat
 /// type created since `since_ms`, with the same text, whose sender is `sender`.
+///
+/// A member's texts repeat (every invitation to a tier's group reads the same), so where the
+/// request names its customers the task must also be theirs: every customer it went to is one
+/// the request names. Of several such tasks, the one reaching most of them is this attempt's; an
+/// earlier task to other customers is never taken for it.
 pub async fn find_task(
     s: &Services,
     since_ms: i64,
@@ -68,6 +75,10 @@ pub async fn find_task(
     let start = since_ms / 1000 - 60;
     let end = s.clock.now_ms() / 1000 + 60;
     let text = request.text.as_ref().map(|t| t.content.as_str());
+    let named: Option<HashSet<&ExternalUserId>> = (request.chat_type == "single"
+        && !request.external_userid.is_empty())
+    .then(|| request.external_userid.iter().collect());
+    let mut best: Option<(usize, String)> = None;
     let mut cursor = String::new();
     loop {
         let page = s
@@ -79,12 +90,21 @@ pub async fn find_task(
                 continue;
             }
             let tasks = s.wecom.mass_message_tasks(&m.msgid, "").await?;
-            if tasks.task_list.iter().any(|t| t.userid == *sender) {
+            if !tasks.task_list.iter().any(|t| t.userid == *sender) {
+                continue;
+            }
+            let Some(named) = &named else {
                 return Ok(Some(m.msgid.clone()));
+            };
+            let reached = results(s, &m.msgid, sender).await?;
+            let theirs =
+                !reached.is_empty() && reached.iter().all(|r| named.contains(&r.external_userid));
+            if theirs && best.as_ref().is_none_or(|(n, _)| reached.len() > *n) {
+                best = Some((reached.len(), m.msgid.clone()));
             }
         }
         if page.next_cursor.is_empty() {
-            return Ok(None);
+            return Ok(best.map(|(_, msgid)| msgid));
         }
         cursor = page.next_cursor;
     }
