@@ -81,6 +81,15 @@ impl Dispatcher {
     ) {
         let signals = self.store.signals().clone();
         let lease_ms = (self.inbox.lease_secs * 1000) as i64;
+        // The database is read only when there may be something in it: at start, when a commit
+        // stored events pending (the signal), and once a poll interval. Events handed over need
+        // no read, and under a steady stream of them a claim and a reclaim after every batch
+        // were two writes competing with the inbox writer for SQLite's one write turn.
+        let mut notified = Box::pin(signals.inbox.notified());
+        notified.as_mut().enable();
+        let mut look = true;
+        // The first turn is a poll: leases left by a process that died are taken back at start.
+        let mut next_poll = tokio::time::Instant::now();
         loop {
             if *shutdown.borrow() {
                 match handoff.recv().await {
@@ -91,46 +100,61 @@ impl Dispatcher {
                     None => return,
                 }
             }
+            let polled = tokio::time::Instant::now() >= next_poll;
+            if polled {
+                next_poll = tokio::time::Instant::now() + self.poll;
+                look = true;
+            }
             if let Ok(batch) = handoff.try_recv() {
                 self.handle_batch(batch).await;
-                continue;
-            }
-            // Registered before the claim, so a commit between the claim and the wait still wakes us.
-            let notified = signals.inbox.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            match self
-                .store
-                .claim_inbox(self.clock.now_ms(), lease_ms, CLAIM_BATCH)
-                .await
-            {
-                Ok(events) if !events.is_empty() => {
-                    let claimed = events
-                        .into_iter()
-                        .map(|claimed| Handed {
-                            claimed,
-                            event: None,
-                        })
-                        .collect();
-                    self.handle_batch(claimed).await;
+                if !polled {
                     continue;
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "claiming inbox events failed"),
             }
-            // Idle: the moment to take back events whose handler died with its lease.
-            match self.store.reclaim_expired_events(self.clock.now_ms()).await {
-                Ok(0) => {}
-                Ok(n) => {
-                    tracing::info!(events = n, "took back events whose lease expired");
-                    continue;
+            if look {
+                // A fresh wait registered before the claim, so a commit between the claim and
+                // the wait still wakes us.
+                notified = Box::pin(signals.inbox.notified());
+                notified.as_mut().enable();
+                match self
+                    .store
+                    .claim_inbox(self.clock.now_ms(), lease_ms, CLAIM_BATCH)
+                    .await
+                {
+                    Ok(events) if !events.is_empty() => {
+                        let claimed = events
+                            .into_iter()
+                            .map(|claimed| Handed {
+                                claimed,
+                                event: None,
+                            })
+                            .collect();
+                        self.handle_batch(claimed).await;
+                        continue;
+                    }
+                    Ok(_) => look = false,
+                    Err(e) => {
+                        look = false;
+                        tracing::warn!(error = %e, "claiming inbox events failed");
+                    }
                 }
-                Err(e) => tracing::warn!(error = %e, "reclaiming expired events failed"),
+            }
+            if polled {
+                // The moment to take back events whose handler died with its lease.
+                match self.store.reclaim_expired_events(self.clock.now_ms()).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(events = n, "took back events whose lease expired");
+                        look = true;
+                        continue;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "reclaiming expired events failed"),
+                }
             }
             tokio::select! {
                 Some(batch) = handoff.recv() => self.handle_batch(batch).await,
-                _ = notified => {}
-                _ = tokio::time::sleep(self.poll) => {}
+                _ = &mut notified => look = true,
+                _ = tokio::time::sleep_until(next_poll) => {}
                 _ = shutdown.changed() => {}
             }
         }

@@ -511,7 +511,12 @@ pub async fn record_contact_events(tx: &mut Tx, events: &[ContactEvent]) -> Resu
                     .push_bind(&e.detail)
                     .push_bind(e.at);
             });
-            q.build().persistent(false).execute(&mut *conn).await?;
+            // Kept prepared only for one row, the event pipeline's case (one statement per
+            // event); a statement per size of a large batch would pile up on every connection.
+            q.build()
+                .persistent(chunk.len() == 1)
+                .execute(&mut *conn)
+                .await?;
         });
     }
     Ok(())
