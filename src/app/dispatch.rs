@@ -100,9 +100,10 @@ impl Dispatcher {
                     None => return,
                 }
             }
-            let polled = tokio::time::Instant::now() >= next_poll;
+            let now = tokio::time::Instant::now();
+            let polled = now >= next_poll;
             if polled {
-                next_poll = tokio::time::Instant::now() + self.poll;
+                next_poll = now + self.poll;
                 look = true;
             }
             if let Ok(batch) = handoff.try_recv() {
@@ -116,46 +117,63 @@ impl Dispatcher {
                 // the wait still wakes us.
                 notified = Box::pin(signals.inbox.notified());
                 notified.as_mut().enable();
-                match self
-                    .store
-                    .claim_inbox(self.clock.now_ms(), lease_ms, CLAIM_BATCH)
-                    .await
-                {
-                    Ok(events) if !events.is_empty() => {
-                        let claimed = events
-                            .into_iter()
-                            .map(|claimed| Handed {
-                                claimed,
-                                event: None,
-                            })
-                            .collect();
-                        self.handle_batch(claimed).await;
-                        continue;
-                    }
-                    Ok(_) => look = false,
-                    Err(e) => {
-                        look = false;
-                        tracing::warn!(error = %e, "claiming inbox events failed");
-                    }
+                if self.claim_and_handle(lease_ms).await {
+                    continue;
                 }
+                look = false;
             }
-            if polled {
-                // The moment to take back events whose handler died with its lease.
-                match self.store.reclaim_expired_events(self.clock.now_ms()).await {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        tracing::info!(events = n, "took back events whose lease expired");
-                        look = true;
-                        continue;
-                    }
-                    Err(e) => tracing::warn!(error = %e, "reclaiming expired events failed"),
-                }
+            // The moment to take back events whose handler died with its lease.
+            if polled && self.reclaim_expired().await {
+                look = true;
+                continue;
             }
             tokio::select! {
                 Some(batch) = handoff.recv() => self.handle_batch(batch).await,
                 _ = &mut notified => look = true,
                 _ = tokio::time::sleep_until(next_poll) => {}
                 _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// Claims pending events from the database and handles them: whether there were any. (A
+    /// failed claim is logged and counts as none: the next poll tries again.)
+    async fn claim_and_handle(&self, lease_ms: i64) -> bool {
+        match self
+            .store
+            .claim_inbox(self.clock.now_ms(), lease_ms, CLAIM_BATCH)
+            .await
+        {
+            Ok(events) if !events.is_empty() => {
+                let claimed = events
+                    .into_iter()
+                    .map(|claimed| Handed {
+                        claimed,
+                        event: None,
+                    })
+                    .collect();
+                self.handle_batch(claimed).await;
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming inbox events failed");
+                false
+            }
+        }
+    }
+
+    /// Puts events whose lease ran out back to pending: whether there were any.
+    async fn reclaim_expired(&self) -> bool {
+        match self.store.reclaim_expired_events(self.clock.now_ms()).await {
+            Ok(0) => false,
+            Ok(n) => {
+                tracing::info!(events = n, "took back events whose lease expired");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reclaiming expired events failed");
+                false
             }
         }
     }

@@ -3,9 +3,9 @@
 //! counted over invitations and campaigns alike), finding the task an attempt with an unknown
 //! outcome made, and reading what the member did with it.
 
-use chrono::{Datelike, TimeZone};
-
 use std::collections::HashSet;
+
+use chrono::{Datelike, TimeZone};
 
 use super::{AppError, Services};
 use crate::ids::{ExternalUserId, UserId};
