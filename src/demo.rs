@@ -1098,8 +1098,12 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         demo.show_task(t, "", "the tier's join QR code, uploaded with media/upload");
     }
     for (tier, id) in promoted {
+        // The task is at WeCom before siyu has read its answer and marked the invitation: wait
+        // for the mark, not only for the task.
         let row = demo
-            .member_when("invited", tier, id, |m| m["status"] == "invited")
+            .member_when("invited", tier, id, |m| {
+                m["status"] == "invited" && m["invitation"]["status"] != "queued"
+            })
             .await?;
         demo.detail(format!(
             "GET /api/v1/tier-groups/{tier}/members: {} invited (invitation {})",
