@@ -255,9 +255,9 @@ async fn events_without_a_handler_are_marked_unhandled_and_replayable() {
     let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
     components
         .events
-        .register("event.change_contact", move |_ctx, event| {
+        .register("event.change_contact", move |_ctx, event, _tx| {
             let seen_tx = seen_tx.clone();
-            async move { seen_tx.send(event).map_err(|e| e.to_string()) }
+            Box::pin(async move { seen_tx.send(event).map_err(|e| e.to_string()) })
         });
     let app = common::start_with(db.settings(), components).await;
     let filter = EventFilter {
@@ -290,6 +290,108 @@ async fn events_without_a_handler_are_marked_unhandled_and_replayable() {
         })
         .await
     );
+    app.shutdown().await;
+}
+
+/// Events claimed together are handled in one transaction. One whose handler fails (or panics)
+/// must fail alone: what its handler wrote is undone, while the others of its batch are done
+/// with what theirs wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_handler_fails_its_own_event_alone_and_its_writes_are_undone() {
+    use siyu::store::inbox::{NewInboxEvent, insert_batch};
+    use siyu::wecom::event::Event;
+
+    let db = TestDb::new().await;
+    let settings = db.settings();
+    // Stored pending before siyu starts, so its dispatcher claims all four in one batch.
+    let store = siyu::store::Store::connect(&settings.database)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let corp = common::secrets().corp_id;
+    let events: Vec<NewInboxEvent> = (1..=4)
+        .map(|n| NewInboxEvent {
+            dedupe_key: format!("dispatch-test-{n}"),
+            kind: "change_external_contact.add_external_contact".into(),
+            msg_id: None,
+            xml: siyu::testkit::add_contact_xml(&corp, n, 1_700_000_000),
+            received_at: 1_700_000_000_000,
+        })
+        .collect();
+    insert_batch(&store, &events.iter().collect::<Vec<_>>(), None)
+        .await
+        .unwrap();
+    store.close().await;
+
+    // The handler writes a job for each event, then fails for customer 2 and panics for 3.
+    let mut components = siyu::Components::default();
+    let jobs = settings.jobs.clone();
+    let clock = components.clock.clone();
+    components.events.register(
+        "change_external_contact.add_external_contact",
+        move |ctx, event, tx| {
+            let (jobs, clock) = (jobs.clone(), clock.clone());
+            Box::pin(async move {
+                let Event::ExternalContact {
+                    external_user_id: Some(who),
+                    ..
+                } = event
+                else {
+                    return Err("not a contact event".to_string());
+                };
+                let key = format!("probe:{who}");
+                siyu::jobs::enqueue(tx, &jobs, &clock, "probe", &ctx.inbox_id, &key, None)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match who.as_str().chars().last() {
+                    Some('2') => Err("customer 2 is refused".to_string()),
+                    Some('3') => panic!("customer 3 breaks the handler"),
+                    _ => Ok(()),
+                }
+            })
+        },
+    );
+    let app = common::start_with(settings, components).await;
+    let store = app.store().clone();
+    let by_status = |status: InboxStatus| {
+        let store = store.clone();
+        async move {
+            let filter = EventFilter {
+                kind: None,
+                status: Some(status),
+            };
+            store.list_events(&filter, 10).await.unwrap()
+        }
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            by_status(InboxStatus::Done).await.len() + by_status(InboxStatus::Failed).await.len()
+                == 4
+        })
+        .await,
+        "all four events are settled"
+    );
+    let customer = |n: u64| format!("wm{n:030}");
+    let errors: Vec<Option<String>> = {
+        let mut failed = by_status(InboxStatus::Failed).await;
+        failed.sort_by_key(|e| e.id);
+        failed.into_iter().map(|e| e.error).collect()
+    };
+    assert_eq!(by_status(InboxStatus::Done).await.len(), 2);
+    assert_eq!(
+        errors,
+        vec![
+            Some("customer 2 is refused".to_string()),
+            Some("handler panicked: customer 3 breaks the handler".to_string()),
+        ]
+    );
+    for (n, kept) in [(1, true), (2, false), (3, false), (4, true)] {
+        let job = store
+            .job_by_key(&format!("probe:{}", customer(n)))
+            .await
+            .unwrap();
+        assert_eq!(job.is_some(), kept, "the job written for customer {n}");
+    }
     app.shutdown().await;
 }
 

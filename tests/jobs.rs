@@ -367,13 +367,13 @@ async fn workers_and_the_dispatcher_wake_at_once_not_on_their_poll() {
     let (handled_tx, mut handled_rx) = tokio::sync::mpsc::unbounded_channel();
     components.events.register(
         "change_external_contact.add_external_contact",
-        move |_ctx, _event| {
+        move |_ctx, _event, _tx| {
             let handled_tx = handled_tx.clone();
-            async move {
+            Box::pin(async move {
                 handled_tx
                     .send(std::time::Instant::now())
                     .map_err(|e| e.to_string())
-            }
+            })
         },
     );
     let app = start_with(settings.clone(), components).await;

@@ -91,13 +91,13 @@ pub fn register(services: &Services, r: &mut Registrar) {
         let s = services.clone();
         r.events.register(
             &format!("change_external_contact.{change}"),
-            move |ctx, event| {
+            move |ctx, event, tx| {
                 let s = s.clone();
-                async move {
-                    on_contact_event(&s, &ctx, event)
+                Box::pin(async move {
+                    on_contact_event(&s, &ctx, event, tx)
                         .await
                         .map_err(|e| e.to_string())
-                }
+                })
             },
         );
     }
@@ -119,7 +119,12 @@ pub fn register(services: &Services, r: &mut Registrar) {
     });
 }
 
-async fn on_contact_event(s: &Services, ctx: &EventContext, event: Event) -> Result<(), AppError> {
+async fn on_contact_event(
+    s: &Services,
+    ctx: &EventContext,
+    event: Event,
+    tx: &mut Tx,
+) -> Result<(), AppError> {
     let Event::ExternalContact {
         header,
         change,
@@ -140,13 +145,11 @@ async fn on_contact_event(s: &Services, ctx: &EventContext, event: Event) -> Res
         ));
     };
     let now = s.clock.now_ms();
-    // An add with a code, through a channel that has a welcome, is welcomed. Read before the
-    // transaction: on SQLite it holds the process's write turn.
+    // An add with a code, through a channel that has a welcome, is welcomed.
     let welcome_code = match welcome_code.filter(|c| !c.is_empty()) {
         Some(code) if attribute(s, state.as_deref()).await?.welcome.is_some() => Some(code),
         _ => None,
     };
-    let mut tx = s.store.begin().await?;
     match change {
         ContactChange::Add | ContactChange::AddHalf => {
             if let Some(code) = welcome_code {
@@ -160,38 +163,18 @@ async fn on_contact_event(s: &Services, ctx: &EventContext, event: Event) -> Res
                     event_id: Some(ctx.inbox_id),
                     added_at: Some(when_added(header.create_time, ctx.received_at)),
                 };
-                s.enqueue_urgent(&mut tx, WELCOME_JOB, &job, &format!("welcome:{code}"))
+                s.enqueue_urgent(tx, WELCOME_JOB, &job, &format!("welcome:{code}"))
                     .await?;
             } else {
-                sync_job(
-                    &mut tx,
-                    s,
-                    ctx,
-                    userid,
-                    external_userid,
-                    state,
-                    SyncReason::Add,
-                )
-                .await?;
+                sync_job(tx, s, ctx, userid, external_userid, state, SyncReason::Add).await?;
             }
         }
         ContactChange::Edit => {
-            sync_job(
-                &mut tx,
-                s,
-                ctx,
-                userid,
-                external_userid,
-                state,
-                SyncReason::Edit,
-            )
-            .await?;
+            sync_job(tx, s, ctx, userid, external_userid, state, SyncReason::Edit).await?;
         }
         ContactChange::DelFollowUser => {
             // The customer deleted the member: churn, and the member and operators are told.
-            if contacts::end_follow(&mut tx, &userid, &external_userid, FollowStatus::Lost, now)
-                .await?
-            {
+            if contacts::end_follow(tx, &userid, &external_userid, FollowStatus::Lost, now).await? {
                 let event = ContactEvent {
                     external_userid,
                     userid: userid.clone(),
@@ -199,15 +182,15 @@ async fn on_contact_event(s: &Services, ctx: &EventContext, event: Event) -> Res
                     detail: None,
                     at: now,
                 };
-                contacts::record_contact_event(&mut tx, &event).await?;
-                enqueue_member_notice(s, &mut tx, &userid, now).await?;
+                contacts::record_contact_event(tx, &event).await?;
+                enqueue_member_notice(s, tx, &userid, now).await?;
                 let ended = RelationChanged {
                     userid: userid.clone(),
                     external_userid: event.external_userid.clone(),
                     at: now,
                     key: format!("event:{}", ctx.inbox_id),
                 };
-                s.hooks().relation_ended(s, &mut tx, &ended).await?;
+                s.hooks().relation_ended(s, tx, &ended).await?;
             }
         }
         ContactChange::Del => {
@@ -217,14 +200,14 @@ async fn on_contact_event(s: &Services, ctx: &EventContext, event: Event) -> Res
             } else {
                 (FollowStatus::Deleted, ContactEventKind::Deleted)
             };
-            if contacts::end_follow(&mut tx, &userid, &external_userid, status, now).await? {
+            if contacts::end_follow(tx, &userid, &external_userid, status, now).await? {
                 let ended = RelationChanged {
                     userid: userid.clone(),
                     external_userid: external_userid.clone(),
                     at: now,
                     key: format!("event:{}", ctx.inbox_id),
                 };
-                s.hooks().relation_ended(s, &mut tx, &ended).await?;
+                s.hooks().relation_ended(s, tx, &ended).await?;
             }
             let event = ContactEvent {
                 external_userid,
@@ -233,7 +216,7 @@ async fn on_contact_event(s: &Services, ctx: &EventContext, event: Event) -> Res
                 detail: source,
                 at: now,
             };
-            contacts::record_contact_event(&mut tx, &event).await?;
+            contacts::record_contact_event(tx, &event).await?;
         }
         ContactChange::TransferFail => {
             let event = ContactEvent {
@@ -243,11 +226,10 @@ async fn on_contact_event(s: &Services, ctx: &EventContext, event: Event) -> Res
                 detail: fail_reason,
                 at: now,
             };
-            contacts::record_contact_event(&mut tx, &event).await?;
+            contacts::record_contact_event(tx, &event).await?;
         }
         ContactChange::Other(_) => {}
     }
-    tx.commit().await?;
     Ok(())
 }
 

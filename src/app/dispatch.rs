@@ -3,10 +3,11 @@
 //! and waits for `siyu events replay`.
 
 use std::collections::HashMap;
-use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
@@ -14,8 +15,8 @@ use crate::app::ingest::Handed;
 use crate::clock::Clock;
 use crate::config::InboxSettings;
 use crate::jobs::BoxFuture;
-use crate::store::Store;
-use crate::store::inbox::{ClaimedEvent, EventOutcome, InboxStatus};
+use crate::store::inbox::{ClaimedEvent, EventOutcome, InboxStatus, finish_events_in};
+use crate::store::{Store, Tx};
 use crate::wecom::event::{self, Event};
 
 /// Kind stored for a callback whose decrypted XML does not parse: kept, never dropped, and
@@ -35,8 +36,15 @@ pub struct EventContext {
     pub received_at: i64,
 }
 
-type Handler =
-    Arc<dyn Fn(EventContext, Event) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+/// A handler writes what an event decides in the transaction it is given, which it must not
+/// commit: the dispatcher commits it with the event's outcome, for a batch of events at once.
+/// Writing through the `Store` instead of the `Tx` would wait for the write turn the transaction
+/// holds (SQLite).
+type Handler = Arc<
+    dyn for<'a> Fn(EventContext, Event, &'a mut Tx) -> BoxFuture<'a, Result<(), String>>
+        + Send
+        + Sync,
+>;
 
 /// Event kinds (as [`Event::kind`] names them) and their handlers.
 #[derive(Clone, Default)]
@@ -50,17 +58,20 @@ impl EventHandlers {
         self.handlers.extend(other.handlers);
     }
 
-    pub fn register<F, Fut>(&mut self, kind: &str, handler: F)
+    pub fn register<F>(&mut self, kind: &str, handler: F)
     where
-        F: Fn(EventContext, Event) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), String>> + Send + 'static,
+        F: for<'a> Fn(EventContext, Event, &'a mut Tx) -> BoxFuture<'a, Result<(), String>>
+            + Send
+            + Sync
+            + 'static,
     {
-        self.handlers.insert(
-            kind.to_string(),
-            Arc::new(move |ctx, ev| Box::pin(handler(ctx, ev))),
-        );
+        self.handlers.insert(kind.to_string(), Arc::new(handler));
     }
 }
+
+/// Events handled in one transaction at most. On SQLite the transaction holds the process's one
+/// write turn, which the inbox writer (and so every waiting callback) queues for.
+const EVENTS_PER_TRANSACTION: usize = 64;
 
 pub struct Dispatcher {
     pub store: Store,
@@ -178,60 +189,134 @@ impl Dispatcher {
         }
     }
 
-    /// Handles a claimed batch in order and records the outcomes together. The batch is finished
-    /// even during shutdown: each event is quick, and an abandoned lease only delays it.
-    async fn handle_batch(&self, events: Vec<Handed>) {
-        let mut outcomes = Vec::with_capacity(events.len());
-        for event in events {
-            outcomes.push(self.handle(event.claimed, event.event).await);
+    /// Handles a claimed batch in order, a transaction for up to [`EVENTS_PER_TRANSACTION`]
+    /// events holding what their handlers wrote and their outcomes: one commit for them all.
+    /// Should a handler fail, that transaction is undone and its events are handled again each in
+    /// a transaction of its own, so one bad event fails alone. The batch is finished even during
+    /// shutdown: each event is quick, and an abandoned lease only delays it.
+    async fn handle_batch(&self, mut events: Vec<Handed>) {
+        let mut start = 0;
+        while start < events.len() {
+            let end = events.len().min(start + EVENTS_PER_TRANSACTION);
+            let these = &mut events[start..end];
+            match self.handle_together(these).await {
+                Ok(handled) => start += handled,
+                Err(e) => {
+                    if these.len() > 1 {
+                        tracing::debug!(error = %e, events = these.len(), "handling events together failed; handling each alone");
+                    }
+                    for one in these.chunks_mut(1) {
+                        self.handle_alone(one).await;
+                    }
+                    start = end;
+                }
+            }
         }
+    }
+
+    /// Handles one event in a transaction of its own; a failure is recorded as the event's.
+    async fn handle_alone(&self, one: &mut [Handed]) {
+        let Err(e) = self.handle_together(one).await else {
+            return;
+        };
+        let claimed = &one[0].claimed;
+        tracing::warn!(id = claimed.id, kind = %claimed.kind, error = %e, "event handler failed");
+        let failed = EventOutcome {
+            id: claimed.id,
+            status: InboxStatus::Failed,
+            error: Some(e),
+        };
         if let Err(e) = self
             .store
-            .finish_events(&outcomes, self.clock.now_ms())
+            .finish_events(&[failed], self.clock.now_ms())
             .await
         {
-            tracing::warn!(error = %e, "could not record event outcomes; their leases expire and they run again");
+            tracing::warn!(error = %e, "could not record an event's failure; its lease expires and it runs again");
         }
     }
 
-    async fn handle(&self, claimed: ClaimedEvent, parsed: Option<Event>) -> EventOutcome {
-        let span = tracing::info_span!("event", id = claimed.id, kind = %claimed.kind);
-        let (status, error) = self.outcome(&claimed, parsed).instrument(span).await;
-        EventOutcome {
-            id: claimed.id,
-            status,
-            error,
+    /// Handles events from the start of `events` in one transaction and commits it with their
+    /// outcomes: how many it handled. That is all of them unless the inbox writer came to wait
+    /// for the write turn the transaction holds (SQLite): then it commits after the event in
+    /// hand, and the callbacks waiting on the inbox go first. Err: a handler failed, or the
+    /// transaction did; nothing of it is kept. Each event's parsed form is taken from its
+    /// `Handed` at the first try: a second parses the stored XML.
+    async fn handle_together(&self, events: &mut [Handed]) -> Result<usize, String> {
+        let mut tx = self.store.begin().await.map_err(|e| e.to_string())?;
+        let mut outcomes = Vec::with_capacity(events.len());
+        for handed in events.iter_mut() {
+            let claimed = &handed.claimed;
+            let span = tracing::info_span!("event", id = claimed.id, kind = %claimed.kind);
+            let outcome = self
+                .outcome(&mut tx, claimed, handed.event.take())
+                .instrument(span)
+                .await;
+            match outcome {
+                Ok((status, error)) => outcomes.push(EventOutcome {
+                    id: claimed.id,
+                    status,
+                    error,
+                }),
+                Err(e) => {
+                    // Undone now, not when the connection is next used: on SQLite it holds the
+                    // file's write lock until then.
+                    if let Err(undo) = tx.rollback().await {
+                        tracing::warn!(error = %undo, "rolling back a failed event batch failed");
+                    }
+                    return Err(e);
+                }
+            }
+            if self.store.inbox_writer_waiting() {
+                break;
+            }
         }
+        let committed = async {
+            finish_events_in(&mut tx, &outcomes, self.clock.now_ms()).await?;
+            tx.commit().await
+        };
+        committed.await.map_err(|e| e.to_string())?;
+        Ok(outcomes.len())
     }
 
+    /// An event's outcome, its handler's writes in `tx`; Err when its handler failed (or
+    /// panicked), for the caller to undo them.
     async fn outcome(
         &self,
+        tx: &mut Tx,
         claimed: &ClaimedEvent,
         parsed: Option<Event>,
-    ) -> (InboxStatus, Option<String>) {
+    ) -> Result<(InboxStatus, Option<String>), String> {
         let Some(handler) = self.handlers.handlers.get(&claimed.kind) else {
             if claimed.kind == UNPARSED_KIND {
                 let why = event::parse(&claimed.xml).err().map(|e| e.to_string());
-                return (InboxStatus::Failed, why.or(Some("unparsed".into())));
+                return Ok((InboxStatus::Failed, why.or(Some("unparsed".into()))));
             }
-            return (InboxStatus::Unhandled, None);
+            return Ok((InboxStatus::Unhandled, None));
         };
         // Handed over by the callback already parsed; from the database, parsed here.
         let event = match parsed.map_or_else(|| event::parse(&claimed.xml), Ok) {
             Ok(event) => event,
-            Err(e) => return (InboxStatus::Failed, Some(e.to_string())),
+            Err(e) => return Ok((InboxStatus::Failed, Some(e.to_string()))),
         };
         let ctx = EventContext {
             inbox_id: claimed.id,
             received_at: claimed.received_at,
         };
-        match tokio::spawn(handler(ctx, event)).await {
-            Ok(Ok(())) => (InboxStatus::Done, None),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "event handler failed");
-                (InboxStatus::Failed, Some(e))
+        // A panic is this event's failure, not the dispatcher's end.
+        match AssertUnwindSafe(handler(ctx, event, tx))
+            .catch_unwind()
+            .await
+        {
+            Ok(Ok(())) => Ok((InboxStatus::Done, None)),
+            Ok(Err(e)) => Err(e),
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err(format!("handler panicked: {why}"))
             }
-            Err(e) => (InboxStatus::Failed, Some(format!("handler panicked: {e}"))),
         }
     }
 }

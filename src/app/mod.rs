@@ -143,19 +143,6 @@ impl Services {
         Ok(())
     }
 
-    /// One job in a transaction of its own (when the decision has no other row to write).
-    pub async fn enqueue_one(
-        &self,
-        kind: &str,
-        payload: &impl Serialize,
-        key: &str,
-    ) -> Result<(), AppError> {
-        let mut tx = self.store.begin().await?;
-        self.enqueue(&mut tx, kind, payload, key, None).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// The tiers in force: the latest change made through the API, else the config's. Read at
     /// each use, so every replica follows a change at once.
     pub async fn tiers(&self) -> Result<Vec<crate::config::TierSettings>, AppError> {

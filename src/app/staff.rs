@@ -12,7 +12,8 @@ use crate::ids::{ExternalUserId, UserId};
 /// nothing. Registered so the inbox marks them done rather than unhandled.
 pub fn register(r: &mut Registrar) {
     for kind in ["message.text", "event.enter_agent"] {
-        r.events.register(kind, |_ctx, _event| async { Ok(()) });
+        r.events
+            .register(kind, |_ctx, _event, _tx| Box::pin(async { Ok(()) }));
     }
 }
 

@@ -71,14 +71,14 @@ pub fn register(services: &Services, r: &mut Registrar) {
         let s = services.clone();
         r.events.register(
             &format!("change_external_tag.{change}"),
-            move |ctx, _event| {
+            move |ctx, _event, tx| {
                 let s = s.clone();
-                async move {
+                Box::pin(async move {
                     let key = format!("tagsync:{}", ctx.inbox_id);
-                    s.enqueue_one(LIBRARY_JOB, &serde_json::json!({}), &key)
+                    s.enqueue(tx, LIBRARY_JOB, &serde_json::json!({}), &key, None)
                         .await
                         .map_err(|e| e.to_string())
-                }
+                })
             },
         );
     }

@@ -79,6 +79,7 @@ pub mod tokens;
 pub mod users;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
@@ -142,6 +143,9 @@ struct WriteGate {
     turn: Arc<Mutex<()>>,
     /// Held by the one writer other than the inbox's that waits for `turn` or holds it.
     others: Arc<Mutex<()>>,
+    /// Whether the inbox writer waits for `turn`: a long transaction (the dispatcher's batch)
+    /// commits early when it does, so callbacks are not kept waiting behind it.
+    inbox_waiting: AtomicBool,
 }
 
 /// A turn to write (SQLite); dropping it lets the next writer in.
@@ -289,12 +293,24 @@ impl Store {
     /// The inbox writer's turn to write: ahead of the other writers (see [`WriteGate`]).
     pub(crate) async fn inbox_write_turn(&self) -> Option<WriteTurn> {
         match self.pool {
-            Pool::Sqlite(_) => Some(WriteTurn {
-                _turn: self.write_gate.turn.clone().lock_owned().await,
-                _queued: None,
-            }),
+            Pool::Sqlite(_) => {
+                let gate = &self.write_gate;
+                gate.inbox_waiting.store(true, Ordering::Relaxed);
+                let turn = gate.turn.clone().lock_owned().await;
+                gate.inbox_waiting.store(false, Ordering::Relaxed);
+                Some(WriteTurn {
+                    _turn: turn,
+                    _queued: None,
+                })
+            }
             Pool::Postgres(_) => None,
         }
+    }
+
+    /// Whether the inbox writer waits for the write turn (SQLite; never on PostgreSQL, where
+    /// writers do not wait for one another's transactions).
+    pub fn inbox_writer_waiting(&self) -> bool {
+        self.write_gate.inbox_waiting.load(Ordering::Relaxed)
     }
 
     pub async fn begin(&self) -> Result<Tx> {
@@ -375,6 +391,13 @@ impl Store {
 }
 
 impl Tx {
+    pub fn kind(&self) -> DbKind {
+        match self.inner {
+            TxInner::Sqlite(_) => DbKind::Sqlite,
+            TxInner::Postgres(_) => DbKind::Postgres,
+        }
+    }
+
     /// Commits, then wakes this process's workers for the work the transaction added.
     pub async fn commit(self) -> Result<()> {
         match self.inner {

@@ -13,6 +13,7 @@ use crate::app::{AppError, Registrar, Services, local_time};
 use crate::ids::{ChatId, ExternalUserId, UserId};
 use crate::jobs::send::Outcome;
 use crate::jobs::{JobContext, JobError};
+use crate::store::Tx;
 use crate::store::groups::{self as store_groups, GroupChat, Membership, RemovalStatus};
 use crate::wecom::client::WecomError;
 use crate::wecom::client::types::{GroupChat as WecomGroupChat, JoinWayRequest};
@@ -51,13 +52,13 @@ pub fn register(services: &Services, r: &mut Registrar) {
         let s = services.clone();
         r.events.register(
             &format!("change_external_chat.{kind}"),
-            move |ctx: EventContext, event| {
+            move |ctx: EventContext, event, tx| {
                 let s = s.clone();
-                async move {
-                    on_chat_event(&s, &ctx, event)
+                Box::pin(async move {
+                    on_chat_event(&s, &ctx, event, tx)
                         .await
                         .map_err(|e| e.to_string())
-                }
+                })
             },
         );
     }
@@ -80,7 +81,12 @@ pub fn register(services: &Services, r: &mut Registrar) {
 }
 
 /// The event is kept as a job keyed by the inbox row: handled once, retried on WeCom's trouble.
-async fn on_chat_event(s: &Services, ctx: &EventContext, event: Event) -> Result<(), AppError> {
+async fn on_chat_event(
+    s: &Services,
+    ctx: &EventContext,
+    event: Event,
+    tx: &mut Tx,
+) -> Result<(), AppError> {
     let Event::ExternalChat {
         change,
         chat_id: Some(chat_id),
@@ -109,11 +115,8 @@ async fn on_chat_event(s: &Services, ctx: &EventContext, event: Event) -> Result
         join_scene,
         quit_scene,
     };
-    let mut tx = s.store.begin().await?;
     let key = format!("group-chat:{}", ctx.inbox_id);
-    s.enqueue(&mut tx, CHAT_JOB, &job, &key, None).await?;
-    tx.commit().await?;
-    Ok(())
+    s.enqueue(tx, CHAT_JOB, &job, &key, None).await
 }
 
 async fn chat_job(s: &Services, job: &ChatJob) -> Result<(), AppError> {
