@@ -8,6 +8,7 @@ use super::tags::{self, UNATTRIBUTED, UNATTRIBUTED_NAME};
 use super::{AppError, Services};
 use crate::config::ChannelSettings;
 use crate::ids::UserId;
+use crate::store::Tx;
 use crate::store::contacts::{self, Channel, ChannelStats, Welcome};
 use crate::wecom::client::types::{Attachment, ContactWayRequest, UpdateContactWayRequest};
 
@@ -272,6 +273,16 @@ pub async fn attribute(services: &Services, state: Option<&str>) -> Result<Chann
         Some(code) => Ok(services
             .store
             .channel(code)
+            .await?
+            .unwrap_or_else(unattributed)),
+        None => Ok(unattributed()),
+    }
+}
+
+/// [`attribute`], read in `tx` (an event handler's).
+pub async fn attribute_in(tx: &mut Tx, state: Option<&str>) -> Result<Channel, AppError> {
+    match state.filter(|s| !s.is_empty()) {
+        Some(code) => Ok(contacts::channel_in(tx, code)
             .await?
             .unwrap_or_else(unattributed)),
         None => Ok(unattributed()),

@@ -11,7 +11,7 @@ use std::time::Duration;
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
-use super::channels::attribute;
+use super::channels::{attribute, attribute_in};
 use super::hooks::RelationChanged;
 use super::notes::{self, enqueue_member_notice};
 use super::{AppError, Registrar, Services, tags, tiers};
@@ -147,7 +147,7 @@ async fn on_contact_event(
     let now = s.clock.now_ms();
     // An add with a code, through a channel that has a welcome, is welcomed.
     let welcome_code = match welcome_code.filter(|c| !c.is_empty()) {
-        Some(code) if attribute(s, state.as_deref()).await?.welcome.is_some() => Some(code),
+        Some(code) if attribute_in(tx, state.as_deref()).await?.welcome.is_some() => Some(code),
         _ => None,
     };
     match change {

@@ -341,15 +341,30 @@ pub async fn insert_channel(tx: &mut Tx, c: &Channel, now: i64) -> Result<bool> 
     Ok(n == 1)
 }
 
+fn channel_by_code_sql() -> String {
+    format!("SELECT {CHANNEL_COLUMNS} FROM channels WHERE code = $1")
+}
+
+/// [`Store::channel`] in `tx`: on its connection, for a caller that holds a transaction (and on
+/// SQLite the write turn) already.
+pub async fn channel_in(tx: &mut Tx, code: &str) -> Result<Option<Channel>> {
+    let row = with_tx!(tx, |conn| {
+        let row = sqlx::query(sqlx::AssertSqlSafe(channel_by_code_sql()))
+            .bind(code)
+            .fetch_optional(&mut *conn)
+            .await?;
+        row.map(|r| channel_from_row!(&r)).transpose()?
+    });
+    Ok(row)
+}
+
 impl Store {
     pub async fn channel(&self, code: &str) -> Result<Option<Channel>> {
         let row = with_pool!(self, |pool| {
-            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {CHANNEL_COLUMNS} FROM channels WHERE code = $1"
-            )))
-            .bind(code)
-            .fetch_optional(pool)
-            .await?;
+            let row = sqlx::query(sqlx::AssertSqlSafe(channel_by_code_sql()))
+                .bind(code)
+                .fetch_optional(pool)
+                .await?;
             row.map(|r| channel_from_row!(&r)).transpose()?
         });
         Ok(row)
