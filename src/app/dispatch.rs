@@ -38,8 +38,8 @@ pub struct EventContext {
 
 /// A handler writes what an event decides in the transaction it is given, which it must not
 /// commit: the dispatcher commits it with the event's outcome, for a batch of events at once.
-/// Writing through the `Store` instead of the `Tx` would wait for the write turn the transaction
-/// holds (SQLite).
+/// A write through the `Store` instead of the `Tx` would wait for ever on SQLite, for the write
+/// turn the dispatcher's own transaction holds.
 type Handler = Arc<
     dyn for<'a> Fn(EventContext, Event, &'a mut Tx) -> BoxFuture<'a, Result<(), String>>
         + Send

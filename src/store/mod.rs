@@ -391,6 +391,7 @@ impl Store {
 }
 
 impl Tx {
+    /// The backend the transaction runs on (for statements that differ between the two).
     pub fn kind(&self) -> DbKind {
         match self.inner {
             TxInner::Sqlite(_) => DbKind::Sqlite,
