@@ -260,41 +260,7 @@ fn a_campaign_task_made_twice_is_reported() {
         reminders: vec![],
         dispatched_at_ms: 0,
     };
-    let campaign = Campaign {
-        id: 1,
-        kind: "message".into(),
-        text: text.into(),
-        runs: vec![(
-            Run {
-                id: 1,
-                campaign_id: 1,
-                due_at: 0,
-                status: RunStatus::Sending,
-                audience: 1,
-                excluded_cap: 0,
-                started_at: Some(0),
-                finished_at: None,
-                error: None,
-            },
-            vec![CampaignSend {
-                id: 1,
-                run_id: 1,
-                kind: CampaignSendKind::Template,
-                sender: "zhangsan".into(),
-                chunk: 0,
-                status: CampaignSendStatus::Tasked,
-                msgid: Some("msg1".into()),
-                jobid: None,
-                moment_id: None,
-                recipients: 1,
-                error: None,
-                created_at: 0,
-                tasked_at: Some(0),
-                reminded_at: None,
-                finished_at: None,
-            }],
-        )],
-    };
+    let campaign = campaign(text, CampaignSendStatus::Tasked, Some("msg1"));
     let once = Snapshot {
         campaigns: vec![campaign.clone()],
         mass_messages: vec![task("msg1")],
@@ -319,4 +285,66 @@ fn a_campaign_task_made_twice_is_reported() {
         "{}",
         o.problems[0]
     );
+}
+
+/// A message campaign of one run with one send from zhangsan to wmA.
+fn campaign(text: &str, status: CampaignSendStatus, msgid: Option<&str>) -> Campaign {
+    Campaign {
+        id: 1,
+        kind: "message".into(),
+        text: text.into(),
+        runs: vec![(
+            Run {
+                id: 1,
+                campaign_id: 1,
+                due_at: 0,
+                status: RunStatus::Sending,
+                audience: 1,
+                excluded_cap: 0,
+                started_at: Some(0),
+                finished_at: None,
+                error: None,
+            },
+            vec![CampaignSend {
+                id: 1,
+                run_id: 1,
+                kind: CampaignSendKind::Template,
+                sender: "zhangsan".into(),
+                chunk: 0,
+                status,
+                msgid: msgid.map(Into::into),
+                jobid: None,
+                moment_id: None,
+                recipients: 1,
+                error: None,
+                created_at: 0,
+                tasked_at: Some(0),
+                reminded_at: None,
+                finished_at: None,
+            }],
+        )],
+        targets: [(1, vec!["wmA".to_owned()])].into(),
+    }
+}
+
+#[test]
+fn a_failed_send_is_reported_unless_every_recipient_has_left_its_sender() {
+    let failed = campaign("left", CampaignSendStatus::Failed, None);
+    let still_a_customer = Snapshot {
+        campaigns: vec![failed.clone()],
+        relations: vec![relation(&[])],
+        ..Snapshot::default()
+    };
+    let o = checks::campaign_tasks_once(&still_a_customer);
+    assert_eq!(o.problems.len(), 1, "{:?}", o.problems);
+    assert!(o.problems[0].contains("failed"), "{}", o.problems[0]);
+    let mut gone = relation(&[]);
+    gone.at_wecom = None;
+    let left = Snapshot {
+        campaigns: vec![failed],
+        relations: vec![gone],
+        ..Snapshot::default()
+    };
+    let o = checks::campaign_tasks_once(&left);
+    assert!(o.passed(), "{:?}", o.problems);
 }

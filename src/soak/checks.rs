@@ -55,6 +55,8 @@ pub struct Campaign {
     pub kind: String,
     pub text: String,
     pub runs: Vec<(Run, Vec<CampaignSend>)>,
+    /// Each send's recipients (external userids, or chat ids for a group send), by send id.
+    pub targets: HashMap<i64, Vec<String>>,
 }
 
 /// A tier that has groups, as siyu holds it and as WeCom does.
@@ -583,6 +585,24 @@ pub fn relation_notes(s: &Snapshot) -> Outcome {
     Outcome::new("relation notes", problems)
 }
 
+/// A one-to-one send none of whose recipients is, at WeCom, still a customer of its sender.
+fn nobody_left_to_send_to(s: &Snapshot, c: &Campaign, send: &CampaignSend) -> bool {
+    if send.kind != CampaignSendKind::Template {
+        return false;
+    }
+    let Some(targets) = c.targets.get(&send.id) else {
+        return false;
+    };
+    // WeCom's view alone decides: siyu may not have heard yet of a customer who came back.
+    !targets.iter().any(|t| {
+        s.relations.iter().any(|r| {
+            r.follow.userid == send.sender
+                && r.follow.external_userid.as_str() == t.as_str()
+                && r.at_wecom.as_ref().is_some_and(|at| at.sendable())
+        })
+    })
+}
+
 /// Every campaign ran, and each of its runs' sends (one per sender and chunk, or one Moments
 /// task) is exactly one task at WeCom: `add_msg_template` / `add_moment_task` once, none left
 /// pending, none made without a send.
@@ -622,6 +642,9 @@ pub fn campaign_tasks_once(s: &Snapshot) -> Outcome {
                         problems.push(format!("{what}: still pending"));
                         continue;
                     }
+                    // WeCom refuses a task when every recipient has left the sender since the
+                    // run was planned (41048): a right outcome, when WeCom agrees none is left.
+                    CampaignSendStatus::Failed if nobody_left_to_send_to(s, c, send) => continue,
                     CampaignSendStatus::Failed => {
                         problems.push(format!(
                             "{what}: failed ({})",

@@ -181,8 +181,13 @@ pub async fn take(
     for row in store.campaigns(None).await.map_err(store_err)? {
         let content: serde_json::Value = serde_json::from_str(&row.content).unwrap_or_default();
         let mut runs = Vec::new();
+        let mut targets = HashMap::new();
         for run in store.runs_of(row.id).await.map_err(store_err)? {
             let sends = store.sends_of_run(run.id).await.map_err(store_err)?;
+            for send in &sends {
+                let recipients = store.recipients_of(send.id).await.map_err(store_err)?;
+                targets.insert(send.id, recipients.into_iter().map(|r| r.target).collect());
+            }
             runs.push((run, sends));
         }
         campaigns.push(Campaign {
@@ -190,6 +195,7 @@ pub async fn take(
             kind: row.kind,
             text: content["text"].as_str().unwrap_or_default().to_owned(),
             runs,
+            targets,
         });
     }
 
