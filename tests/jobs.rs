@@ -438,3 +438,95 @@ async fn workers_and_the_dispatcher_wake_at_once_not_on_their_poll() {
     }
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_enqueued_together_keep_their_payloads_exactly_and_skip_keys_already_used() {
+    // enqueue_all hands the database its rows as one JSON text: payloads that are themselves
+    // JSON with quotes, backslashes, newlines and Chinese must come back byte for byte, integers
+    // must stay integers, and a key already used is skipped without failing the others.
+    let db = TestDb::new().await;
+    let settings = db.settings();
+    let clock = Clock::default();
+    let seen: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+    let mut components = Components {
+        clock: clock.clone(),
+        ..Components::default()
+    };
+    let recorded = seen.clone();
+    components.jobs.register("together", move |ctx| {
+        let recorded = recorded.clone();
+        async move {
+            recorded
+                .lock()
+                .unwrap()
+                .insert(ctx.job.idempotency_key.clone(), ctx.job.payload.clone());
+            Ok(())
+        }
+    });
+    let app = start_with(settings.clone(), components).await;
+    enqueue(&app, &settings, "together", "together-used", None).await;
+    assert!(wait_state(app.store(), "together-used", "done", Duration::from_secs(5)).await);
+
+    let later = clock.now_ms() + 3_600_000;
+    let texts = [
+        "王小明说：\"你好\"\n第二行 \\ 反斜杠",
+        "{\"nested\": [1, 2]}",
+        "plain",
+    ];
+    let jobs = vec![
+        (
+            serde_json::json!({ "text": texts[0] }),
+            "together-a".to_string(),
+            None,
+        ),
+        (
+            serde_json::json!({ "text": texts[1] }),
+            "together-used".to_string(),
+            None,
+        ),
+        (
+            serde_json::json!({ "text": texts[2] }),
+            "together-later".to_string(),
+            Some(later),
+        ),
+    ];
+    let mut tx = app.store().begin().await.unwrap();
+    let new = jobs::enqueue_all(&mut tx, &settings.jobs, app.clock(), "together", jobs)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(new, 2, "the used key is skipped, the other two are new");
+
+    assert!(wait_state(app.store(), "together-a", "done", Duration::from_secs(5)).await);
+    let payload = seen.lock().unwrap()["together-a"].clone();
+    assert_eq!(payload, serde_json::json!({ "text": texts[0] }).to_string());
+    let used = seen.lock().unwrap()["together-used"].clone();
+    assert_eq!(
+        used,
+        serde_json::json!({"key": "together-used"}).to_string()
+    );
+
+    let waiting = app
+        .store()
+        .job_by_key("together-later")
+        .await
+        .unwrap()
+        .expect("the later job is stored");
+    assert_eq!(waiting.run_at, later);
+    assert_eq!(waiting.max_attempts, settings.jobs.max_attempts);
+    assert_eq!(waiting.state.to_string(), "queued");
+    clock.advance(3_600_000);
+    app.store().signals().jobs.notify_waiters();
+    assert!(
+        wait_state(
+            app.store(),
+            "together-later",
+            "done",
+            Duration::from_secs(5)
+        )
+        .await
+    );
+    let payload = seen.lock().unwrap()["together-later"].clone();
+    assert_eq!(payload, serde_json::json!({ "text": texts[2] }).to_string());
+    app.shutdown().await;
+}

@@ -108,8 +108,8 @@ impl Services {
         Ok(())
     }
 
-    /// [`Services::enqueue`] for many jobs of `kind`, each a `(payload, key, run_at)`, in a few
-    /// statements.
+    /// [`Services::enqueue`] for many jobs of `kind`, each a `(payload, key, run_at)`, in one
+    /// statement.
     pub async fn enqueue_all<P: Serialize>(
         &self,
         tx: &mut Tx,

@@ -586,18 +586,37 @@ async fn run(
         drop(writes_tx);
         report
     };
-    // A task of its own, so its side of the writes (building statements, reading what they
-    // return) runs on another thread than the decisions.
-    let writer = services.clone();
-    let writing = tokio::spawn(async move {
+    // Two tasks of their own, so their side of the writes runs on another thread than the
+    // decisions: one reads the members each lot's changes set off to while the lot before it
+    // is written by the other (the reads and the writes are on different connections).
+    let (prepared_tx, prepared) = tokio::sync::mpsc::channel::<(Writes, Members)>(1);
+    let reader = services.clone();
+    let preparing = tokio::spawn(async move {
         let mut writes = writes;
         while let Some(lot) = writes.recv().await {
-            apply_changes(&writer, &lot.changes, now).await?;
+            let members = members_of_changes(&reader, &lot.changes).await?;
+            if prepared_tx.send((lot, members)).await.is_err() {
+                // The writer failed: its error is the evaluation's.
+                break;
+            }
+        }
+        Ok::<_, AppError>(())
+    });
+    let writer = services.clone();
+    let writing = tokio::spawn(async move {
+        let mut prepared = prepared;
+        while let Some((lot, members)) = prepared.recv().await {
+            apply_changes(&writer, &lot.changes, &members, now).await?;
             writer.store.set_keep_failing_since(&lot.failing).await?;
         }
         Ok::<_, AppError>(())
     });
-    let writing = async { joined(writing.await) };
+    // The writer's error first: it is why the members' read stopped short.
+    let writing = async {
+        let (written, prepared) = tokio::join!(writing, preparing);
+        joined(written)?;
+        joined(prepared)
+    };
     let (read, report, written) = tokio::join!(read, deciding, writing);
     // A failed write stops the decisions, which stops the read: report the cause first.
     written?;
@@ -626,6 +645,9 @@ async fn members_of_changes(
     changes: &[(Decision, Option<i64>)],
 ) -> Result<Members, AppError> {
     let mut members = Members::new();
+    if changes.is_empty() {
+        return Ok(members);
+    }
     let ids: Vec<ExternalUserId> = changes
         .iter()
         .map(|(d, _)| d.external_userid.clone())
@@ -662,12 +684,12 @@ pub struct EvaluateJob {
 async fn apply_changes(
     services: &Services,
     changes: &[(Decision, Option<i64>)],
+    members: &Members,
     now: i64,
 ) -> Result<(), AppError> {
     if changes.is_empty() {
         return Ok(());
     }
-    let members = members_of_changes(services, changes).await?;
     let records: Vec<(TierChange, Option<i64>)> = changes
         .iter()
         .map(|(d, failing)| {

@@ -173,8 +173,8 @@ fn new_job(
     })
 }
 
-/// [`enqueue`] for many jobs of one `kind`, each a `(payload, idempotency key, run_at)`, in a few
-/// statements; answers how many were new.
+/// [`enqueue`] for many jobs of one `kind`, each a `(payload, idempotency key, run_at)`, in one
+/// statement; answers how many were new.
 pub async fn enqueue_all<P: Serialize>(
     tx: &mut Tx,
     settings: &JobSettings,

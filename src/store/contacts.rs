@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
+use super::json_rows::{self, Field};
 use super::{Result, Store, StoreError, Tx, stored, with_pool, with_tx};
 use crate::ids::{ExternalUserId, TagId, UserId};
 
@@ -511,29 +512,38 @@ pub async fn record_contact_event(tx: &mut Tx, e: &ContactEvent) -> Result<()> {
     record_contact_events(tx, std::slice::from_ref(e)).await
 }
 
-/// [`record_contact_event`] for many, in multi-row statements.
+/// [`record_contact_event`] for many, in one statement.
 pub async fn record_contact_events(tx: &mut Tx, events: &[ContactEvent]) -> Result<()> {
-    // Chunks keep each statement well under both backends' parameter limits.
-    for chunk in events.chunks(500) {
-        with_tx!(tx, |conn| {
-            let mut q = sqlx::QueryBuilder::new(
-                "INSERT INTO contact_events (external_userid, userid, kind, detail, at) ",
-            );
-            q.push_values(chunk, |mut row, e| {
-                row.push_bind(&e.external_userid)
-                    .push_bind(&e.userid)
-                    .push_bind(e.kind.as_str())
-                    .push_bind(&e.detail)
-                    .push_bind(e.at);
-            });
-            // Kept prepared only for one row, the event pipeline's case (one statement per
-            // event); a statement per size of a large batch would pile up on every connection.
-            q.build()
-                .persistent(chunk.len() == 1)
-                .execute(&mut *conn)
-                .await?;
-        });
+    if events.is_empty() {
+        return Ok(());
     }
+    let rows: Vec<_> = events
+        .iter()
+        .map(|e| {
+            (
+                &e.external_userid,
+                &e.userid,
+                e.kind.as_str(),
+                &e.detail,
+                e.at,
+            )
+        })
+        .collect();
+    json_rows::execute(
+        tx,
+        |rows| {
+            format!("INSERT INTO contact_events (external_userid, userid, kind, detail, at) {rows}")
+        },
+        &[
+            Field::Text("external_userid"),
+            Field::Text("userid"),
+            Field::Text("kind"),
+            Field::Text("detail"),
+            Field::Int("at"),
+        ],
+        &rows,
+    )
+    .await?;
     Ok(())
 }
 
@@ -663,28 +673,21 @@ impl Store {
                 "SELECT CAST(COALESCE(json_agg(json_build_array(external_userid, userid, added_at)), '[]') AS TEXT)"
             }
         };
-        let mut out: Vec<(ExternalUserId, UserId, i64)> = Vec::new();
-        for chunk in customers.chunks(500) {
-            let json: String = with_pool!(self, |pool| {
-                let mut q = sqlx::QueryBuilder::new(aggregate);
-                q.push(" FROM follows WHERE status = ");
-                q.push_bind(FollowStatus::Connected.as_str());
-                q.push(" AND external_userid IN (");
-                let mut sep = q.separated(", ");
-                for c in chunk {
-                    sep.push_bind(c);
-                }
-                q.push(")");
-                q.build_query_scalar()
-                    .persistent(false)
-                    .fetch_one(pool)
-                    .await?
-            });
-            out.extend(
-                serde_json::from_str::<Vec<(ExternalUserId, UserId, i64)>>(&json)
-                    .map_err(|e| StoreError::Corrupt(format!("the members of customers: {e}")))?,
-            );
-        }
+        // The customers go in as one JSON parameter too, however many there are.
+        let sql = format!(
+            "{aggregate} FROM follows WHERE external_userid IN ({}) AND status = $2",
+            json_rows::list_select(self.kind())
+        );
+        let customers = json_rows::rows_param(customers)?;
+        let json: String = with_pool!(self, |pool| {
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .bind(&customers)
+                .bind(FollowStatus::Connected.as_str())
+                .fetch_one(pool)
+                .await?
+        });
+        let mut out = serde_json::from_str::<Vec<(ExternalUserId, UserId, i64)>>(&json)
+            .map_err(|e| StoreError::Corrupt(format!("the members of customers: {e}")))?;
         out.sort_by(|a, b| (&a.0, a.2, &a.1).cmp(&(&b.0, b.2, &b.1)));
         Ok(out.into_iter().map(|(c, m, _)| (c, m)).collect())
     }

@@ -4,6 +4,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
+use super::json_rows::{self, Field};
 use super::{Pool, Result, Store, StoreError, Tx, stored, with_pool, with_tx};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -175,34 +176,49 @@ pub async fn enqueue(tx: &mut Tx, job: &NewJob, now: i64) -> Result<Option<i64>>
     Ok(id)
 }
 
-/// [`enqueue`] for many jobs in a few multi-row statements: answers how many were new (the
-/// others' idempotency keys were used before).
+/// [`enqueue`] for many jobs in one statement: answers how many were new (the others'
+/// idempotency keys were used before).
 pub async fn enqueue_all(tx: &mut Tx, jobs: &[NewJob], now: i64) -> Result<u64> {
-    let mut stored = 0;
-    // Chunks keep each statement well under both backends' parameter limits.
-    for chunk in jobs.chunks(200) {
-        stored += with_tx!(tx, |conn| {
-            let mut q = sqlx::QueryBuilder::new(
-                "INSERT INTO jobs (kind, payload, idempotency_key, run_at, max_attempts, created_at, updated_at, priority) ",
-            );
-            q.push_values(chunk, |mut row, job| {
-                row.push_bind(&job.kind)
-                    .push_bind(&job.payload)
-                    .push_bind(&job.idempotency_key)
-                    .push_bind(job.run_at)
-                    .push_bind(job.max_attempts)
-                    .push_bind(now)
-                    .push_bind(now)
-                    .push_bind(job.priority);
-            });
-            q.push(" ON CONFLICT (idempotency_key) DO NOTHING");
-            q.build()
-                .persistent(false)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected()
-        });
+    if jobs.is_empty() {
+        return Ok(0);
     }
+    let rows: Vec<_> = jobs
+        .iter()
+        .map(|j| {
+            (
+                &j.kind,
+                &j.payload,
+                &j.idempotency_key,
+                j.run_at,
+                j.max_attempts,
+                now,
+                j.priority,
+            )
+        })
+        .collect();
+    // `WHERE true`: SQLite reads an `ON CONFLICT` after a bare `SELECT … FROM` as a join's.
+    let stored = json_rows::execute(
+        tx,
+        |rows| {
+            format!(
+                "INSERT INTO jobs (kind, payload, idempotency_key, run_at, max_attempts, created_at, updated_at, priority)
+                 SELECT kind, payload, idempotency_key, run_at, max_attempts, created_at, created_at, priority
+                 FROM ({rows}) AS v WHERE true
+                 ON CONFLICT (idempotency_key) DO NOTHING"
+            )
+        },
+        &[
+            Field::Text("kind"),
+            Field::Text("payload"),
+            Field::Text("idempotency_key"),
+            Field::Int("run_at"),
+            Field::Int("max_attempts"),
+            Field::Int("created_at"),
+            Field::Int("priority"),
+        ],
+        &rows,
+    )
+    .await?;
     if stored > 0 {
         wake_workers_on_commit(tx).await?;
     }

@@ -65,6 +65,7 @@ pub mod contacts;
 pub mod groups;
 pub mod inbox;
 pub mod jobs;
+mod json_rows;
 pub mod limits;
 pub mod media;
 mod migrate;

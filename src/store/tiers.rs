@@ -3,8 +3,9 @@
 use std::collections::HashMap;
 
 use serde::Serialize;
-use sqlx::Row;
+use sqlx::{AssertSqlSafe, Row};
 
+use super::json_rows::{self, Field};
 use super::{Result, Store, StoreError, Tx, with_pool, with_tx};
 use crate::ids::ExternalUserId;
 
@@ -85,115 +86,139 @@ pub async fn record_tier_change(
     Ok(ids.into_iter().next().flatten())
 }
 
-/// [`record_tier_change`] for many changes (each customer at most once) in a few multi-row
-/// statements: answers, in order, each change's `tier_history` id, or None where another
-/// evaluation moved the customer first.
+/// The fields of a tier move's rows, for the customers update of [`record_tier_changes`].
+const MOVE_FIELDS: &[Field] = &[
+    Field::Text("customer"),
+    Field::Text("to_tier"),
+    Field::Int("since"),
+    Field::Text("from_tier"),
+    Field::Int("at"),
+];
+
+/// The fields of the `tier_history` rows [`record_tier_changes`] inserts.
+const HISTORY_FIELDS: &[Field] = &[
+    Field::Text("external_userid"),
+    Field::Text("from_tier"),
+    Field::Text("to_tier"),
+    Field::Text("reason"),
+    Field::Int("at"),
+];
+
+/// [`record_tier_change`] for many changes (each customer at most once) in two statements, each
+/// given its rows as one JSON parameter ([`json_rows`]): answers, in order, each change's
+/// `tier_history` id, or None where another evaluation moved the customer first.
 pub async fn record_tier_changes(
     tx: &mut Tx,
     changes: &[(TierChange, Option<i64>)],
 ) -> Result<Vec<Option<i64>>> {
-    let mut ids = Vec::with_capacity(changes.len());
-    // Chunks keep each statement well under both backends' parameter limits.
-    for chunk in changes.chunks(500) {
-        let (moved, recorded): (Vec<ExternalUserId>, Vec<(i64, ExternalUserId)>) = with_tx!(
-            tx,
-            |conn| {
-                // Only from the tier the decision saw: two evaluations that decided the same
-                // change from the same state (a customer's own and the nightly one) record it
-                // once.
-                let update = |returning: bool| {
-                    let mut update = sqlx::QueryBuilder::new(
-                        "UPDATE customers SET tier = v.column2, keep_failing_since = v.column3, updated_at = v.column5 FROM (",
-                    );
-                    update.push_values(chunk, |mut row, (c, since)| {
-                        row.push_bind(&c.external_userid)
-                            .push_bind(&c.to_tier)
-                            .push_bind(*since)
-                            .push_bind(&c.from_tier)
-                            .push_bind(c.at);
-                    });
-                    update.push(
-                        ") AS v WHERE customers.external_userid = v.column1 AND customers.tier = v.column4",
-                    );
-                    if returning {
-                        update.push(" RETURNING external_userid");
-                    }
-                    update
-                };
-                // The multi-row statements here are not kept prepared (`persistent(false)`): one
-                // of 500 rows of values is large, and every pooled connection would keep its own
-                // copy of each; preparing one again costs far less than its rows.
-                //
-                // Nearly always every customer is still where the decision saw them: then the
-                // count says who moved, and no row need come back. Otherwise the update is undone
-                // and made again, naming those it moved.
-                sqlx::query("SAVEPOINT tier_moves")
-                    .execute(&mut *conn)
-                    .await?;
-                let all_moved = update(false)
-                    .build()
-                    .persistent(false)
-                    .execute(&mut *conn)
-                    .await?
-                    .rows_affected()
-                    == chunk.len() as u64;
-                let moved: Vec<ExternalUserId> = if all_moved {
-                    chunk
-                        .iter()
-                        .map(|(c, _)| c.external_userid.clone())
-                        .collect()
-                } else {
-                    sqlx::query("ROLLBACK TO SAVEPOINT tier_moves")
-                        .execute(&mut *conn)
-                        .await?;
-                    update(true)
-                        .build_query_scalar()
-                        .persistent(false)
-                        .fetch_all(&mut *conn)
-                        .await?
-                };
-                sqlx::query("RELEASE SAVEPOINT tier_moves")
-                    .execute(&mut *conn)
-                    .await?;
-                let mut recorded = Vec::new();
-                if !moved.is_empty() {
-                    let moved_set: std::collections::HashSet<&ExternalUserId> =
-                        moved.iter().collect();
-                    let mut insert = sqlx::QueryBuilder::new(
-                        "INSERT INTO tier_history (external_userid, from_tier, to_tier, reason, at) ",
-                    );
-                    insert.push_values(
-                        chunk
-                            .iter()
-                            .filter(|(c, _)| moved_set.contains(&c.external_userid)),
-                        |mut row, (c, _)| {
-                            row.push_bind(&c.external_userid)
-                                .push_bind(&c.from_tier)
-                                .push_bind(&c.to_tier)
-                                .push_bind(&c.reason)
-                                .push_bind(c.at);
-                        },
-                    );
-                    insert.push(" RETURNING id, external_userid");
-                    recorded = insert
-                        .build_query_as()
-                        .persistent(false)
-                        .fetch_all(&mut *conn)
-                        .await?;
-                }
-                (moved, recorded)
-            }
-        );
-        debug_assert_eq!(moved.len(), recorded.len());
-        let by_customer: HashMap<ExternalUserId, i64> =
-            recorded.into_iter().map(|(id, who)| (who, id)).collect();
-        ids.extend(
-            chunk
-                .iter()
-                .map(|(c, _)| by_customer.get(&c.external_userid).copied()),
-        );
+    if changes.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(ids)
+    let kind = tx.kind();
+    let moves = json_rows::rows_param(
+        &changes
+            .iter()
+            .map(|(c, since)| (&c.external_userid, &c.to_tier, *since, &c.from_tier, c.at))
+            .collect::<Vec<_>>(),
+    )?;
+    // Only from the tier the decision saw: two evaluations that decided the same change from
+    // the same state (a customer's own and the nightly one) record it once.
+    let update = |returning: &str| {
+        format!(
+            "UPDATE customers SET tier = v.to_tier, keep_failing_since = v.since, updated_at = v.at
+             FROM ({}) AS v
+             WHERE customers.external_userid = v.customer AND customers.tier = v.from_tier{returning}",
+            json_rows::rows_select(kind, MOVE_FIELDS)
+        )
+    };
+    let insert = format!(
+        "INSERT INTO tier_history (external_userid, from_tier, to_tier, reason, at) {}",
+        json_rows::rows_select(kind, HISTORY_FIELDS)
+    );
+    let recorded: Vec<(i64, ExternalUserId)> = with_tx!(tx, |conn| {
+        // Nearly always every customer is still where the decision saw them: then the count
+        // says who moved, and no row need come back. Otherwise the update is undone and made
+        // again, naming those it moved.
+        sqlx::query("SAVEPOINT tier_moves")
+            .execute(&mut *conn)
+            .await?;
+        let all_moved = sqlx::query(AssertSqlSafe(update("")))
+            .bind(&moves)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected()
+            == changes.len() as u64;
+        let moved: Option<std::collections::HashSet<ExternalUserId>> = if all_moved {
+            None
+        } else {
+            sqlx::query("ROLLBACK TO SAVEPOINT tier_moves")
+                .execute(&mut *conn)
+                .await?;
+            Some(
+                sqlx::query_scalar(AssertSqlSafe(update(" RETURNING external_userid")))
+                    .bind(&moves)
+                    .fetch_all(&mut *conn)
+                    .await?
+                    .into_iter()
+                    .collect(),
+            )
+        };
+        sqlx::query("RELEASE SAVEPOINT tier_moves")
+            .execute(&mut *conn)
+            .await?;
+        let history: Vec<_> = changes
+            .iter()
+            .filter(|(c, _)| {
+                moved
+                    .as_ref()
+                    .is_none_or(|m| m.contains(&c.external_userid))
+            })
+            .map(|(c, _)| {
+                (
+                    &c.external_userid,
+                    &c.from_tier,
+                    &c.to_tier,
+                    &c.reason,
+                    c.at,
+                )
+            })
+            .collect();
+        if history.is_empty() {
+            Vec::new()
+        } else if kind == super::DbKind::Sqlite {
+            // sqlx hands each returned row across threads, one wake-up each: the lot's ids come
+            // back as one JSON row instead. The transaction holds SQLite's only write turn, so
+            // the rows above the largest id before the insert are the insert's own.
+            let before: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM tier_history")
+                .fetch_one(&mut *conn)
+                .await?;
+            sqlx::query(AssertSqlSafe(insert.as_str()))
+                .bind(json_rows::rows_param(&history)?)
+                .execute(&mut *conn)
+                .await?;
+            let ids: String = sqlx::query_scalar(
+                "SELECT json_group_array(json_array(id, external_userid)) FROM tier_history WHERE id > $1",
+            )
+            .bind(before)
+            .fetch_one(&mut *conn)
+            .await?;
+            serde_json::from_str::<Vec<(i64, ExternalUserId)>>(&ids)
+                .map_err(|e| StoreError::Corrupt(format!("the ids of new tier history: {e}")))?
+        } else {
+            sqlx::query_as(AssertSqlSafe(format!(
+                "{insert} RETURNING id, external_userid"
+            )))
+            .bind(json_rows::rows_param(&history)?)
+            .fetch_all(&mut *conn)
+            .await?
+        }
+    });
+    let by_customer: HashMap<ExternalUserId, i64> =
+        recorded.into_iter().map(|(id, who)| (who, id)).collect();
+    Ok(changes
+        .iter()
+        .map(|(c, _)| by_customer.get(&c.external_userid).copied())
+        .collect())
 }
 
 /// Maps the shop's ids to a customer, replacing earlier mappings of the same ids; answers the
@@ -942,18 +967,18 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.begin().await?;
-        for chunk in updates.chunks(1000) {
-            with_tx!(tx, |conn| {
-                let mut q = sqlx::QueryBuilder::new(
-                    "UPDATE customers SET keep_failing_since = v.column2 FROM (",
-                );
-                q.push_values(chunk, |mut row, (customer, since)| {
-                    row.push_bind(customer).push_bind(*since);
-                });
-                q.push(") AS v WHERE customers.external_userid = v.column1");
-                q.build().persistent(false).execute(&mut *conn).await?;
-            });
-        }
+        json_rows::execute(
+            &mut tx,
+            |rows| {
+                format!(
+                    "UPDATE customers SET keep_failing_since = v.since FROM ({rows}) AS v
+                     WHERE customers.external_userid = v.customer"
+                )
+            },
+            &[Field::Text("customer"), Field::Int("since")],
+            updates,
+        )
+        .await?;
         tx.commit().await
     }
 
