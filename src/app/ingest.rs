@@ -122,10 +122,6 @@ impl Ingest {
     }
 }
 
-/// Inbox commits between two WAL checkpoints (see [`Store::checkpoint_wal`]). A commit adds a
-/// few pages to the WAL at least, more for a large batch: this keeps the WAL at a few MB.
-const COMMITS_PER_CHECKPOINT: u32 = 32;
-
 struct Writer {
     store: Store,
     batch_max: usize,
@@ -134,37 +130,9 @@ struct Writer {
     handoff: Handoff,
 }
 
-/// Starts checkpoints of the WAL beside the writer, one at a time.
-struct Checkpoints {
-    commits: u32,
-    running: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Checkpoints {
-    fn committed(&mut self, store: &Store) {
-        self.commits += 1;
-        if self.commits < COMMITS_PER_CHECKPOINT
-            || self.running.as_ref().is_some_and(|t| !t.is_finished())
-        {
-            return;
-        }
-        self.commits = 0;
-        let store = store.clone();
-        self.running = Some(tokio::spawn(async move {
-            if let Err(e) = store.checkpoint_wal().await {
-                tracing::warn!(error = %e, "WAL checkpoint failed; the next one catches up");
-            }
-        }));
-    }
-}
-
 impl Writer {
     async fn run(self, mut rx: mpsc::Receiver<Pending>) {
         let mut batch = Vec::with_capacity(self.batch_max);
-        let mut checkpoints = Checkpoints {
-            commits: 0,
-            running: None,
-        };
         while rx.recv_many(&mut batch, self.batch_max).await > 0 {
             let events: Vec<&NewInboxEvent> = batch.iter().map(|p| &p.event).collect();
             // Reserve room in the dispatcher's queue first: with a permit the events are stored
@@ -175,7 +143,6 @@ impl Writer {
             drop(events);
             match stored {
                 Ok(outcomes) => {
-                    checkpoints.committed(&self.store);
                     if let Some(permit) = permit {
                         // Taken, not copied: the request needs only its outcome from here on.
                         let handed: Vec<Handed> = batch
@@ -210,10 +177,6 @@ impl Writer {
                     }
                 }
             }
-        }
-        // Stopping: a checkpoint under way finishes before the store closes under it.
-        if let Some(running) = checkpoints.running {
-            let _ = running.await;
         }
     }
 }

@@ -11,13 +11,17 @@
 //! One fsync per inbox batch instead of one per job step is what lets the welcome message go out
 //! within milliseconds of the callback.
 //!
-//! The inbox connection never checkpoints the WAL itself: a checkpoint copies the WAL into the
-//! database file and syncs it, a pause of milliseconds that every callback of the batch would
-//! wait for. [`Store::checkpoint_wal`] does it beside the writer instead (the ingest writer asks
-//! for one every few batches), and the other connections keep SQLite's automatic checkpoints.
+//! No connection checkpoints the WAL itself: a checkpoint copies the WAL into the database file
+//! and syncs it, a pause of milliseconds (tens, after a large transaction) that the committing
+//! writer would wait for, holding up every callback of an inbox batch or the next lot of a tier
+//! evaluation. Checkpoints run beside the writers instead: [`checkpoint_after_commits`], woken by
+//! the commits of every connection, the inbox writer's among them.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -64,14 +68,17 @@ pub(super) async fn connect(settings: &DatabaseSettings) -> Result<(SqlitePool, 
         .foreign_keys(true)
         // Statement journals (an upsert of many rows needs one) in memory, not in temp files.
         .pragma("temp_store", "memory");
+    let committed = Arc::new(Notify::new());
     let pool = SqlitePoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(super::acquire_timeout())
-        .connect_with(options.clone())
+        .after_connect(wake_on_commit(&committed))
+        .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
         .await?;
     let inbox = SqlitePoolOptions::new()
         .max_connections(1)
         .acquire_timeout(super::acquire_timeout())
+        .after_connect(wake_on_commit(&committed))
         .connect_with(
             options
                 .synchronous(match settings.sqlite_synchronous.as_str() {
@@ -81,17 +88,85 @@ pub(super) async fn connect(settings: &DatabaseSettings) -> Result<(SqlitePool, 
                 .pragma("wal_autocheckpoint", "0"),
         )
         .await?;
+    tokio::spawn(checkpoint_after_commits(pool.clone(), committed));
     Ok((pool, inbox))
 }
 
+/// An `after_connect` hook: every commit of the connection wakes the checkpointer.
+fn wake_on_commit(
+    committed: &Arc<Notify>,
+) -> impl Fn(
+    &mut sqlx::SqliteConnection,
+    sqlx::pool::PoolConnectionMetadata,
+) -> futures_util::future::BoxFuture<'_, std::result::Result<(), sqlx::Error>>
++ Send
++ Sync
++ 'static {
+    let committed = committed.clone();
+    move |conn, _| {
+        let committed = committed.clone();
+        Box::pin(async move {
+            // Called inside SQLite's commit: it may only wake the checkpointer.
+            conn.lock_handle().await?.set_commit_hook(move || {
+                committed.notify_one();
+                true
+            });
+            Ok(())
+        })
+    }
+}
+
+/// The least time between two checkpoints of [`checkpoint_after_commits`]: under a stream of
+/// commits each one copies what the WAL gathered meanwhile (SQLite's own would run every 1000
+/// pages), and a lone commit is checkpointed soon after it.
+const CHECKPOINT_SPACING: Duration = Duration::from_millis(250);
+
+/// Copies the WAL into the database file after commits of the general pool (woken by their
+/// commit hook; nothing runs while nobody writes), until the pool closes. `PASSIVE`: it takes no
+/// write turn, and copies what no reader still needs (a long read holds the rest back, and a
+/// later checkpoint takes it).
+async fn checkpoint_after_commits(pool: SqlitePool, committed: Arc<Notify>) {
+    let mut closed = pool.close_event();
+    let work = async {
+        loop {
+            committed.notified().await;
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&pool)
+                .await
+            {
+                tracing::warn!(error = %e, "WAL checkpoint failed; the next one catches up");
+            }
+            tokio::time::sleep(CHECKPOINT_SPACING).await;
+        }
+    };
+    let _ = closed.do_until(work).await;
+}
+
 impl Store {
-    /// Copies what it can of the WAL into the database file without waiting for anyone
-    /// (`PASSIVE`: writers go on meanwhile, so it takes no write turn). A no-op on PostgreSQL.
-    pub async fn checkpoint_wal(&self) -> Result<()> {
+    /// Copies the whole WAL into the database file, waiting for a checkpoint under way beside
+    /// the writers and for readers, then empties it: for a benchmark, so that no checkpoint falls
+    /// into what it times. A no-op on PostgreSQL.
+    pub async fn checkpoint_wal_whole(&self) -> Result<()> {
         if let super::Pool::Sqlite(pool) = &self.pool {
-            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .execute(pool)
-                .await?;
+            // A checkpoint beside the writers ends within seconds; a reader that never lets go
+            // would keep this one busy for ever, so it gives up after a minute.
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let (busy, _, _): (i64, i64, i64) =
+                    sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+                        .fetch_one(pool)
+                        .await?;
+                if busy == 0 {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    return Err(StoreError::Corrupt(
+                        "the WAL checkpoint stayed busy for a minute: a reader holds the WAL"
+                            .into(),
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
         Ok(())
     }
