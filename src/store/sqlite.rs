@@ -121,8 +121,9 @@ fn wake_on_commit(
 /// pages), and a lone commit is checkpointed soon after it.
 const CHECKPOINT_SPACING: Duration = Duration::from_millis(250);
 
-/// Copies the WAL into the database file after commits of the general pool (woken by their
-/// commit hook; nothing runs while nobody writes), until the pool closes. `PASSIVE`: it takes no
+/// Copies the WAL into the database file after the commits of every connection, the inbox
+/// writer's too (woken by their commit hooks; nothing runs while nobody writes), until the pool
+/// closes. `PASSIVE`: it takes no
 /// write turn, and copies what no reader still needs (a long read holds the rest back, and a
 /// later checkpoint takes it).
 async fn checkpoint_after_commits(pool: SqlitePool, committed: Arc<Notify>) {
