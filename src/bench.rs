@@ -1,12 +1,12 @@
 //! `siyu bench ingest`: the real callback endpoint (verify, decrypt, parse, group-committed
 //! insert on a temporary SQLite file) against a bare axum handler that reads the body and answers
-//! 200, driven in the same run by clients built alike, with the same number of keep-alive
-//! connections. The ratio of their throughputs is the figure to watch; absolute numbers depend on
+//! 200, driven in the same run by the same load (a process of its own: [`load`]), with the same
+//! number of keep-alive connections. The ratio of their throughputs is the figure to watch; absolute numbers depend on
 //! the machine and its neighbours.
 
+pub mod load;
+
 use std::collections::HashSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -14,7 +14,6 @@ use axum::body::Bytes;
 use axum::routing::post;
 
 use crate::app::ingest::dedupe_key_of_xml;
-use crate::fake::sender::{CallbackSender, Sealed};
 use crate::server::App;
 use crate::testkit::{CallbackSecrets, add_contact_xml, local_settings};
 
@@ -80,34 +79,11 @@ pub enum BenchError {
     Check(String),
 }
 
-struct RunResult {
-    events_per_sec: f64,
-    p50: Duration,
-    p99: Duration,
-    /// Index of every request answered 200.
-    accepted: Vec<usize>,
-}
-
 pub async fn ingest(args: IngestArgs) -> Result<(), BenchError> {
     let concurrency = args.concurrency.max(1);
     let secrets = CallbackSecrets::generate();
-    let crypto = Arc::new(secrets.crypto());
     let create_time = crate::clock::system_now_ms() / 1000;
-    // Sealed before timing: the client's encryption is not what we measure. Trimmed to their
-    // length (`format!` leaves room to grow) and without the plaintexts (made again for the
-    // check), so the client's share of the process's memory is what the requests need.
-    let sealer = CallbackSender::new("", crypto.clone(), "1000002");
-    let sealed: Arc<Vec<Sealed>> = Arc::new(
-        (0..args.events as u64)
-            .map(|n| {
-                let mut sealed = sealer.seal(&add_contact_xml(&secrets.corp_id, n, create_time));
-                sealed.query.shrink_to_fit();
-                sealed.body.shrink_to_fit();
-                sealed
-            })
-            .collect(),
-    );
-    let client_rss_mib = rss_kib() as f64 / 1024.0;
+    let before_servers_mib = rss_kib() as f64 / 1024.0;
 
     let dir = tempfile_dir()?;
     let db_url = format!("sqlite://{}/bench.db", dir.display());
@@ -142,16 +118,6 @@ pub async fn ingest(args: IngestArgs) -> Result<(), BenchError> {
             })
             .await;
     });
-    // One client per target: the bare run's keep-alive connections (and the bare server's side
-    // of them) are closed before siyu's run, so siyu's peak memory is not theirs too.
-    let keep_alive_client = || {
-        reqwest::Client::builder()
-            .pool_max_idle_per_host(concurrency)
-            .http1_only()
-            .build()
-            .map_err(|e| BenchError::Setup(e.to_string()))
-    };
-    let bare_client = keep_alive_client()?;
 
     println!(
         "siyu bench ingest: {} events per target, concurrency {concurrency}, SQLite at {}",
@@ -160,29 +126,19 @@ pub async fn ingest(args: IngestArgs) -> Result<(), BenchError> {
     );
     let bare_url = format!("http://{bare_addr}/wecom/callback");
     let real_url = format!("http://{}/wecom/callback", app.addr());
-    // A short warm-up of each opens the connections and faults in the code paths.
-    let warm = Arc::new(sealed[..sealed.len().min(200)].to_vec());
-    drive(
-        &bare_client,
+    // A short warm-up of the bare handler opens the connections and faults in the code paths.
+    let bare_run = load::run_apart(
+        &secrets,
         &bare_url,
-        crypto.clone(),
-        warm.clone(),
+        args.events,
         concurrency,
+        create_time,
+        200,
     )
-    .await;
-
-    let bare_run = drive(
-        &bare_client,
-        &bare_url,
-        crypto.clone(),
-        sealed.clone(),
-        concurrency,
-    )
-    .await;
+    .await?;
     report("bare axum", &bare_run);
-    // Its connections close with the client; the server ends once they have (or is cut short:
-    // a connection left open is no reason to fail the bench).
-    drop(bare_client);
+    // Its connections closed with the load process; the server ends once it sees that (or is
+    // cut short: a connection left open is no reason to fail the bench).
     let _ = stop_bare.send(());
     let bare_abort = bare_server.abort_handle();
     if tokio::time::timeout(Duration::from_secs(10), bare_server)
@@ -191,16 +147,16 @@ pub async fn ingest(args: IngestArgs) -> Result<(), BenchError> {
     {
         bare_abort.abort();
     }
-    let real_client = keep_alive_client()?;
     let real_started = Instant::now();
-    let real_run = drive(
-        &real_client,
+    let real_run = load::run_apart(
+        &secrets,
         &real_url,
-        crypto.clone(),
-        sealed.clone(),
+        args.events,
         concurrency,
+        create_time,
+        0,
     )
-    .await;
+    .await?;
     report("callback ingest", &real_run);
     // Acknowledged is not yet handled: the burst's events wait in the inbox for their handlers.
     wait_handled(app.store(), Duration::from_secs(300)).await?;
@@ -229,7 +185,6 @@ pub async fn ingest(args: IngestArgs) -> Result<(), BenchError> {
         .into_iter()
         .map(|(k, _)| k)
         .collect();
-    drop(real_client);
     app.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     if stored != expected {
@@ -245,10 +200,14 @@ pub async fn ingest(args: IngestArgs) -> Result<(), BenchError> {
         "inbox check: all {} acknowledged events stored exactly once",
         expected.len()
     );
-    // The client's sealed requests are in the same process: said apart, so the peak can be read
-    // as siyu's growth over them.
-    println!("rss_before_servers_mib={client_rss_mib:.1}");
+    // The load runs in a process of its own: this process's peak is siyu's (and the bare
+    // handler's, whose connections were closed before siyu's run).
+    println!("rss_before_servers_mib={before_servers_mib:.1}");
     println!("peak_rss_mib={:.1}", peak_rss_kib() as f64 / 1024.0);
+    println!(
+        "load_peak_rss_mib={:.1}",
+        real_run.peak_rss_kib.max(bare_run.peak_rss_kib) as f64 / 1024.0
+    );
     println!(
         "ingest_vs_bare_ratio={:.2}",
         real_run.events_per_sec / bare_run.events_per_sec
@@ -274,69 +233,14 @@ async fn wait_handled(store: &crate::store::Store, within: Duration) -> Result<(
     Ok(())
 }
 
-fn report(name: &str, run: &RunResult) {
+fn report(name: &str, run: &load::LoadResult) {
     println!(
         "{name:>16}: {:>9.0} events/s  p50 {:>7.2} ms  p99 {:>7.2} ms  accepted {}",
         run.events_per_sec,
-        run.p50.as_secs_f64() * 1000.0,
-        run.p99.as_secs_f64() * 1000.0,
+        run.p50_ms,
+        run.p99_ms,
         run.accepted.len()
     );
-}
-
-async fn drive(
-    client: &reqwest::Client,
-    url: &str,
-    crypto: Arc<crate::wecom::crypto::Crypto>,
-    sealed: Arc<Vec<Sealed>>,
-    concurrency: usize,
-) -> RunResult {
-    let next = Arc::new(AtomicUsize::new(0));
-    let sender = CallbackSender::new(url, crypto, "1000002").with_client(client.clone());
-    let started = Instant::now();
-    let mut tasks = Vec::with_capacity(concurrency);
-    for _ in 0..concurrency {
-        let next = next.clone();
-        let sealed = sealed.clone();
-        let sender = sender.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut accepted = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(s) = sealed.get(i) else { break };
-                let t = Instant::now();
-                let status = sender.post(s).await;
-                latencies.push(t.elapsed());
-                if status == Ok(200) {
-                    accepted.push(i);
-                }
-            }
-            (latencies, accepted)
-        }));
-    }
-    let mut latencies = Vec::with_capacity(sealed.len());
-    let mut accepted = Vec::with_capacity(sealed.len());
-    for task in tasks {
-        if let Ok((l, a)) = task.await {
-            latencies.extend(l);
-            accepted.extend(a);
-        }
-    }
-    let elapsed = started.elapsed();
-    latencies.sort();
-    let pick = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
-    RunResult {
-        events_per_sec: accepted.len() as f64 / elapsed.as_secs_f64(),
-        p50: pick(0.50),
-        p99: pick(0.99),
-        accepted,
-    }
 }
 
 fn tempfile_dir() -> Result<std::path::PathBuf, BenchError> {

@@ -196,6 +196,9 @@ pub enum GroupsCommand {
 pub enum BenchCommand {
     /// The callback endpoint on a temporary SQLite database against a bare axum handler.
     Ingest(crate::bench::IngestArgs),
+    /// The load `bench ingest` runs in a process of its own (secrets from its environment).
+    #[command(hide = true)]
+    IngestLoad(crate::bench::load::LoadArgs),
     /// Callback-to-welcome latency at a steady rate of customer adds, against the fake WeCom.
     Welcome(crate::bench::WelcomeArgs),
     /// Full tier evaluation of many customers against a plain scan of their activity.
@@ -348,6 +351,11 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Bench {
             command: BenchCommand::Ingest(args),
         } => crate::bench::ingest(args).await.map_err(|e| e.to_string()),
+        Command::Bench {
+            command: BenchCommand::IngestLoad(args),
+        } => crate::bench::load::run(args)
+            .await
+            .map_err(|e| e.to_string()),
         Command::Bench {
             command: BenchCommand::Welcome(args),
         } => crate::bench::welcome(args).await.map_err(|e| e.to_string()),
