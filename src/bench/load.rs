@@ -47,6 +47,8 @@ pub struct LoadResult {
     pub accepted: Vec<usize>,
     /// The load process's own peak resident memory.
     pub peak_rss_kib: u64,
+    /// When the timed run sent its first request (Unix ms, the machine's clock).
+    pub started_at_ms: i64,
 }
 
 /// Runs `siyu bench ingest-load` against `url` and waits for its result.
@@ -136,6 +138,7 @@ async fn drive(
     concurrency: usize,
 ) -> LoadResult {
     let next = Arc::new(AtomicUsize::new(0));
+    let started_at_ms = crate::clock::system_now_ms();
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(concurrency);
     for _ in 0..concurrency {
@@ -183,5 +186,6 @@ async fn drive(
         p99_ms: pick_ms(0.99),
         accepted,
         peak_rss_kib: 0,
+        started_at_ms,
     }
 }
