@@ -127,6 +127,7 @@ pub async fn ingest(args: IngestArgs) -> Result<(), BenchError> {
     let bare_url = format!("http://{bare_addr}/wecom/callback");
     let real_url = format!("http://{}/wecom/callback", app.addr());
     // A short warm-up of the bare handler opens the connections and faults in the code paths.
+    let bare_cpu = CpuSpent::start();
     let bare_run = load::run_apart(
         &secrets,
         &bare_url,
@@ -136,6 +137,7 @@ pub async fn ingest(args: IngestArgs) -> Result<(), BenchError> {
         200,
     )
     .await?;
+    let bare_cpu = bare_cpu.per_event(bare_run.accepted.len());
     report("bare axum", &bare_run);
     // Its connections closed with the load process; the server ends once it sees that (or is
     // cut short: a connection left open is no reason to fail the bench).
@@ -147,6 +149,7 @@ pub async fn ingest(args: IngestArgs) -> Result<(), BenchError> {
     {
         bare_abort.abort();
     }
+    let real_cpu = CpuSpent::start();
     let real_run = load::run_apart(
         &secrets,
         &real_url,
@@ -156,6 +159,8 @@ pub async fn ingest(args: IngestArgs) -> Result<(), BenchError> {
         0,
     )
     .await?;
+    // With the handlers that ran meanwhile: what the burst cost siyu while it lasted.
+    let real_cpu = real_cpu.per_event(real_run.accepted.len());
     report("callback ingest", &real_run);
     // Acknowledged is not yet handled: the burst's events wait in the inbox for their handlers.
     wait_handled(app.store(), Duration::from_secs(300)).await?;
@@ -211,6 +216,11 @@ pub async fn ingest(args: IngestArgs) -> Result<(), BenchError> {
         "load_peak_rss_mib={:.1}",
         real_run.peak_rss_kib.max(bare_run.peak_rss_kib) as f64 / 1024.0
     );
+    // This process's CPU while each load ran (the load's own is in its process), per event.
+    if let (Some(bare), Some(real)) = (bare_cpu, real_cpu) {
+        println!("bare_cpu_us_per_event={bare:.1}");
+        println!("ingest_cpu_us_per_event={real:.1}");
+    }
     println!(
         "ingest_vs_bare_ratio={:.2}",
         real_run.events_per_sec / bare_run.events_per_sec
@@ -244,6 +254,21 @@ fn report(name: &str, run: &load::LoadResult) {
         run.p99_ms,
         run.accepted.len()
     );
+}
+
+/// This process's CPU time from [`CpuSpent::start`] on.
+struct CpuSpent(Option<Duration>);
+
+impl CpuSpent {
+    fn start() -> CpuSpent {
+        CpuSpent(process_cpu_time())
+    }
+
+    /// Microseconds of CPU per event over `events`; None where /proc is not available.
+    fn per_event(self, events: usize) -> Option<f64> {
+        let spent = process_cpu_time()?.checked_sub(self.0?)?;
+        Some(spent.as_secs_f64() * 1e6 / events.max(1) as f64)
+    }
 }
 
 fn tempfile_dir() -> Result<std::path::PathBuf, BenchError> {

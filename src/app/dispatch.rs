@@ -73,6 +73,15 @@ impl EventHandlers {
 /// write turn, which the inbox writer (and so every waiting callback) queues for.
 const EVENTS_PER_TRANSACTION: usize = 64;
 
+/// The longest a transaction of handlers waits for callbacks to stop keeping the inbox writer
+/// busy. Under a burst that does not stop, [`EVENTS_WHEN_DEFERRED`] events are handled every
+/// this long at least, and the rest once it ends.
+const MOST_DEFERRED: Duration = Duration::from_millis(20);
+
+/// Events a transaction that waited [`MOST_DEFERRED`] handles before it gives the write turn
+/// back to a waiting inbox writer: a few milliseconds of handlers, the callbacks' wait short.
+const EVENTS_WHEN_DEFERRED: usize = 8;
+
 pub struct Dispatcher {
     pub store: Store,
     pub clock: Clock,
@@ -236,12 +245,17 @@ impl Dispatcher {
     }
 
     /// Handles events from the start of `events` in one transaction and commits it with their
-    /// outcomes: how many it handled. That is all of them unless the inbox writer came to wait
-    /// for the write turn the transaction holds (SQLite): then it commits after the event in
-    /// hand, and the callbacks waiting on the inbox go first. Err: a handler failed, or the
+    /// outcomes: how many it handled. It begins once callbacks no longer keep the inbox writer
+    /// busy, or after [`MOST_DEFERRED`]. It handles all of them unless the inbox writer came to
+    /// wait for the write turn the transaction holds (SQLite): then it commits after the event in
+    /// hand (after [`EVENTS_WHEN_DEFERRED`] of them, when it waited the whole time), and the
+    /// callbacks waiting on the inbox go first. Err: a handler failed, or the
     /// transaction did; nothing of it is kept. Each event's parsed form is taken from its
     /// `Handed` at the first try: a second parses the stored XML.
     async fn handle_together(&self, events: &mut [Handed]) -> Result<usize, String> {
+        // In a burst of callbacks, their answers go first; a transaction that waited the whole
+        // time then keeps the turn for a few events at least, so handling never stops.
+        let yields = self.store.inbox_lull(MOST_DEFERRED).await;
         let mut tx = self.store.begin().await.map_err(|e| e.to_string())?;
         let mut outcomes = Vec::with_capacity(events.len());
         for handed in events.iter_mut() {
@@ -266,7 +280,9 @@ impl Dispatcher {
                     return Err(e);
                 }
             }
-            if self.store.inbox_writer_waiting() {
+            if self.store.inbox_writer_waiting()
+                && (yields || outcomes.len() >= EVENTS_WHEN_DEFERRED)
+            {
                 break;
             }
         }

@@ -7,6 +7,8 @@
 //! no read to fetch them back. If the process dies first, the lease runs out and the dispatcher
 //! of the next process takes them.
 
+use std::time::Duration;
+
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Clock;
@@ -130,10 +132,34 @@ struct Writer {
     handoff: Handoff,
 }
 
+/// How long the inbox writer goes without a callback before it tells the other writers that
+/// callbacks no longer keep it busy: longer than the gap between two batches of a burst (the
+/// time clients take to send again once answered), short against a handler's lag.
+const LULL_AFTER: Duration = Duration::from_millis(2);
+
 impl Writer {
+    /// Waits for the callbacks of the next batch: false once every handle is gone. While they
+    /// come one batch after another the store hears that callbacks keep the writer busy, so
+    /// that the dispatcher holds back ([`Store::inbox_lull`]).
+    async fn next_batch(&self, rx: &mut mpsc::Receiver<Pending>, batch: &mut Vec<Pending>) -> bool {
+        let more = tokio::time::timeout(LULL_AFTER, rx.recv_many(batch, self.batch_max));
+        match more.await {
+            Ok(n) => {
+                self.store.set_inbox_busy(n > 0);
+                n > 0
+            }
+            Err(_) => {
+                self.store.set_inbox_busy(false);
+                let n = rx.recv_many(batch, self.batch_max).await;
+                self.store.set_inbox_busy(n > 0);
+                n > 0
+            }
+        }
+    }
+
     async fn run(self, mut rx: mpsc::Receiver<Pending>) {
         let mut batch = Vec::with_capacity(self.batch_max);
-        while rx.recv_many(&mut batch, self.batch_max).await > 0 {
+        while self.next_batch(&mut rx, &mut batch).await {
             let events: Vec<&NewInboxEvent> = batch.iter().map(|p| &p.event).collect();
             // Reserve room in the dispatcher's queue first: with a permit the events are stored
             // leased to us and handed over; without one they are stored pending.

@@ -134,20 +134,19 @@ const CLAIM_POSTGRES: &str = "UPDATE inbox
         FOR UPDATE SKIP LOCKED)
     RETURNING id, kind, xml, received_at, attempts";
 
-/// The insert of a whole batch: the events come as one JSON array of
+/// The insert of one event of a batch on SQLite, run for each in one transaction on the inbox
+/// writer's own connection (no round trip per statement there), in arrival order: ids follow
+/// arrival. Answers the row's id and duplicates.
+const INSERT_ONE_SQLITE: &str = "INSERT INTO inbox
+        (dedupe_key, kind, msg_id, xml, received_at, duplicates, status, attempts, lease_until)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+    ON CONFLICT (dedupe_key) DO UPDATE SET duplicates = inbox.duplicates + 1 + excluded.duplicates
+    RETURNING id, duplicates";
+
+/// The insert of a whole batch on PostgreSQL: the events come as one JSON array of
 /// `[dedupe_key, kind, msg_id, xml, received_at, duplicates]`, so the statement is the same for
 /// every batch size (prepared once, and one cached statement instead of one per size: a statement
 /// of 500 rows of placeholders is half a MB). Rows go in in the array's order: ids follow arrival.
-/// (`jsonb_each`: the array is parsed once and each event read from its binary form, where
-/// `json_each` would print each event as text again for `->>` to parse.)
-const INSERT_BATCH_SQLITE: &str = "INSERT INTO inbox
-        (dedupe_key, kind, msg_id, xml, received_at, duplicates, status, attempts, lease_until)
-    SELECT e.value ->> 0, e.value ->> 1, e.value ->> 2, e.value ->> 3, e.value ->> 4,
-        e.value ->> 5, $2, $3, $4
-    FROM jsonb_each($1) AS e WHERE true ORDER BY e.key
-    ON CONFLICT (dedupe_key) DO UPDATE SET duplicates = inbox.duplicates + 1 + excluded.duplicates
-    RETURNING dedupe_key, id, duplicates";
-
 const INSERT_BATCH_POSTGRES: &str = "INSERT INTO inbox
         (dedupe_key, kind, msg_id, xml, received_at, duplicates, status, attempts, lease_until)
     SELECT e ->> 0, e ->> 1, e ->> 2, e ->> 3, (e ->> 4)::bigint, (e ->> 5)::bigint, $2, $3, $4
@@ -195,42 +194,53 @@ pub async fn insert_batch(
     }
     // A new row starts with its in-batch repeats as duplicates; an existing one adds the
     // delivery plus the repeats. So a row is new exactly when `duplicates` equals the repeats.
-    let rows: Vec<_> = unique
-        .iter()
-        .map(|e| {
-            (
-                &e.dedupe_key,
-                &e.kind,
-                &e.msg_id,
-                &e.xml,
-                e.received_at,
-                first[e.dedupe_key.as_str()].1,
-            )
-        })
-        .collect();
-    let rows = serde_json::to_string(&rows)
-        .map_err(|e| StoreError::Corrupt(format!("inbox batch does not serialize: {e}")))?;
     let status = if lease_until.is_some() {
         InboxStatus::Processing
     } else {
         InboxStatus::Pending
     };
     let turn = store.inbox_write_turn().await;
-    let inbox_store = store.for_inbox();
-    let rows: Vec<(String, i64, i64)> = with_pool!(inbox_store, |pool| {
-        let sql = if matches!(inbox_store.pool, super::Pool::Sqlite(_)) {
-            INSERT_BATCH_SQLITE
-        } else {
-            INSERT_BATCH_POSTGRES
-        };
-        sqlx::query_as(sql)
-            .bind(&rows)
-            .bind(status.as_str())
-            .bind(i64::from(lease_until.is_some()))
-            .bind(lease_until)
-            .fetch_all(pool)
-            .await?
-    });
+    let rows: Vec<(String, i64, i64)> = match store.inbox_connection() {
+        Some(inbox) => {
+            let rows: Vec<InboxRow> = unique
+                .iter()
+                .map(|e| InboxRow {
+                    event: (*e).clone(),
+                    repeats: first[e.dedupe_key.as_str()].1,
+                })
+                .collect();
+            inbox
+                .run(move |conn| insert_rows_sqlite(conn, rows, status, lease_until))
+                .await?
+        }
+        None => {
+            let rows: Vec<_> = unique
+                .iter()
+                .map(|e| {
+                    (
+                        &e.dedupe_key,
+                        &e.kind,
+                        &e.msg_id,
+                        &e.xml,
+                        e.received_at,
+                        first[e.dedupe_key.as_str()].1,
+                    )
+                })
+                .collect();
+            let rows = serde_json::to_string(&rows)
+                .map_err(|e| StoreError::Corrupt(format!("inbox batch does not serialize: {e}")))?;
+            let pool = store.pg_pool().ok_or_else(|| {
+                StoreError::InboxWriter("is missing: a SQLite store without one".into())
+            })?;
+            sqlx::query_as(INSERT_BATCH_POSTGRES)
+                .bind(&rows)
+                .bind(status.as_str())
+                .bind(i64::from(lease_until.is_some()))
+                .bind(lease_until)
+                .fetch_all(pool)
+                .await?
+        }
+    };
     drop(turn);
     let mut outcomes: Vec<Option<InsertOutcome>> = vec![None; events.len()];
     let mut stored_any = false;
@@ -267,6 +277,47 @@ pub async fn insert_batch(
         });
     }
     Ok(result)
+}
+
+/// An event for [`insert_rows_sqlite`], with how many times it repeats later in its batch.
+struct InboxRow {
+    event: NewInboxEvent,
+    repeats: i64,
+}
+
+/// Stores `rows` in one transaction on the inbox writer's connection: durable (with the
+/// configured synchronous) when this returns. Answers each row's key, id and duplicates.
+fn insert_rows_sqlite(
+    conn: &mut rusqlite::Connection,
+    rows: Vec<InboxRow>,
+    status: InboxStatus,
+    lease_until: Option<i64>,
+) -> Result<Vec<(String, i64, i64)>> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut stored = Vec::with_capacity(rows.len());
+    {
+        let mut insert = tx.prepare_cached(INSERT_ONE_SQLITE)?;
+        for InboxRow { event, repeats } in rows {
+            let (id, duplicates) = insert.query_row(
+                rusqlite::params![
+                    event.dedupe_key,
+                    event.kind,
+                    event.msg_id,
+                    event.xml,
+                    event.received_at,
+                    repeats,
+                    status.as_str(),
+                    i64::from(lease_until.is_some()),
+                    lease_until,
+                ],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )?;
+            stored.push((event.dedupe_key, id, duplicates));
+        }
+    }
+    // Dropped without a commit (an error above), the transaction rolls back.
+    tx.commit()?;
+    Ok(stored)
 }
 
 /// Records the outcomes of handled events in `tx`, so they commit with what handling them

@@ -94,6 +94,11 @@ pub use crate::config::DbKind;
 pub enum StoreError {
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+    /// From a SQLite connection siyu drives without sqlx (the inbox writer's, the tier read's).
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the inbox writer's connection {0}")]
+    InboxWriter(String),
     #[error("database URL: {0}")]
     Url(String),
     #[error("migration {version} ({name}) failed: {source}")]
@@ -122,7 +127,7 @@ pub(crate) enum Pool {
 pub struct Store {
     pub(crate) pool: Pool,
     /// SQLite: the inbox writer's connection, with the configured durability (see `sqlite`).
-    inbox_pool: Option<SqlitePool>,
+    inbox_connection: Option<Arc<sqlite::InboxConnection>>,
     signals: Arc<Signals>,
     /// SQLite allows one writer at a time, and a connection that finds the file locked sleeps in
     /// SQLite's busy handler (1, 2, 5 ... 100 ms steps): fatal to latency. So every write in this
@@ -147,6 +152,11 @@ struct WriteGate {
     /// Whether the inbox writer waits for `turn`: a long transaction (the dispatcher's batch)
     /// commits early when it does, so callbacks are not kept waiting behind it.
     inbox_waiting: AtomicBool,
+    /// Whether callbacks keep the inbox writer busy: set while it stores batch after batch,
+    /// cleared once none has come for a moment ([`Store::set_inbox_busy`]).
+    inbox_busy: AtomicBool,
+    /// Fired when `inbox_busy` is cleared.
+    inbox_lull: Notify,
 }
 
 /// A turn to write (SQLite); dropping it lets the next writer in.
@@ -221,16 +231,16 @@ impl Store {
     /// Connects, creating the SQLite file if needed. Does not migrate: call [`Store::migrate`].
     pub async fn connect(settings: &DatabaseSettings) -> Result<Store> {
         let url = settings.url.expose();
-        let (pool, inbox_pool) = match DbKind::from_url(url).map_err(StoreError::Url)? {
+        let (pool, inbox_connection) = match DbKind::from_url(url).map_err(StoreError::Url)? {
             DbKind::Sqlite => {
                 let (general, inbox) = sqlite::connect(settings).await?;
-                (Pool::Sqlite(general), Some(inbox))
+                (Pool::Sqlite(general), Some(Arc::new(inbox)))
             }
             DbKind::Postgres => (Pool::Postgres(postgres::connect(settings).await?), None),
         };
         Ok(Store {
             pool,
-            inbox_pool,
+            inbox_connection,
             signals: Arc::default(),
             write_gate: Arc::default(),
         })
@@ -314,6 +324,34 @@ impl Store {
         self.write_gate.inbox_waiting.load(Ordering::Relaxed)
     }
 
+    /// Said by the inbox writer: whether callbacks keep it busy (see [`Store::inbox_lull`]).
+    pub(crate) fn set_inbox_busy(&self, busy: bool) {
+        let gate = &self.write_gate;
+        if gate.inbox_busy.swap(busy, Ordering::Relaxed) && !busy {
+            gate.inbox_lull.notify_waiters();
+        }
+    }
+
+    /// Waits, at most `within`, until callbacks no longer keep the inbox writer busy: whether
+    /// they stopped (false: it waited the whole time). For a writer whose work may lag (the
+    /// dispatcher), so that in a burst of callbacks the inbox writer, for which every callback's
+    /// answer waits, is not kept waiting for SQLite's one write turn at each batch. At once on
+    /// PostgreSQL, where writers do not wait for one another.
+    pub async fn inbox_lull(&self, within: Duration) -> bool {
+        if matches!(self.pool, Pool::Postgres(_)) {
+            return true;
+        }
+        let gate = &self.write_gate;
+        let lull = gate.inbox_lull.notified();
+        tokio::pin!(lull);
+        // Registered before the check: a lull between the two still wakes us.
+        lull.as_mut().enable();
+        if !gate.inbox_busy.load(Ordering::Relaxed) {
+            return true;
+        }
+        tokio::time::timeout(within, lull).await.is_ok()
+    }
+
     pub async fn begin(&self) -> Result<Tx> {
         let gate = self.write_turn().await;
         let inner = match &self.pool {
@@ -365,22 +403,14 @@ impl Store {
 
     pub async fn close(&self) {
         with_pool!(self, |pool| pool.close().await);
-        if let Some(inbox) = &self.inbox_pool {
+        if let Some(inbox) = &self.inbox_connection {
             inbox.close().await;
         }
     }
 
-    /// The store whose pool the inbox writer uses: on SQLite its own connection.
-    pub(crate) fn for_inbox(&self) -> Store {
-        match &self.inbox_pool {
-            Some(inbox) => Store {
-                pool: Pool::Sqlite(inbox.clone()),
-                inbox_pool: None,
-                signals: self.signals.clone(),
-                write_gate: self.write_gate.clone(),
-            },
-            None => self.clone(),
-        }
+    /// SQLite: the inbox writer's connection.
+    pub(crate) fn inbox_connection(&self) -> Option<&sqlite::InboxConnection> {
+        self.inbox_connection.as_deref()
     }
 
     pub(crate) fn pg_pool(&self) -> Option<&PgPool> {
@@ -440,4 +470,69 @@ pub(crate) fn acquire_timeout() -> Duration {
 pub(crate) fn stored<T>(column: &str, value: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
     parse(value)
         .ok_or_else(|| StoreError::Corrupt(format!("{column} has an unknown value {value:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    async fn sqlite_store(dir: &tempfile::TempDir) -> Store {
+        Store::connect(&DatabaseSettings {
+            url: Secret::new(format!("sqlite://{}/gate.db", dir.path().display())),
+            max_connections: 2,
+            ..DatabaseSettings::default()
+        })
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_lull_comes_at_once_when_callbacks_do_not_keep_the_inbox_writer_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(&dir).await;
+        assert!(store.inbox_lull(Duration::from_secs(3600)).await);
+        store.set_inbox_busy(true);
+        store.set_inbox_busy(false);
+        assert!(store.inbox_lull(Duration::from_secs(3600)).await);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_writer_waiting_for_a_lull_goes_on_when_the_inbox_writer_is_no_longer_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(&dir).await;
+        store.set_inbox_busy(true);
+        let waiting = tokio::spawn({
+            let store = store.clone();
+            async move { store.inbox_lull(Duration::from_secs(3600)).await }
+        });
+        // Still busy after the waiter has had every chance to run: it keeps waiting.
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiting.is_finished());
+        store.set_inbox_busy(false);
+        assert!(waiting.await.unwrap(), "woken by the lull, not by the time");
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_writer_waits_for_a_lull_no_longer_than_it_was_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(&dir).await;
+        store.set_inbox_busy(true);
+        // Paused once connected: the clock moves only when every task waits for it.
+        tokio::time::pause();
+        let started = tokio::time::Instant::now();
+        assert!(!store.inbox_lull(Duration::from_millis(20)).await);
+        // The timer's millisecond granularity may add one.
+        let waited = started.elapsed();
+        assert!(
+            (Duration::from_millis(20)..Duration::from_millis(22)).contains(&waited),
+            "{waited:?}"
+        );
+        tokio::time::resume();
+        store.close().await;
+    }
 }

@@ -56,40 +56,145 @@ fn turn_off_memory_statistics() {
     });
 }
 
-/// The general pool, and the inbox writer's own one-connection pool.
-pub(super) async fn connect(settings: &DatabaseSettings) -> Result<(SqlitePool, SqlitePool)> {
+/// The general pool, and the inbox writer's own connection.
+pub(super) async fn connect(settings: &DatabaseSettings) -> Result<(SqlitePool, InboxConnection)> {
     turn_off_memory_statistics();
     let options = SqliteConnectOptions::from_str(settings.url.expose())
         .map_err(|e| StoreError::Url(e.to_string()))?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
-        .busy_timeout(Duration::from_secs(10))
+        .busy_timeout(BUSY_TIMEOUT)
         .foreign_keys(true)
         // Statement journals (an upsert of many rows needs one) in memory, not in temp files.
-        .pragma("temp_store", "memory");
+        .pragma("temp_store", "memory")
+        .pragma("wal_autocheckpoint", "0");
     let committed = Arc::new(Notify::new());
     let pool = SqlitePoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(super::acquire_timeout())
         .after_connect(wake_on_commit(&committed))
-        .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
+        .connect_with(options.clone())
         .await?;
-    let inbox = SqlitePoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(super::acquire_timeout())
-        .after_connect(wake_on_commit(&committed))
-        .connect_with(
-            options
-                .synchronous(match settings.sqlite_synchronous.as_str() {
-                    "normal" => SqliteSynchronous::Normal,
-                    _ => SqliteSynchronous::Full,
-                })
-                .pragma("wal_autocheckpoint", "0"),
-        )
-        .await?;
+    // Opened after the pool, which created the file and put it in WAL mode.
+    let synchronous = match settings.sqlite_synchronous.as_str() {
+        "normal" => "NORMAL",
+        _ => "FULL",
+    };
+    let inbox = InboxConnection::open(
+        options.get_filename().to_path_buf(),
+        synchronous,
+        committed.clone(),
+    )
+    .await?;
     tokio::spawn(checkpoint_after_commits(pool.clone(), committed));
     Ok((pool, inbox))
+}
+
+/// How long a connection waits for another process's write to end before it gives up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Work for the inbox writer's connection, run on its thread.
+type InboxWork = Box<dyn FnOnce(&mut rusqlite::Connection) + Send>;
+
+/// The inbox writer's connection: rusqlite on a thread of its own, given each batch as one
+/// closure. Through sqlx, a batch was a hop to the connection's thread for the statement and a
+/// hop back for every row it returned, each a wake-up of a thread that then waited for one of
+/// the two cores while the callbacks of the batch waited for it; here it is one hop each way.
+pub(crate) struct InboxConnection {
+    /// Taken by [`InboxConnection::close`]; the thread ends when it is gone.
+    work: std::sync::Mutex<Option<std::sync::mpsc::Sender<InboxWork>>>,
+    /// Fired by the thread once the connection is closed.
+    closed: tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+}
+
+impl InboxConnection {
+    /// Opens the connection on its thread (`synchronous` is `FULL` or `NORMAL`); every batch run
+    /// on it wakes the checkpointer.
+    async fn open(
+        file: std::path::PathBuf,
+        synchronous: &'static str,
+        committed: Arc<Notify>,
+    ) -> Result<InboxConnection> {
+        let (work, queue) = std::sync::mpsc::channel::<InboxWork>();
+        let (opened, open_result) = tokio::sync::oneshot::channel();
+        let (closed_tx, closed) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("siyu-inbox-writer".into())
+            .spawn(move || {
+                let mut conn = match open_inbox_connection(&file, synchronous) {
+                    Ok(conn) => {
+                        let _ = opened.send(Ok(()));
+                        conn
+                    }
+                    Err(e) => {
+                        let _ = opened.send(Err(e));
+                        return;
+                    }
+                };
+                while let Ok(job) = queue.recv() {
+                    job(&mut conn);
+                    // A commit hook would need rusqlite's hooks; every batch is one commit.
+                    committed.notify_one();
+                }
+                drop(conn);
+                let _ = closed_tx.send(());
+            })
+            .map_err(|e| StoreError::InboxWriter(format!("did not start: {e}")))?;
+        open_result
+            .await
+            .map_err(|_| StoreError::InboxWriter("did not start".into()))??;
+        Ok(InboxConnection {
+            work: std::sync::Mutex::new(Some(work)),
+            closed: tokio::sync::Mutex::new(Some(closed)),
+        })
+    }
+
+    /// Runs `f` on the connection's thread and answers what it returned.
+    pub(crate) async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut rusqlite::Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: InboxWork = Box::new(move |conn| {
+            let _ = reply.send(f(conn));
+        });
+        let sent = match &*self.work.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(work) => work.send(job).is_ok(),
+            None => false,
+        };
+        if !sent {
+            return Err(StoreError::InboxWriter("is closed".into()));
+        }
+        answer
+            .await
+            .map_err(|_| StoreError::InboxWriter("stopped".into()))?
+    }
+
+    /// Lets the thread finish the work it was given, then waits for it to close the connection.
+    pub(crate) async fn close(&self) {
+        drop(self.work.lock().unwrap_or_else(|e| e.into_inner()).take());
+        if let Some(closed) = self.closed.lock().await.take() {
+            let _ = closed.await;
+        }
+    }
+}
+
+fn open_inbox_connection(
+    file: &std::path::Path,
+    synchronous: &str,
+) -> Result<rusqlite::Connection> {
+    use rusqlite::OpenFlags;
+    let conn = rusqlite::Connection::open_with_flags(
+        file,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {synchronous}; PRAGMA wal_autocheckpoint = 0;
+         PRAGMA temp_store = memory; PRAGMA foreign_keys = ON;"
+    ))?;
+    Ok(conn)
 }
 
 /// An `after_connect` hook: every commit of the connection wakes the checkpointer.
