@@ -518,6 +518,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_panic_on_the_inbox_writers_connection_fails_that_work_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(&dir).await;
+        let inbox = store.inbox_connection().expect("SQLite has one");
+        let failed = inbox
+            .run(|_| -> Result<()> { panic!("a batch that panics, on purpose") })
+            .await;
+        assert!(
+            matches!(failed, Err(StoreError::InboxWriter(_))),
+            "{failed:?}"
+        );
+        let next: i64 = inbox
+            .run(|conn| Ok(conn.query_row("SELECT 41 + 1", [], |row| row.get(0))?))
+            .await
+            .expect("the connection still takes work");
+        assert_eq!(next, 42);
+        store.close().await;
+    }
+
+    #[tokio::test]
     async fn a_writer_waits_for_a_lull_no_longer_than_it_was_told() {
         let dir = tempfile::tempdir().unwrap();
         let store = sqlite_store(&dir).await;
