@@ -249,9 +249,9 @@ impl Dispatcher {
     /// busy, or after [`MOST_DEFERRED`]. It handles all of them unless the inbox writer came to
     /// wait for the write turn the transaction holds (SQLite): then it commits after the event in
     /// hand (after [`EVENTS_WHEN_DEFERRED`] of them, when it waited the whole time), and the
-    /// callbacks waiting on the inbox go first. Err: a handler failed, or the
-    /// transaction did; nothing of it is kept. Each event's parsed form is taken from its
-    /// `Handed` at the first try: a second parses the stored XML.
+    /// callbacks waiting on the inbox go first. Err: a handler failed, or the transaction did;
+    /// nothing of it is kept. Each event's parsed form is taken from its `Handed` at the first
+    /// try: a second parses the stored XML.
     async fn handle_together(&self, events: &mut [Handed]) -> Result<usize, String> {
         // In a burst of callbacks, their answers go first; a transaction that waited the whole
         // time then keeps the turn for a few events at least, so handling never stops.

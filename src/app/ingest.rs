@@ -143,18 +143,15 @@ impl Writer {
     /// that the dispatcher holds back ([`Store::inbox_lull`]).
     async fn next_batch(&self, rx: &mut mpsc::Receiver<Pending>, batch: &mut Vec<Pending>) -> bool {
         let more = tokio::time::timeout(LULL_AFTER, rx.recv_many(batch, self.batch_max));
-        match more.await {
-            Ok(n) => {
-                self.store.set_inbox_busy(n > 0);
-                n > 0
-            }
+        let n = match more.await {
+            Ok(n) => n,
             Err(_) => {
                 self.store.set_inbox_busy(false);
-                let n = rx.recv_many(batch, self.batch_max).await;
-                self.store.set_inbox_busy(n > 0);
-                n > 0
+                rx.recv_many(batch, self.batch_max).await
             }
-        }
+        };
+        self.store.set_inbox_busy(n > 0);
+        n > 0
     }
 
     async fn run(self, mut rx: mpsc::Receiver<Pending>) {

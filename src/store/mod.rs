@@ -94,7 +94,7 @@ pub use crate::config::DbKind;
 pub enum StoreError {
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
-    /// From a SQLite connection siyu drives without sqlx (the inbox writer's, the tier read's).
+    /// From a SQLite connection siyu drives without sqlx (the inbox writer's).
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("the inbox writer's connection {0}")]
@@ -477,20 +477,22 @@ mod tests {
     use super::*;
     use crate::config::Secret;
 
-    async fn sqlite_store(dir: &tempfile::TempDir) -> Store {
-        Store::connect(&DatabaseSettings {
+    /// A store on a SQLite file in a directory of its own, removed when the directory is dropped.
+    async fn sqlite_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&DatabaseSettings {
             url: Secret::new(format!("sqlite://{}/gate.db", dir.path().display())),
             max_connections: 2,
             ..DatabaseSettings::default()
         })
         .await
-        .unwrap()
+        .unwrap();
+        (dir, store)
     }
 
     #[tokio::test]
     async fn a_lull_comes_at_once_when_callbacks_do_not_keep_the_inbox_writer_busy() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = sqlite_store(&dir).await;
+        let (_dir, store) = sqlite_store().await;
         assert!(store.inbox_lull(Duration::from_secs(3600)).await);
         store.set_inbox_busy(true);
         store.set_inbox_busy(false);
@@ -500,8 +502,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_writer_waiting_for_a_lull_goes_on_when_the_inbox_writer_is_no_longer_busy() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = sqlite_store(&dir).await;
+        let (_dir, store) = sqlite_store().await;
         store.set_inbox_busy(true);
         let waiting = tokio::spawn({
             let store = store.clone();
@@ -519,8 +520,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panic_on_the_inbox_writers_connection_fails_that_work_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = sqlite_store(&dir).await;
+        let (_dir, store) = sqlite_store().await;
         let inbox = store.inbox_connection().expect("SQLite has one");
         let failed = inbox
             .run(|_| -> Result<()> { panic!("a batch that panics, on purpose") })
@@ -539,8 +539,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_writer_waits_for_a_lull_no_longer_than_it_was_told() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = sqlite_store(&dir).await;
+        let (_dir, store) = sqlite_store().await;
         store.set_inbox_busy(true);
         // Paused once connected: the clock moves only when every task waits for it.
         tokio::time::pause();
